@@ -1,0 +1,102 @@
+"""The three services as separate OS processes, as they run in production."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.config import Settings
+from shared.contract.envelope import Source
+
+SERVICES: tuple[Source, ...] = ("enrollment", "treatment", "followup")
+
+
+def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UCART_")}
+    env.update(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap_servers,
+        UCART_HOST=settings.host,
+        UCART_TOPIC_PREFIX=settings.topic_prefix,
+        UCART_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        UCART_PROTOCOL_FILE=str(settings.protocol_file),
+        UCART_RELAY_POLL_SECONDS=str(settings.relay_poll_seconds),
+        **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SERVICES},
+    )
+    return env
+
+
+class ServiceProcess:
+    def __init__(self, name: Source, env: dict[str, str], url: str, log_file: Path):
+        self.name, self.env, self.url, self.log_file = name, env, url, log_file
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}.main"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            )
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_file}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (graceful: uvicorn drains, the lifespan stops relay, consumers and pool), then kill."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class ServiceGroup:
+    """Start all three, wait until each answers /health; stop them in reverse order."""
+
+    def __init__(self, settings: Settings, database_url: str, bootstrap_servers: str, log_dir: Path):
+        env = service_env(settings, database_url, bootstrap_servers)
+        self.services = {
+            name: ServiceProcess(name, env, settings.url(name), log_dir / f"{name}.log") for name in SERVICES
+        }
+
+    def start(self) -> None:
+        for service in self.services.values():
+            service.start()
+        try:
+            for service in self.services.values():
+                service.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for service in reversed(self.services.values()):
+            service.stop()
+
+    def __getitem__(self, name: Source) -> ServiceProcess:
+        return self.services[name]

@@ -1,0 +1,57 @@
+"""The whole product on one machine: PostgreSQL, the broker and the three services.
+
+Embedded servers are used unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from shared import db
+from shared.config import Settings
+
+from infra.embedded import EmbeddedKafka, EmbeddedPostgres
+from infra.processes import ServiceGroup
+
+DATABASE = "ucart"
+
+
+class Stack:
+    def __init__(self, settings: Settings, database: str = DATABASE):
+        self.settings = settings
+        self.database = database
+        self.data_dir = Path(settings.data_dir).resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.postgres: EmbeddedPostgres | None = None
+        self.kafka: EmbeddedKafka | None = None
+        self.services: ServiceGroup | None = None
+        self.database_url = ""
+        self.bootstrap_servers = ""
+
+    def start_infrastructure(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        server_url = self.settings.database_url
+        if server_url is None:
+            self.postgres = EmbeddedPostgres(self.data_dir / "pg")
+            server_url = self.postgres.start()
+            self.database_url = asyncio.run(db.ensure_database(server_url, self.database))
+        else:
+            self.database_url = server_url
+        if self.settings.kafka_bootstrap_servers is None:
+            self.kafka = EmbeddedKafka(self.settings.kafka_port, self.log_dir / "broker.log")
+            self.bootstrap_servers = self.kafka.start()
+        else:
+            self.bootstrap_servers = self.settings.kafka_bootstrap_servers
+
+    def start_services(self) -> None:
+        self.services = ServiceGroup(self.settings, self.database_url, self.bootstrap_servers, self.log_dir)
+        self.services.start()
+
+    def stop(self) -> None:
+        if self.services:
+            self.services.stop()
+        if self.kafka:
+            self.kafka.stop()
+        if self.postgres:
+            self.postgres.stop()

@@ -1,0 +1,25 @@
+"""Enrollment use cases (synchronous: run them in a worker thread)."""
+
+from __future__ import annotations
+
+from shared.contract.envelope import Envelope
+from shared.contract.events import ConsentWithdrawn, Enrolled, ScreenFailed
+from shared.eventstore import EventMeta, SubjectApplication
+from shared.facts import SubjectFacts
+
+from services.enrollment import domain
+
+
+class EnrollmentApplication(SubjectApplication[domain.EnrollmentSubject]):
+    name = "enrollment"
+    source = "enrollment"
+    aggregate = domain.EnrollmentSubject
+
+    def enrol(self, meta: EventMeta, payload: Enrolled) -> list[Envelope]:
+        return self.commit(domain.enrol(self.find(meta.subject_id), meta, payload))
+
+    def screen_fail(self, meta: EventMeta, payload: ScreenFailed) -> list[Envelope]:
+        return self.commit(domain.screen_fail(self.find(meta.subject_id), meta, payload))
+
+    def withdraw(self, meta: EventMeta, payload: ConsentWithdrawn, facts: SubjectFacts | None) -> list[Envelope]:
+        return self.commit(domain.withdraw(self.find(meta.subject_id), meta, payload, facts))

@@ -1,0 +1,72 @@
+"""Enrollment: screening, consent, enrolment, withdrawal. Pure rules, no I/O."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from shared.contract.events import ConsentWithdrawn, Enrolled, Payload, ScreenFailed
+from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
+from shared.eventstore import EventMeta, SubjectStream
+from shared.facts import SubjectFacts
+
+
+class EnrollmentSubject(SubjectStream):
+    def initialise(self) -> None:
+        self.status = "screening"
+        self.site_id: str | None = None
+        self.enrolled_on: date | None = None
+        self.withdrawn_on: date | None = None
+
+    def when(self, meta: EventMeta, payload: Payload) -> None:
+        match payload:
+            case Enrolled():
+                self.status, self.site_id, self.enrolled_on = "enrolled", payload.site_id, meta.occurred_at.date()
+            case ScreenFailed():
+                self.status, self.site_id = "screen_failed", payload.site_id
+            case ConsentWithdrawn():
+                self.status, self.withdrawn_on = "withdrawn", meta.occurred_at.date()
+
+
+def _code_is_free(subject: EnrollmentSubject | None) -> None:
+    if subject is not None:
+        raise RuleViolation(
+            f"Subject code {subject.subject_id} is already used ({subject.status.replace('_', ' ')}). "
+            "Each study code is assigned once: check the code on the screening log."
+        )
+
+
+def enrol(subject: EnrollmentSubject | None, meta: EventMeta, payload: Enrolled) -> EnrollmentSubject:
+    _code_is_free(subject)
+    enrolled_on = meta.occurred_at.date()
+    if payload.consent_signed_on > enrolled_on:
+        raise InvalidCommand(
+            f"consent_signed_on ({payload.consent_signed_on}) is after the enrolment date ({enrolled_on}): "
+            "informed consent must be signed on or before enrolment. Correct either date."
+        )
+    if not payload.cd19_positive:
+        raise RuleViolation(
+            "Not eligible: CD19 expression on blasts must be confirmed before enrolment. "
+            "Record a screening failure instead."
+        )
+    return EnrollmentSubject.record_into(None, meta, payload)
+
+
+def screen_fail(subject: EnrollmentSubject | None, meta: EventMeta, payload: ScreenFailed) -> EnrollmentSubject:
+    _code_is_free(subject)
+    return EnrollmentSubject.record_into(None, meta, payload)
+
+
+def withdraw(
+    subject: EnrollmentSubject | None, meta: EventMeta, payload: ConsentWithdrawn, facts: SubjectFacts | None
+) -> EnrollmentSubject:
+    if subject is None:
+        raise SubjectNotFound(f"No subject {meta.subject_id} in enrollment: check the study code.")
+    if subject.status != "enrolled":
+        raise RuleViolation(f"Subject {subject.subject_id} is {subject.status.replace('_', ' ')}: "
+                            "only an enrolled subject can withdraw consent.")
+    if facts and facts.died_on:
+        raise RuleViolation(f"Subject {subject.subject_id} died on {facts.died_on}: consent cannot be withdrawn.")
+    if subject.enrolled_on and meta.occurred_at.date() < subject.enrolled_on:
+        raise InvalidCommand(f"The withdrawal date {meta.occurred_at.date()} is before the enrolment "
+                             f"({subject.enrolled_on}); correct the date.")
+    return EnrollmentSubject.record_into(subject, meta, payload)

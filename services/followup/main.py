@@ -1,0 +1,30 @@
+"""Follow-up service: `python -m services.followup.main` (port 8003 by default); also the read API."""
+
+from __future__ import annotations
+
+from shared import facts
+from shared.service import ServiceSpec, build_app, serve
+
+from services.followup.api import read_router, router
+from services.followup.app import FollowupApplication
+from services.followup.consumers import subscriptions
+from services.followup.projections import store
+
+SPEC = ServiceSpec(
+    name="followup",
+    title="Follow-up",
+    description="Adverse events, response assessments, visits and deaths after UCAR-T infusion; "
+    "read API over each subject's journey and follow-up schedule.",
+    application=FollowupApplication,
+    routers=(router, read_router),
+    subscriptions=subscriptions,
+    ddl=lambda schema: facts.ddl(schema) + store.ddl(schema),
+)
+
+
+def create_app():
+    return build_app(SPEC)
+
+
+if __name__ == "__main__":
+    serve(SPEC)

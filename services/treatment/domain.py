@@ -1,0 +1,95 @@
+"""Treatment: lymphodepletion days and the UCAR-T infusion. Pure rules, no I/O."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from shared.contract.events import LymphodepletionGiven, Payload, UCARTInfused
+from shared.errors import RuleViolation, SubjectNotFound
+from shared.eventstore import EventMeta, SubjectStream
+from shared.facts import SubjectFacts
+from shared.protocol import Protocol
+
+
+class TreatmentSubject(SubjectStream):
+    def initialise(self) -> None:
+        self.ld_days: list[date] = []
+        self.infusions: list[datetime] = []
+
+    def when(self, meta: EventMeta, payload: Payload) -> None:
+        match payload:
+            case LymphodepletionGiven():
+                self.ld_days.append(meta.occurred_at.date())
+            case UCARTInfused():
+                self.infusions.append(meta.occurred_at)
+
+
+def require_treatable(subject_id: str, facts: SubjectFacts | None) -> SubjectFacts:
+    """Only subjects treatment has learned are enrolled, and who are still on study."""
+    if facts is None or (facts.enrolled_on is None and not facts.screen_failed):
+        raise SubjectNotFound(
+            f"Treatment has no enrolment for {subject_id}. Enrol the subject first; "
+            "if that was just done, retry in a few seconds.",
+            retryable=True,
+        )
+    if facts.screen_failed:
+        raise RuleViolation(f"Subject {subject_id} failed screening and cannot be treated.")
+    if facts.withdrawn_on:
+        raise RuleViolation(f"Subject {subject_id} withdrew consent on {facts.withdrawn_on}: no further treatment.")
+    if facts.died_on:
+        raise RuleViolation(f"Subject {subject_id} died on {facts.died_on}: no further treatment.")
+    return facts
+
+
+def give_lymphodepletion(
+    subject: TreatmentSubject | None,
+    meta: EventMeta,
+    payload: LymphodepletionGiven,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> TreatmentSubject:
+    facts = require_treatable(meta.subject_id, facts)
+    day = meta.occurred_at.date()
+    ld_days = subject.ld_days if subject else []
+    limit = protocol.lymphodepletion.max_days
+    if subject and subject.infusions:
+        raise RuleViolation(f"Subject {meta.subject_id} was infused on {subject.infusions[0].date()}: "
+                            "lymphodepletion comes before the infusion.")
+    if len(ld_days) >= limit:
+        raise RuleViolation(f"Subject {meta.subject_id} already has {len(ld_days)} lymphodepletion days; "
+                            f"the protocol allows at most {limit}.")
+    if day in ld_days:
+        raise RuleViolation(f"Lymphodepletion on {day} is already recorded for {meta.subject_id}; "
+                            "record each day once, with all its agents.")
+    if ld_days and day < ld_days[-1]:
+        raise RuleViolation(f"Lymphodepletion on {day} is before the last recorded day ({ld_days[-1]}); "
+                            "days are recorded in order.")
+    if facts.enrolled_on and day < facts.enrolled_on:
+        raise RuleViolation(f"Lymphodepletion on {day} is before enrolment ({facts.enrolled_on}).")
+    return TreatmentSubject.record_into(subject, meta, payload)
+
+
+def infuse(
+    subject: TreatmentSubject | None,
+    meta: EventMeta,
+    payload: UCARTInfused,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> TreatmentSubject:
+    require_treatable(meta.subject_id, facts)
+    ld = protocol.lymphodepletion
+    ld_days = subject.ld_days if subject else []
+    if subject and len(subject.infusions) >= protocol.infusion.max_infusions:
+        raise RuleViolation(f"Subject {meta.subject_id} was already infused on {subject.infusions[0].date()}; "
+                            f"the protocol allows {protocol.infusion.max_infusions} infusion(s).")
+    if len(ld_days) < ld.min_days:
+        raise RuleViolation(f"Subject {meta.subject_id} has {len(ld_days)} lymphodepletion day(s); "
+                            f"infusion needs at least {ld.min_days} first.")
+    gap = (meta.occurred_at.date() - ld_days[-1]).days
+    if not ld.min_gap_days_to_infusion <= gap <= ld.max_gap_days_to_infusion:
+        raise RuleViolation(
+            f"Infusion on {meta.occurred_at.date()} is {gap} day(s) after the last lymphodepletion day "
+            f"({ld_days[-1]}); the protocol requires {ld.min_gap_days_to_infusion} to "
+            f"{ld.max_gap_days_to_infusion} days."
+        )
+    return TreatmentSubject.record_into(subject, meta, payload)

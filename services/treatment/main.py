@@ -1,0 +1,28 @@
+"""Treatment service: `python -m services.treatment.main` (port 8002 by default)."""
+
+from __future__ import annotations
+
+from shared import facts
+from shared.service import ServiceSpec, build_app, serve
+
+from services.treatment.api import router
+from services.treatment.app import TreatmentApplication
+from services.treatment.consumers import subscriptions
+
+SPEC = ServiceSpec(
+    name="treatment",
+    title="Treatment",
+    description="Lymphodepletion and UCAR-T infusion of enrolled subjects.",
+    application=TreatmentApplication,
+    routers=(router,),
+    subscriptions=subscriptions,
+    ddl=facts.ddl,
+)
+
+
+def create_app():
+    return build_app(SPEC)
+
+
+if __name__ == "__main__":
+    serve(SPEC)

@@ -1,0 +1,1 @@
+"""Code shared by the three services: the public event contract and the plumbing around it."""

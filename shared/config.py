@@ -1,0 +1,48 @@
+"""Configuration from the environment (12-factor). Defaults are the embedded laptop set-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contract.envelope import Source
+from shared.protocol import DEFAULT_PROTOCOL_FILE
+
+DEFAULT_PORTS: dict[Source, int] = {"enrollment": 8001, "treatment": 8002, "followup": 8003}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UCART_", extra="ignore")
+
+    data_dir: Path = Field(Path(".ucart"), description="Embedded PostgreSQL data and logs.")
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "UCART_DATABASE_URL"),
+        description="PostgreSQL URL; unset means the embedded server under data_dir.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "UCART_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers; unset means the embedded broker on kafka_port.",
+    )
+    kafka_port: int = 9092
+    topic_prefix: str = Field("", description="Namespace for topic and group names, e.g. 'staging.'.")
+    topic_partitions: int = Field(3, ge=1)
+    protocol_file: Path = DEFAULT_PROTOCOL_FILE
+    host: str = "127.0.0.1"
+    enrollment_port: int = DEFAULT_PORTS["enrollment"]
+    treatment_port: int = DEFAULT_PORTS["treatment"]
+    followup_port: int = DEFAULT_PORTS["followup"]
+    relay_poll_seconds: float = Field(1.0, gt=0)
+
+    def port(self, service: Source) -> int:
+        return getattr(self, f"{service}_port")
+
+    def url(self, service: Source) -> str:
+        return f"http://{self.host}:{self.port(service)}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"

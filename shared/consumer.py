@@ -1,0 +1,166 @@
+"""Idempotent Kafka consumers: at-least-once in, exactly-once effects.
+
+Each message is applied in one PostgreSQL transaction together with the consumer's tracking row
+(per subject and source, the last stream_version applied). A duplicate changes nothing; a gap is
+recorded. The Kafka offset is committed only after that transaction (FastStream's NACK_ON_ERROR:
+ack after the handler, seek back on an error). A message that can never be applied goes to the
+consumer's dead-letter topic with the reason in its headers, and the partition keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+import asyncpg
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import ValidationError
+
+from shared.contract.envelope import Envelope
+from shared.contract.events import Payload, UnknownEventType
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["applied", "duplicate", "dead-lettered"]
+
+
+class PoisonMessage(Exception):
+    """Raised by a projection for an event it can never apply (a broken rule, not a passing fault)."""
+
+
+class Projection(Protocol):
+    name: str
+
+    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None: ...
+
+
+DeadLetter = Callable[[KafkaMessage, str], Awaitable[None]]
+
+
+class IdempotentConsumer:
+    def __init__(self, projection: Projection, pool: asyncpg.Pool, *, schema: str, dead_letter: DeadLetter):
+        self.projection = projection
+        self.pool = pool
+        self.schema = schema
+        self.dead_letter = dead_letter
+        self.counts: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "dead-lettered": 0}
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    async def handle(self, message: KafkaMessage) -> Outcome:
+        outcome = await self._handle(message)
+        self.counts[outcome] += 1
+        return outcome
+
+    async def _handle(self, message: KafkaMessage) -> Outcome:
+        try:
+            envelope = Envelope.model_validate_json(message.body)
+            payload = envelope.typed_payload()
+        except (ValidationError, UnknownEventType) as exc:
+            return await self._park(message, f"invalid event: {exc}")
+        try:
+            return await self.apply(envelope, payload)
+        except PoisonMessage as exc:
+            return await self._park(message, str(exc))
+
+    async def apply(self, envelope: Envelope, payload: Payload) -> Outcome:
+        """Apply one event exactly once (also used to rebuild from the event stores)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            last = await conn.fetchval(
+                f"""SELECT last_version FROM {self.schema}.consumer_applied
+                    WHERE consumer = $1 AND subject_id = $2 AND source = $3 FOR UPDATE""",
+                self.name,
+                envelope.subject_id,
+                envelope.source,
+            )
+            last = last or 0
+            if envelope.stream_version <= last:
+                return "duplicate"
+            if envelope.stream_version > last + 1:
+                log.error(
+                    "%s: gap in %s/%s: expected version %d, got %d",
+                    self.name, envelope.source, envelope.subject_id, last + 1, envelope.stream_version,
+                )
+                await conn.execute(
+                    f"""INSERT INTO {self.schema}.consumer_gaps
+                        (consumer, subject_id, source, expected_version, received_version)
+                        VALUES ($1, $2, $3, $4, $5)""",
+                    self.name, envelope.subject_id, envelope.source, last + 1, envelope.stream_version,
+                )
+            await conn.execute(
+                f"""INSERT INTO {self.schema}.consumer_applied (consumer, subject_id, source, last_version)
+                    VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (consumer, subject_id, source)
+                    DO UPDATE SET last_version = EXCLUDED.last_version, updated_at = now()""",
+                self.name, envelope.subject_id, envelope.source, envelope.stream_version,
+            )
+            await self.projection.apply(conn, envelope, payload)
+        return "applied"
+
+    async def _park(self, message: KafkaMessage, reason: str) -> Outcome:
+        raw = message.raw_message
+        log.error("%s: dead-lettering %s[%s]@%s: %s", self.name, raw.topic, raw.partition, raw.offset, reason)
+        await self.dead_letter(message, reason)
+        await self.pool.execute(
+            f"""INSERT INTO {self.schema}.dead_letters (consumer, topic, kafka_partition, kafka_offset, reason)
+                VALUES ($1, $2, $3, $4, $5)""",
+            self.name, raw.topic, raw.partition, raw.offset, reason[:2000],
+        )
+        return "dead-lettered"
+
+
+def subscribe(
+    broker: KafkaBroker,
+    consumer: IdempotentConsumer,
+    *,
+    topics: list[str],
+    group_id: str,
+    dead_letter_topic: str,
+    retry_delay: float = 1.0,
+) -> None:
+    """Attach the consumer to the broker: earliest offset, offsets committed after the effects."""
+
+    @broker.subscriber(
+        *topics,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=f"{consumer.name}:consume",
+        description=f"{consumer.name}: applies each event once (tracked per subject, source and "
+        f"stream_version). Unprocessable messages go to {dead_letter_topic}.",
+    )
+    async def on_message(message: KafkaMessage) -> None:
+        try:
+            await consumer.handle(message)
+        except Exception:
+            # A passing fault (database down...): wait, then let FastStream seek back and redeliver.
+            log.exception("%s: could not apply a message; it will be redelivered", consumer.name)
+            await asyncio.sleep(retry_delay)
+            raise
+
+
+def dead_letter_publisher(broker: KafkaBroker, topic: str, consumer: str) -> DeadLetter:
+    publisher = broker.publisher(
+        topic,
+        title=f"{topic}:publish",
+        description=f"Messages {consumer} could never process; headers dead_letter_reason, "
+        "original_topic, original_partition, original_offset.",
+    )
+
+    async def dead_letter(message: KafkaMessage, reason: str) -> None:
+        raw = message.raw_message
+        headers = {k: v for k, v in message.headers.items() if isinstance(v, str)}
+        headers.update(
+            dead_letter_reason=reason[:1000],
+            original_topic=raw.topic,
+            original_partition=str(raw.partition),
+            original_offset=str(raw.offset),
+        )
+        await publisher.publish(message.body, key=raw.key, headers=headers)
+
+    return dead_letter

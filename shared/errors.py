@@ -1,0 +1,45 @@
+"""Errors the domain and the plumbing raise; the HTTP layer maps each to a problem+json status.
+
+Messages are written for a study coordinator: say what is wrong and what to do about it.
+"""
+
+
+class DomainError(Exception):
+    status = 400
+    title = "Request refused"
+
+    def __init__(self, detail: str, *, retryable: bool = False):
+        super().__init__(detail)
+        self.detail = detail
+        # True when the refusal may go away by itself: this service has not yet learned (from Kafka)
+        # what another service already recorded. Clients may retry such a refusal after a moment.
+        self.retryable = retryable
+
+
+class InvalidCommand(DomainError):
+    """The input itself is wrong (fix the data and resend)."""
+
+    status = 422
+    title = "Invalid input"
+
+
+class RuleViolation(DomainError):
+    """The input is well formed but the protocol does not allow it in the subject's current state."""
+
+    status = 409
+    title = "Not allowed by the protocol"
+
+
+class ConcurrentChange(DomainError):
+    status = 409
+    title = "Changed by someone else"
+
+
+class SubjectNotFound(DomainError):
+    status = 404
+    title = "Unknown subject"
+
+
+class DependencyUnavailable(DomainError):
+    status = 503
+    title = "Service temporarily unavailable"

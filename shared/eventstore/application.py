@@ -1,0 +1,105 @@
+"""The `eventsourcing` Application every service's write side builds on."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+from pydantic import BaseModel
+
+from shared.contract.envelope import Envelope, Source
+from shared.contract.events import ALL as ALL_PAYLOADS
+from shared.errors import ConcurrentChange
+from shared.eventstore.aggregate import SubjectStream, subject_uuid
+from shared.eventstore.meta import EventMeta
+
+S = TypeVar("S", bound=SubjectStream)
+
+
+class PydanticTranscoding(Transcoding):
+    """Stores a pydantic model as its JSON form under a stable name, and validates it on the way back."""
+
+    def __init__(self, model: type[BaseModel], name: str):
+        self.type = model
+        self.name = name
+
+    def encode(self, obj: BaseModel) -> Any:
+        return obj.model_dump(mode="json")
+
+    def decode(self, data: Any) -> BaseModel:
+        return self.type.model_validate(data)
+
+
+def postgres_env(database_url: str, schema: str) -> dict[str, str]:
+    """`eventsourcing`'s POSTGRES_* settings from a DATABASE_URL (a socket directory goes in ?host=)."""
+    url = urlsplit(database_url)
+    query = parse_qs(url.query)
+    host = query.get("host", [url.hostname or "127.0.0.1"])[0]
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": str(url.port or query.get("port", ["5432"])[0]),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_PRE_PING": "y",
+    }
+
+
+def to_envelope(domain_event: Any, source: Source) -> Envelope:
+    meta: EventMeta = domain_event.meta
+    payload = domain_event.payload
+    return Envelope(
+        event_id=meta.event_id,
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id=meta.subject_id,
+        source=source,
+        stream_version=domain_event.originator_version,
+        occurred_at=meta.occurred_at,
+        recorded_at=domain_event.timestamp,
+        recorded_by=meta.recorded_by,
+        correlation_id=meta.correlation_id,
+        causation_id=meta.causation_id,
+        reason=meta.reason,
+        protocol_version=meta.protocol_version,
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+class SubjectApplication(Application, Generic[S]):
+    """Subclasses set `name` (fixes the table name: `<name>_events`), `source` and `aggregate`.
+
+    Synchronous (psycopg): call its methods from a worker thread, never on the event loop.
+    """
+
+    source: ClassVar[Source]
+    aggregate: ClassVar[type[SubjectStream]]
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(PydanticTranscoding(EventMeta, "ucart.EventMeta"))
+        for model in ALL_PAYLOADS:
+            transcoder.register(PydanticTranscoding(model, f"ucart.{model.event_type}.v{model.schema_version}"))
+
+    def find(self, subject_id: str) -> S | None:
+        try:
+            return self.repository.get(subject_uuid(subject_id))
+        except AggregateNotFoundError:
+            return None
+
+    def commit(self, subject: S) -> list[Envelope]:
+        """Save the subject's new events; a concurrent writer (same stream version) gets a 409."""
+        try:
+            recordings = self.save(subject)
+        except IntegrityError:
+            raise ConcurrentChange(
+                f"Subject {subject.subject_id} was changed by another request at the same time; "
+                "reload it and try again."
+            ) from None
+        return [to_envelope(r.domain_event, self.source) for r in recordings]

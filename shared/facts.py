@@ -1,0 +1,90 @@
+"""What a service has learned from other services' topics about each subject.
+
+Treatment and follow-up refuse commands for subjects in the wrong state (not enrolled, withdrawn,
+dead, not infused); they know those states only from Kafka, through this small read model, kept in
+each service's own schema.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import asyncpg
+from pydantic import BaseModel
+
+from shared.contract.envelope import Envelope
+from shared.contract.events import (
+    ConsentWithdrawn,
+    Enrolled,
+    Payload,
+    ScreenFailed,
+    SubjectDied,
+    UCARTInfused,
+)
+
+
+def ddl(schema: str) -> str:
+    return f"""
+    CREATE TABLE IF NOT EXISTS {schema}.subject_facts (
+        subject_id text PRIMARY KEY,
+        site_id text,
+        enrolled_on date,
+        screen_failed boolean NOT NULL DEFAULT false,
+        withdrawn_on date,
+        infused_at timestamptz,
+        died_on date
+    );
+    """
+
+
+class SubjectFacts(BaseModel):
+    subject_id: str
+    site_id: str | None = None
+    enrolled_on: date | None = None
+    screen_failed: bool = False
+    withdrawn_on: date | None = None
+    infused_at: datetime | None = None
+    died_on: date | None = None
+
+    @property
+    def infused_on(self) -> date | None:
+        return self.infused_at.date() if self.infused_at else None
+
+
+async def load(conn: asyncpg.Connection | asyncpg.Pool, schema: str, subject_id: str) -> SubjectFacts | None:
+    row = await conn.fetchrow(f"SELECT * FROM {schema}.subject_facts WHERE subject_id = $1", subject_id)
+    return SubjectFacts(**dict(row)) if row else None
+
+
+class SubjectFactsProjection:
+    """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused and
+    SubjectDied; other events are ignored (but still tracked)."""
+
+    def __init__(self, schema: str):
+        self.schema = schema
+        self.name = f"{schema}-subject-facts"
+
+    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
+        on = envelope.occurred_at
+        match payload:
+            case Enrolled():
+                await self._set(conn, envelope.subject_id, site_id=payload.site_id, enrolled_on=on.date())
+            case ScreenFailed():
+                await self._set(conn, envelope.subject_id, site_id=payload.site_id, screen_failed=True)
+            case ConsentWithdrawn():
+                await self._set(conn, envelope.subject_id, withdrawn_on=on.date())
+            case UCARTInfused():
+                await self._set(conn, envelope.subject_id, infused_at=on)
+            case SubjectDied():
+                await self._set(conn, envelope.subject_id, died_on=on.date())
+
+    async def _set(self, conn: asyncpg.Connection, subject_id: str, **values: object) -> None:
+        columns = list(values)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+        placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+        await conn.execute(
+            f"""INSERT INTO {self.schema}.subject_facts (subject_id, {", ".join(columns)})
+                VALUES ($1, {placeholders})
+                ON CONFLICT (subject_id) DO UPDATE SET {assignments}""",
+            subject_id, *values.values(),
+        )

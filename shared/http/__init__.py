@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the services: problem+json errors, commands, idempotency."""

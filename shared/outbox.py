@@ -1,0 +1,115 @@
+"""Outbox relay: publishes a service's committed events to its Kafka topic, in order.
+
+The service's notification log in PostgreSQL *is* the outbox: a command succeeds once its events are
+committed there, whether Kafka is up or not. The relay reads the log after its saved position,
+publishes each event keyed by subject id, and only then advances the position (at-least-once: a
+crash between the two republishes a batch, and consumers drop the copies). One relay per service
+publishes at a time, guarded by a PostgreSQL advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from shared.contract.envelope import Envelope
+from shared.eventstore.application import SubjectApplication, to_envelope
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Envelope], Awaitable[None]]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        app: SubjectApplication,
+        pool: asyncpg.Pool,
+        publish: Publish,
+        *,
+        schema: str,
+        batch_size: int = 200,
+        poll_seconds: float = 1.0,
+    ):
+        self.app = app
+        self.pool = pool
+        self.publish = publish
+        self.schema = schema
+        self.name = f"{app.name}-relay"
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.published = 0  # since start, for metrics and tests
+        self._wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Tell the relay there is something new (it also polls)."""
+        self._wake.set()
+
+    async def position(self) -> int:
+        value = await self.pool.fetchval(
+            f"SELECT last_notification_id FROM {self.schema}.outbox_position WHERE relay = $1", self.name
+        )
+        return value or 0
+
+    async def publish_pending(self) -> int:
+        """Publish one batch after the saved position; return how many events went out."""
+        start = await self.position()
+        notifications = await asyncio.to_thread(
+            self.app.recorder.select_notifications, start + 1, self.batch_size
+        )
+        for notification in notifications:
+            domain_event = self.app.mapper.to_domain_event(notification)
+            await self.publish(to_envelope(domain_event, self.app.source))
+            self.published += 1
+        if notifications:
+            await self.pool.execute(
+                f"""INSERT INTO {self.schema}.outbox_position (relay, last_notification_id) VALUES ($1, $2)
+                    ON CONFLICT (relay) DO UPDATE SET last_notification_id = EXCLUDED.last_notification_id,
+                                                      updated_at = now()""",
+                self.name,
+                notifications[-1].id,
+            )
+        return len(notifications)
+
+    async def lag(self) -> int:
+        """Events committed but not yet published."""
+        latest = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
+        return max(0, latest - await self.position())
+
+    async def run(self) -> None:
+        """Relay forever: take the leadership lock, then publish whenever there is something new."""
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker or database down: keep the position, retry later
+                log.warning("%s paused: %s; retrying", self.name, exc)
+                await asyncio.sleep(min(5.0, self.poll_seconds * 2))
+
+    async def _lead(self) -> None:
+        conn: asyncpg.Connection = await self.pool.acquire()
+        channel = f"{self.app.name}_events"  # eventsourcing NOTIFYs on its table's name at every insert
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.name):
+                await asyncio.sleep(self.poll_seconds)
+            await conn.add_listener(channel, self._on_notify)
+            try:
+                while True:
+                    while await self.publish_pending() == self.batch_size:
+                        pass
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
+            finally:
+                await conn.remove_listener(channel, self._on_notify)
+        finally:
+            await self.pool.release(conn)  # asyncpg resets a released connection: unlock_all, UNLISTEN *
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()

@@ -1,0 +1,212 @@
+"""What every service process is made of, wired the same way in each: an HTTP API, an event store,
+an outbox relay to its topic, and the consumers of what it learns from Kafka.
+
+`services/<name>/main.py` describes its service with a `ServiceSpec`; `build_app` does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from fastapi import APIRouter, FastAPI
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+
+from shared import db
+from shared.config import Settings
+from shared.consumer import IdempotentConsumer, Projection, dead_letter_publisher, subscribe
+from shared.contract.envelope import Envelope, Source
+from shared.contract.topics import dead_letter_topic, topic_for
+from shared.eventstore.application import SubjectApplication, postgres_env
+from shared.http import problems
+from shared.http.idempotency import IdempotencyStore
+from shared.outbox import OutboxRelay
+from shared.protocol import Protocol, load_protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A consumer of this service: what it applies, and from which source topics."""
+
+    projection: Projection
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: Source
+    title: str
+    description: str
+    application: type[SubjectApplication]
+    routers: tuple[APIRouter, ...]
+    subscriptions: Callable[[Protocol], list[Subscription]]
+    ddl: Callable[[str], str] = lambda schema: ""
+
+
+@dataclass
+class Runtime:
+    """Everything a request handler or consumer of one service needs."""
+
+    spec: ServiceSpec
+    settings: Settings
+    protocol: Protocol
+    broker: KafkaBroker
+    consumers: list[IdempotentConsumer] = field(default_factory=list)
+    pool: asyncpg.Pool | None = None
+    app: SubjectApplication | None = None
+    relay: OutboxRelay | None = None
+    idempotency: IdempotencyStore | None = None
+    broker_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def schema(self) -> str:
+        return self.spec.name
+
+    def topic(self, source: Source) -> str:
+        return topic_for(source, self.settings.topic_prefix)
+
+    def relay_nudge(self) -> None:
+        if self.relay:
+            self.relay.nudge()
+
+    async def call(self, fn: Callable, *args):
+        """Run a synchronous use case of the event-store application in a worker thread."""
+        return await asyncio.to_thread(fn, *args)
+
+
+def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
+    """Everything that exists without I/O: the broker with its publishers and subscribers.
+    (The AsyncAPI document is generated from this.)"""
+    broker = KafkaBroker(settings.bootstrap_servers, client_id=f"ucart-{spec.name}", acks="all",
+                         enable_idempotence=False)  # the embedded broker refuses idempotent producers
+    runtime = Runtime(spec=spec, settings=settings, protocol=load_protocol(settings.protocol_file), broker=broker)
+    prefix = settings.topic_prefix
+    for sub in spec.subscriptions(runtime.protocol):
+        name = sub.projection.name
+        dlq = dead_letter_topic(name, prefix)
+        consumer = IdempotentConsumer(
+            sub.projection, None, schema=spec.name, dead_letter=dead_letter_publisher(broker, dlq, name)  # type: ignore[arg-type]
+        )
+        subscribe(broker, consumer, topics=[runtime.topic(s) for s in sub.sources],
+                  group_id=f"{prefix}ucart-{name}", dead_letter_topic=dlq)
+        runtime.consumers.append(consumer)
+    return runtime
+
+
+def events_publisher(runtime: Runtime):
+    publisher = runtime.broker.publisher(
+        runtime.topic(runtime.spec.name),
+        schema=Envelope,
+        title=f"{runtime.topic(runtime.spec.name)}:publish",
+        description=f"Every event the {runtime.spec.name} service stores, in order per subject. "
+        "Key: subject id (UTF-8). Headers: event_type, event_id, schema_version, correlation_id.",
+    )
+
+    async def publish(envelope: Envelope) -> None:
+        await runtime.broker_ready.wait()
+        await publisher.publish(
+            envelope.model_dump_json().encode(),
+            key=envelope.kafka_key(),
+            headers=envelope.kafka_headers(),
+            correlation_id=str(envelope.correlation_id),
+        )
+
+    return publish
+
+
+def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
+    runtime = build_runtime(spec, settings or Settings())
+    events_publisher(runtime)
+    return AsyncAPI(runtime.broker, title=f"UCAR-T {spec.title} events", version="1.0.0",
+                    description=spec.description)
+
+
+async def ensure_topics(settings: Settings, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+                   for t in topics if t not in existing]
+        if missing:
+            with suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def _connect_broker(runtime: Runtime) -> None:
+    """Start Kafka clients in the background, retrying: commands must work while Kafka is down."""
+    topics = [runtime.topic(s) for s in ("enrollment", "treatment", "followup")]
+    while True:
+        try:
+            await ensure_topics(runtime.settings, topics)
+            await runtime.broker.start()
+            runtime.broker_ready.set()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("Kafka not reachable at %s (%s); retrying", runtime.settings.bootstrap_servers, exc)
+            await asyncio.sleep(2)
+
+
+def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set: point it at PostgreSQL (`make demo` sets it for you).")
+    runtime = build_runtime(spec, settings)
+    publish = events_publisher(runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.pool = await db.create_pool(settings.database_url)
+        await runtime.pool.execute(db.plumbing_ddl(spec.name) + spec.ddl(spec.name))
+        for consumer in runtime.consumers:
+            consumer.pool = runtime.pool
+        runtime.idempotency = IdempotencyStore(runtime.pool, spec.name)
+        runtime.app = await asyncio.to_thread(spec.application, postgres_env(settings.database_url, spec.name))
+        runtime.relay = OutboxRelay(runtime.app, runtime.pool, publish, schema=spec.name,
+                                    poll_seconds=settings.relay_poll_seconds)
+        tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(runtime.relay.run())]
+        log.info("%s service ready", spec.name)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runtime.broker.stop()
+            await runtime.pool.close()
+            runtime.app.close()
+
+    app = FastAPI(title=f"UCAR-T {spec.title}", description=spec.description, version="0.1.0",
+                  lifespan=lifespan)
+    app.state.runtime = runtime
+    problems.install(app)
+    for router in spec.routers:
+        app.include_router(router)
+
+    @app.get("/health", tags=["operations"], summary="Liveness")
+    async def health() -> dict:
+        return {"status": "ok", "service": spec.name}
+
+    return app
+
+
+def serve(spec: ServiceSpec) -> None:
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {spec.name} %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(build_app(spec, settings), host=settings.host, port=settings.port(spec.name),
+                log_level="info", timeout_graceful_shutdown=10)
