@@ -1,0 +1,76 @@
+"""Test infrastructure: one real PostgreSQL and one real Kafka-protocol broker per test session.
+
+By default both are embedded (started here on free ports, in temporary directories, and stopped even
+when tests fail). DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point the suite at other servers instead;
+UCART_TESTCONTAINERS=1 uses testcontainers when a Docker engine answers. Each test (or module) gets
+its own database and its own topic prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from shared import db
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """(PostgreSQL server URL, Kafka bootstrap servers)."""
+    with ExitStack() as stack:
+        pg_url = os.environ.get("DATABASE_URL")
+        kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        use_docker = os.environ.get("UCART_TESTCONTAINERS") == "1" and _docker_available()
+        if pg_url is None and use_docker:
+            from testcontainers.postgres import PostgresContainer
+
+            container = stack.enter_context(PostgresContainer("postgres:16", driver=None))
+            pg_url = container.get_connection_url()
+        if kafka is None and use_docker:
+            from testcontainers.kafka import KafkaContainer
+
+            kafka = stack.enter_context(KafkaContainer()).get_bootstrap_server()
+        if pg_url is None:
+            postgres = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+            pg_url = postgres.start()
+            stack.callback(postgres.stop)
+        if kafka is None:
+            broker = EmbeddedKafka(free_port(), tmp_path_factory.mktemp("kafka") / "broker.log")
+            kafka = broker.start()
+            stack.callback(broker.stop)
+        yield pg_url, kafka
+
+
+def new_database(server_url: str) -> str:
+    return asyncio.run(db.ensure_database(server_url, f"ucart_t_{uuid.uuid4().hex[:12]}"))
+
+
+@pytest.fixture
+def database_url(servers) -> str:
+    return new_database(servers[0])
+
+
+@pytest.fixture
+def bootstrap_servers(servers) -> str:
+    return servers[1]
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."

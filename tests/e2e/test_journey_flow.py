@@ -1,0 +1,105 @@
+"""The whole journey through the three services' HTTP APIs, on real PostgreSQL and a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+
+import pytest
+from support import HEADERS, FLU_CY, INFUSION, RunningStack, at, count_events, enrolment, eventually, read_topic
+
+from infra import seed
+from shared.contract.topics import topic_for
+from shared.protocol import load_protocol
+
+
+@pytest.fixture(scope="module")
+def stack(servers, tmp_path_factory):
+    from conftest import new_database
+    import uuid
+
+    with RunningStack(new_database(servers[0]), servers[1], f"e2e{uuid.uuid4().hex[:8]}.",
+                      tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+def test_subject_journey_end_to_end(stack: RunningStack):
+    s = "UCT-01-101"
+    assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(20), enrolment(20)).status_code == 201
+    for days_ago in (17, 16, 15):
+        response = stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(days_ago), FLU_CY)
+        assert response.status_code == 201, response.text
+    infusion = stack.command("treatment", f"/subjects/{s}/infusion", at(12), INFUSION)
+    assert infusion.status_code == 201, infusion.text
+    ae = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(10), {
+        "term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
+        "relatedness": "probable"})
+    assert ae.status_code == 201, ae.text
+    response = stack.command("followup", f"/subjects/{s}/response-assessments", at(1), {
+        "timepoint": "UNSCHEDULED", "response": "CR", "marrow_blasts_pct": 1.0, "mrd_negative": True})
+    assert response.status_code == 201, response.text
+
+    def journey_complete():
+        r = stack.get("followup", f"/subjects/{s}/journey")
+        return r.status_code == 200 and r.json()["ae_count"] == 1 and r.json()["latest_response"] and r.json()
+
+    journey = eventually(journey_complete)
+    infused_on = date.fromisoformat(at(12)[:10])
+    assert journey["status"] == "infused"
+    assert journey["infused_on"] == infused_on.isoformat()
+    assert journey["study_day"] == (date.fromisoformat(journey["as_of"]) - infused_on).days
+    assert len(journey["lymphodepletion_days"]) == 3
+    assert journey["worst_crs_grade"] == 2 and journey["worst_icans_grade"] is None
+    assert journey["best_response"]["response"] == "CR"
+
+    schedule = stack.get("followup", f"/subjects/{s}/schedule").json()
+    protocol = load_protocol()
+    planned = sorted((p for p in protocol.followup.visits if p.kind != "ltfu"), key=lambda p: (p.target_day, p.code))
+    assert [v["code"] for v in schedule] == [p.code for p in planned]
+    d7 = next(v for v in schedule if v["code"] == "D7")
+    assert d7["target_date"] == (infused_on + timedelta(days=7)).isoformat()
+    assert d7["status"] == "overdue"  # day 7 +1 passed, never completed
+    assert next(v for v in schedule if v["code"] == "D14")["status"] == "due"  # day 12, window 12-16
+
+    listed = {row["subject_id"]: row["status"] for row in stack.get("followup", "/subjects").json()}
+    assert listed[s] == "infused"
+
+
+def test_every_stored_event_is_published_once_keyed_by_subject(stack: RunningStack):
+    s = "UCT-02-102"
+    assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(5), enrolment(5)).status_code == 201
+    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(1), FLU_CY).status_code == 201
+
+    def published(service: str):
+        stored = count_events(stack.database_url, service)
+        messages = asyncio.run(read_topic(stack.bootstrap, topic_for(service, stack.prefix), stored))
+        return len(messages) >= stored and (stored, messages)
+
+    for service in ("enrollment", "treatment"):
+        stored, messages = eventually(lambda: published(service))
+        ids = [m.event_id for m in messages]
+        assert len(ids) == len(set(ids)) == stored
+        assert all(m.source == service for m in messages)
+    mine = [m for m in asyncio.run(read_topic(stack.bootstrap, topic_for("treatment", stack.prefix), 99, 3))
+            if m.subject_id == s]
+    assert [m.event_type for m in mine] == ["LymphodepletionGiven"]
+    assert mine[0].recorded_by.user_id == HEADERS["X-User-Id"]
+    assert mine[0].protocol_version == load_protocol().version
+
+
+def test_demo_cohort_reaches_every_stage(stack: RunningStack):
+    seeded, skipped = seed.seed(stack.settings)
+    assert (seeded, skipped) == (len(seed.cohort()), 0)
+    expected = {subject.subject_id: subject.expected_status for subject in seed.cohort()}
+
+    def statuses():
+        rows = {r["subject_id"]: r["status"] for r in stack.get("followup", "/subjects").json()}
+        return {k: rows.get(k) for k in expected} == expected or {k: rows.get(k) for k in expected}
+
+    assert eventually(statuses) is True
+    assert set(expected.values()) >= {"screen_failed", "enrolled", "lymphodepleting", "infused", "follow_up",
+                                      "long_term_follow_up", "completed", "withdrawn", "died"}
+    # Seeding again adds nothing.
+    before = count_events(stack.database_url, "followup")
+    assert seed.seed(stack.settings) == (0, len(expected))
+    assert count_events(stack.database_url, "followup") == before

@@ -1,0 +1,139 @@
+"""Helpers shared by tests: polling, Kafka reads, event-store counts, a running service stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from infra.embedded import free_port
+from infra.processes import ServiceGroup
+from shared.config import Settings
+from shared.contract.envelope import Envelope
+
+T = TypeVar("T")
+HEADERS = {"X-User-Id": "test-coordinator", "X-User-Role": "coordinator"}
+
+
+def eventually(check: Callable[[], T], timeout: float = 45.0, interval: float = 0.3) -> T:
+    """Return check()'s first truthy result; fail with the last error or value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except AssertionError as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"not true after {timeout}s; last: {last!r}")
+
+
+def at(days_ago: float, hour: int = 9) -> str:
+    """An ISO timestamp `days_ago` days before now (UTC), at a fixed hour."""
+    moment = (datetime.now(UTC) - timedelta(days=days_ago)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return min(moment, datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+
+
+def count_events(database_url: str, service: str) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(f"SELECT count(*) FROM {service}.{service}_events")
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Envelope]:
+    """Read a topic from the earliest offset until `expected` messages (or the timeout)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[Envelope] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(found) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                found.extend(Envelope.model_validate_json(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+class RunningStack:
+    """The three services as real processes, on free ports, against the test servers."""
+
+    def __init__(self, database_url: str, bootstrap: str, prefix: str, log_dir: Path):
+        self.database_url, self.bootstrap, self.prefix = database_url, bootstrap, prefix
+        self.settings = Settings(
+            _env_file=None, host="127.0.0.1", topic_prefix=prefix, relay_poll_seconds=0.5,
+            enrollment_port=free_port(), treatment_port=free_port(), followup_port=free_port(),
+            database_url=database_url, kafka_bootstrap_servers=bootstrap,
+        )
+        self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
+        self.client = httpx.Client(timeout=30)
+
+    def url(self, service: str, path: str) -> str:
+        return f"{self.settings.url(service)}{path}"
+
+    def post(self, service: str, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+        return self.client.post(self.url(service, path), json=body, headers={**HEADERS, **(headers or {})})
+
+    def command(self, service: str, path: str, occurred_at: str, payload: dict, **headers: str) -> httpx.Response:
+        return self.post(service, path, {"occurred_at": occurred_at, "payload": payload}, headers)
+
+    def get(self, service: str, path: str, **params) -> httpx.Response:
+        return self.client.get(self.url(service, path), params=params)
+
+    def command_when_known(self, service: str, path: str, occurred_at: str, payload: dict) -> httpx.Response:
+        """Post, retrying while the service has not yet learned (from Kafka) what it needs."""
+        def attempt():
+            response = self.command(service, path, occurred_at, payload)
+            return response if not response.json().get("retryable") else None
+
+        return eventually(attempt)
+
+    def __enter__(self) -> RunningStack:
+        self.group.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+        self.group.stop()
+
+
+ENROLLED = {"site_id": "01", "consent_signed_on": None, "year_of_birth": 1980, "sex": "F",
+            "disease_status": "relapsed", "cd19_positive": True}
+FLU_CY = {"agents": [{"agent": "fludarabine", "dose": 30, "unit": "mg/m2"},
+                     {"agent": "cyclophosphamide", "dose": 500, "unit": "mg/m2"}]}
+INFUSION = {"dose_cells_per_kg": 1e7, "dose_level": 1, "product_lot": "LOT-1", "donor_id": "D-1"}
+
+
+def enrolment(days_ago: float) -> dict:
+    consent = (datetime.now(UTC) - timedelta(days=days_ago + 2)).date().isoformat()
+    return {**ENROLLED, "consent_signed_on": consent}
+
+
+def treat(stack: RunningStack, subject: str, infusion_days_ago: int, ld_days: int = 3) -> None:
+    """Enrol, lymphodepletion for `ld_days` days, infusion 3 days after the last one."""
+    assert stack.command("enrollment", f"/subjects/{subject}/enrolment", at(infusion_days_ago + 10),
+                         enrolment(infusion_days_ago + 10)).status_code == 201
+    for i in range(ld_days):
+        day = infusion_days_ago + 2 + ld_days - i
+        response = stack.command_when_known("treatment", f"/subjects/{subject}/lymphodepletion-days", at(day), FLU_CY)
+        assert response.status_code == 201, response.text
+    response = stack.command("treatment", f"/subjects/{subject}/infusion", at(infusion_days_ago), INFUSION)
+    assert response.status_code == 201, response.text
