@@ -74,3 +74,13 @@ def bootstrap_servers(servers) -> str:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def stack(servers, tmp_path_factory):
+    """The three services as real processes (shared by the end-to-end tests: use distinct subject ids)."""
+    from support import RunningStack
+
+    with RunningStack(new_database(servers[0]), servers[1], f"e2e{uuid.uuid4().hex[:8]}.",
+                      tmp_path_factory.mktemp("logs")) as running:
+        yield running

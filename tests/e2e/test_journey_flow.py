@@ -5,22 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import date, timedelta
 
-import pytest
 from support import HEADERS, FLU_CY, INFUSION, RunningStack, at, count_events, enrolment, eventually, read_topic
 
 from infra import seed
 from shared.contract.topics import topic_for
 from shared.protocol import load_protocol
-
-
-@pytest.fixture(scope="module")
-def stack(servers, tmp_path_factory):
-    from conftest import new_database
-    import uuid
-
-    with RunningStack(new_database(servers[0]), servers[1], f"e2e{uuid.uuid4().hex[:8]}.",
-                      tmp_path_factory.mktemp("logs")) as running:
-        yield running
 
 
 def test_subject_journey_end_to_end(stack: RunningStack):
