@@ -24,8 +24,9 @@ class TreatmentSubject(SubjectStream):
                 self.infusions.append(meta.occurred_at)
 
 
-def require_treatable(subject_id: str, facts: SubjectFacts | None) -> SubjectFacts:
-    """Only subjects treatment has learned are enrolled, and who are still on study."""
+def require_treatable(subject_id: str, facts: SubjectFacts | None, day: date) -> SubjectFacts:
+    """Only subjects treatment has learned are enrolled, and who were still on study on `day` (late
+    entry of a dose given before a withdrawal or death is allowed)."""
     if facts is None or (facts.enrolled_on is None and not facts.screen_failed):
         raise SubjectNotFound(
             f"Treatment has no enrolment for {subject_id}. Enrol the subject first; "
@@ -34,9 +35,9 @@ def require_treatable(subject_id: str, facts: SubjectFacts | None) -> SubjectFac
         )
     if facts.screen_failed:
         raise RuleViolation(f"Subject {subject_id} failed screening and cannot be treated.")
-    if facts.withdrawn_on:
+    if facts.withdrawn_on and day > facts.withdrawn_on:
         raise RuleViolation(f"Subject {subject_id} withdrew consent on {facts.withdrawn_on}: no further treatment.")
-    if facts.died_on:
+    if facts.died_on and day > facts.died_on:
         raise RuleViolation(f"Subject {subject_id} died on {facts.died_on}: no further treatment.")
     return facts
 
@@ -48,8 +49,8 @@ def give_lymphodepletion(
     facts: SubjectFacts | None,
     protocol: Protocol,
 ) -> TreatmentSubject:
-    facts = require_treatable(meta.subject_id, facts)
     day = meta.occurred_at.date()
+    facts = require_treatable(meta.subject_id, facts, day)
     ld_days = subject.ld_days if subject else []
     limit = protocol.lymphodepletion.max_days
     if subject and subject.infusions:
@@ -76,7 +77,7 @@ def infuse(
     facts: SubjectFacts | None,
     protocol: Protocol,
 ) -> TreatmentSubject:
-    require_treatable(meta.subject_id, facts)
+    require_treatable(meta.subject_id, facts, meta.occurred_at.date())
     ld = protocol.lymphodepletion
     ld_days = subject.ld_days if subject else []
     if subject and len(subject.infusions) >= protocol.infusion.max_infusions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date, timedelta
 
-from support import HEADERS, FLU_CY, INFUSION, RunningStack, at, count_events, enrolment, eventually, read_topic
+from support import FLU_CY, HEADERS, INFUSION, RunningStack, at, count_events, enrolment, eventually, read_topic, treat
 
 from infra import seed
 from shared.contract.topics import topic_for
@@ -92,3 +92,33 @@ def test_demo_cohort_reaches_every_stage(stack: RunningStack):
     before = count_events(stack.database_url, "followup")
     assert seed.seed(stack.settings) == (0, len(expected))
     assert count_events(stack.database_url, "followup") == before
+
+
+def test_a_message_delivered_twice_changes_nothing(stack: RunningStack):
+    s = "UCT-02-103"
+    treat(stack, s, infusion_days_ago=4)
+    ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 1, "serious": False,
+          "relatedness": "possible"}
+    assert stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(3), ae).status_code == 201
+    eventually(lambda: stack.get("followup", f"/subjects/{s}/journey").json().get("ae_count") == 1)
+
+    topic = topic_for("followup", stack.prefix)
+    stored = [m for m in asyncio.run(read_topic(stack.bootstrap, topic, 10**6, timeout=3)) if m.subject_id == s]
+    assert [m.event_type for m in stored] == ["AEReported"]
+    asyncio.run(redeliver(stack.bootstrap, topic, stored[0]))
+    # A later event on the same key (same partition) proves the copy was consumed before it.
+    assert stack.command("followup", f"/subjects/{s}/visits", at(3), {"visit_code": "D1"}).status_code == 201
+    journey = eventually(lambda: (j := stack.get("followup", f"/subjects/{s}/journey").json())
+                         and stack.get("followup", f"/subjects/{s}/schedule").json()[0]["completed_on"] and j)
+    assert journey["ae_count"] == 1 and journey["worst_crs_grade"] == 1
+
+
+async def redeliver(bootstrap: str, topic: str, envelope) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
+    finally:
+        await producer.stop()

@@ -67,8 +67,10 @@ class Journey(BaseModel):
     def infused_on(self) -> date | None:
         return self.infused_at.date() if self.infused_at else None
 
-    def response_at(self, timepoint: str) -> Response | None:
-        return next((r for r in self.responses if r.timepoint == timepoint), None)
+    def response_at(self, timepoint: str, on: date | None = None) -> Response | None:
+        """The assessment at `timepoint`, if there is one (assessed on or before `on`, if given)."""
+        return next((r for r in self.responses
+                     if r.timepoint == timepoint and (on is None or r.assessed_on <= on)), None)
 
     @property
     def off_study_on(self) -> date | None:
@@ -115,32 +117,37 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
     return j
 
 
-def in_long_term_follow_up(journey: Journey) -> bool:
+def in_long_term_follow_up(journey: Journey, on: date | None = None) -> bool:
     """Long-term follow-up is for subjects in remission at the week-12 assessment."""
-    w12 = journey.response_at("W12")
+    w12 = journey.response_at("W12", on)
     return w12 is not None and w12.response in REMISSION
 
 
+def _by(day: date | None, today: date) -> bool:
+    return day is not None and day <= today
+
+
 def status(journey: Journey, today: date, protocol: Protocol) -> Status:
+    """The subject's state on `today`: only what had happened (clinically) by then counts."""
     fu = protocol.followup
-    if journey.died_on:
+    if _by(journey.died_on, today):
         return "died"
-    if journey.withdrawn_on:
+    if _by(journey.withdrawn_on, today):
         return "withdrawn"
-    if journey.screen_failed_on:
+    if _by(journey.screen_failed_on, today):
         return "screen_failed"
-    if journey.infused_on:
+    if _by(journey.infused_on, today):
         day = (today - journey.infused_on).days
         if day <= fu.dlt_window_days:
             return "infused"
-        if day <= fu.main_followup_end_day or journey.response_at("W12") is None:
-            return "follow_up"
-        if in_long_term_follow_up(journey) and day <= fu.long_term_end_day:
+        if day <= fu.main_followup_end_day or journey.response_at("W12", today) is None:
+            return "follow_up"  # until the week-12 assessment is in
+        if in_long_term_follow_up(journey, today) and day <= fu.long_term_end_day:
             return "long_term_follow_up"
         return "completed"
-    if journey.lymphodepletion_days:
+    if any(_by(d, today) for d in journey.lymphodepletion_days):
         return "lymphodepleting"
-    if journey.enrolled_on:
+    if _by(journey.enrolled_on, today):
         return "enrolled"
     return "screening"
 

@@ -35,11 +35,11 @@ def _completed_on(journey: Journey, visit: PlannedVisit, protocol: Protocol) -> 
 
 
 def visit_status(window_start: date, window_end: date, completed_on: date | None,
-                 off_study: bool, today: date) -> VisitStatus:
+                 off_study_on: date | None, today: date) -> VisitStatus:
     if completed_on is not None:
         return "completed" if window_start <= completed_on <= window_end else "completed_out_of_window"
-    if off_study:
-        return "not_applicable"  # withdrawal or death cancels what is left
+    if off_study_on is not None and off_study_on <= today and window_end >= off_study_on:
+        return "not_applicable"  # withdrawal or death cancels what is left (a visit missed before stays overdue)
     if today < window_start:
         return "upcoming"
     if today <= window_end:
@@ -51,12 +51,11 @@ def schedule(journey: Journey, protocol: Protocol, today: date) -> list[Schedule
     """Planned visits with target date, window and status; empty before the infusion. Long-term
     follow-up visits appear once the week-12 assessment shows remission."""
     day0 = journey.infused_on
-    if day0 is None:
+    if day0 is None or day0 > today:
         return []
-    off_study = journey.off_study_on is not None and journey.off_study_on <= today
     visits = []
     for visit in protocol.followup.visits:
-        if visit.kind == "ltfu" and not in_long_term_follow_up(journey):
+        if visit.kind == "ltfu" and not in_long_term_follow_up(journey, today):
             continue
         target = day0 + timedelta(days=visit.target_day)
         start, end = target - timedelta(days=visit.window_before), target + timedelta(days=visit.window_after)
@@ -64,6 +63,6 @@ def schedule(journey: Journey, protocol: Protocol, today: date) -> list[Schedule
         visits.append(ScheduledVisit(
             code=visit.code, kind=visit.kind, study_day=visit.target_day, target_date=target,
             window_start=start, window_end=end, completed_on=done,
-            status=visit_status(start, end, done, off_study, today),
+            status=visit_status(start, end, done, journey.off_study_on, today),
         ))
     return sorted(visits, key=lambda v: (v.target_date, v.code))

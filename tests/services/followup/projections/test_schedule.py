@@ -1,0 +1,152 @@
+"""The follow-up schedule: windows, visit statuses on a date, long-term follow-up and off-study."""
+
+from datetime import UTC, date, datetime, timedelta
+from functools import reduce
+from uuid import uuid4
+
+import pytest
+
+from services.followup.projections.journey import Journey, apply
+from services.followup.projections.schedule import ScheduledVisit, schedule
+from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.events import (
+    AgentDose,
+    ConsentWithdrawn,
+    Enrolled,
+    LymphodepletionGiven,
+    Payload,
+    ResponseAssessed,
+    SubjectDied,
+    UCARTInfused,
+    VisitCompleted,
+)
+from shared.protocol import Protocol, load_protocol
+
+# A small protocol with asymmetric windows, so that "before" and "after" cannot be swapped unnoticed.
+PROTOCOL = Protocol.model_validate({
+    "protocol": {"id": "SCHED-TEST", "version": "1"},
+    "lymphodepletion": {"min_days": 3, "max_days": 5, "min_gap_days_to_infusion": 1, "max_gap_days_to_infusion": 7},
+    "infusion": {"max_infusions": 1},
+    "followup": {"dlt_window_days": 28, "main_followup_end_day": 84, "long_term_end_day": 365, "visits": [
+        {"code": "V4", "kind": "safety", "target_day": 4, "window_before": 1, "window_after": 2},        # days 3-6
+        {"code": "RESP_W4", "kind": "response", "target_day": 28, "window_before": 3, "window_after": 7},  # 25-35
+        {"code": "PERS_D28", "kind": "persistence", "target_day": 28, "window_before": 3, "window_after": 3},
+        {"code": "RESP_W12", "kind": "response", "target_day": 84, "window_before": 7, "window_after": 7},
+        {"code": "LTFU_M6", "kind": "ltfu", "target_day": 182, "window_before": 14, "window_after": 14},
+    ]},
+    "response_visits": {"W4": "RESP_W4", "W12": "RESP_W12"},
+})
+SUBJECT = "UCT-04-005"
+DAY0 = date(2025, 3, 12)
+FLU = LymphodepletionGiven(agents=(AgentDose(agent="fludarabine", dose=30, unit="mg/m2"),))
+
+
+def day(n: int) -> date:
+    return DAY0 + timedelta(days=n)
+
+
+def envelope(payload: Payload, on: date) -> Envelope:
+    return Envelope(
+        event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version, subject_id=SUBJECT,
+        source=payload.source, stream_version=1, occurred_at=datetime(on.year, on.month, on.day, 10, tzinfo=UTC),
+        recorded_at=datetime.now(UTC), recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        correlation_id=uuid4(), protocol_version=PROTOCOL.version, payload=payload.model_dump(mode="json"),
+    )
+
+
+def journey(*events: tuple[Payload, date], infused: bool = True) -> Journey:
+    history = [(Enrolled(site_id="04", consent_signed_on=day(-12), year_of_birth=1990, sex="F",
+                         disease_status="relapsed", cd19_positive=True), day(-10)),
+               (FLU, day(-5)), (FLU, day(-4)), (FLU, day(-3))]
+    if infused:
+        history.append((UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L", donor_id="D"), DAY0))
+    return reduce(lambda j, e: apply(j, envelope(*e), e[0]), [*history, *events], Journey(subject_id=SUBJECT))
+
+
+def visit(code: str, j: Journey, today: date, protocol: Protocol = PROTOCOL) -> ScheduledVisit:
+    return next(v for v in schedule(j, protocol, today) if v.code == code)
+
+
+def done(code: str, on: date) -> tuple[Payload, date]:
+    return VisitCompleted(visit_code=code), on
+
+
+def w(timepoint: str, result: str, on: date) -> tuple[Payload, date]:
+    return ResponseAssessed(timepoint=timepoint, response=result, marrow_blasts_pct=60 if result in ("NR", "RELAPSE")
+                            else 2), on
+
+
+def test_nothing_is_scheduled_before_the_infusion():
+    assert schedule(journey(infused=False), PROTOCOL, day(10)) == []
+
+
+def test_dates_are_counted_from_day_0():
+    v = visit("V4", journey(), DAY0)
+    assert (v.study_day, v.target_date, v.window_start, v.window_end) == (4, day(4), day(3), day(6))
+    assert [v.code for v in schedule(journey(), PROTOCOL, DAY0)] == ["V4", "PERS_D28", "RESP_W4", "RESP_W12"]
+
+
+@pytest.mark.parametrize(("completed_day", "expected"), [
+    (2, "completed_out_of_window"), (3, "completed"), (4, "completed"), (6, "completed"),
+    (7, "completed_out_of_window"),
+])
+def test_completion_window_is_inclusive_on_both_ends(completed_day, expected):
+    v = visit("V4", journey(done("V4", day(completed_day))), day(100))
+    assert (v.status, v.completed_on) == (expected, day(completed_day))
+
+
+@pytest.mark.parametrize(("today", "expected"), [(2, "upcoming"), (3, "due"), (6, "due"), (7, "overdue")])
+def test_open_visit_status_on_the_boundary_days(today, expected):
+    assert visit("V4", journey(), day(today)).status == expected
+
+
+@pytest.mark.parametrize(("assessed_day", "expected"), [(24, "completed_out_of_window"), (25, "completed"),
+                                                        (35, "completed"), (36, "completed_out_of_window")])
+def test_a_response_assessment_completes_its_response_visit(assessed_day, expected):
+    v = visit("RESP_W4", journey(w("W4", "NR", day(assessed_day))), day(100))
+    assert (v.status, v.completed_on) == (expected, day(assessed_day))
+    assert visit("PERS_D28", journey(w("W4", "NR", day(assessed_day))), day(100)).status == "overdue"
+
+
+@pytest.mark.parametrize(("w12", "has_ltfu"), [("CR", True), ("CRi", True), ("NR", False), ("RELAPSE", False)])
+def test_long_term_visits_only_after_w12_remission(w12, has_ltfu):
+    codes = [v.code for v in schedule(journey(w("W12", w12, day(84))), PROTOCOL, day(100))]
+    assert ("LTFU_M6" in codes) is has_ltfu
+    if has_ltfu:
+        assert visit("LTFU_M6", journey(w("W12", w12, day(84))), day(100)).status == "upcoming"
+
+
+def test_no_long_term_visits_without_a_w12_assessment():
+    j = journey(w("W4", "CR", day(28)), w("UNSCHEDULED", "CR", day(84)))
+    assert "LTFU_M6" not in [v.code for v in schedule(j, PROTOCOL, day(200))]
+
+
+@pytest.mark.parametrize("exit_event", [ConsentWithdrawn(withdrawal_reason="moved"),
+                                        SubjectDied(primary_cause="other")])
+def test_off_study_cancels_what_is_left(exit_event):
+    j = journey(done("V4", day(4)), (exit_event, day(20)))
+    before_exit = {v.code: v.status for v in schedule(j, PROTOCOL, day(19))}
+    assert before_exit == {"V4": "completed", "PERS_D28": "upcoming", "RESP_W4": "upcoming", "RESP_W12": "upcoming"}
+    for today in (day(20), day(30), day(100)):  # from the exit day on
+        statuses = {v.code: v.status for v in schedule(j, PROTOCOL, today)}
+        assert statuses == {"V4": "completed", "PERS_D28": "not_applicable", "RESP_W4": "not_applicable",
+                            "RESP_W12": "not_applicable"}
+
+
+def test_shipped_protocol_schedule_grows_with_w12_remission():
+    shipped = load_protocol()
+    ltfu = {v.code for v in shipped.followup.visits if v.kind == "ltfu"}
+    in_remission = schedule(journey(w("W12", "CR", day(84))), shipped, day(90))
+    not_in_remission = schedule(journey(w("W12", "NR", day(84))), shipped, day(90))
+    assert {v.code for v in in_remission} == shipped.visit_codes
+    assert {v.code for v in not_in_remission} == shipped.visit_codes - ltfu
+    assert ltfu  # the shipped schedule has long-term visits at all
+    assert [v.target_date for v in in_remission] == sorted(v.target_date for v in in_remission)
+    assert next(v for v in in_remission if v.code == "RESP_W12").status == "completed"
+
+
+def test_a_visit_missed_before_leaving_the_study_stays_overdue():
+    j = journey((ConsentWithdrawn(withdrawal_reason="moved"), day(20)))
+    statuses = {v.code: v.status for v in schedule(j, PROTOCOL, day(30))}
+    assert statuses == {"V4": "overdue", "PERS_D28": "not_applicable", "RESP_W4": "not_applicable",
+                        "RESP_W12": "not_applicable"}

@@ -1,0 +1,129 @@
+"""Idempotent consumers on a real broker and real PostgreSQL: duplicates, gaps, poison messages."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+
+from services.followup.projections import store
+from shared import db
+from shared.consumer import IdempotentConsumer, dead_letter_publisher, subscribe
+from shared.contract.envelope import Envelope
+from shared.contract.topics import dead_letter_topic, topic_for
+
+SUBJECT = "UCT-08-001"
+
+
+def envelope(event_type: str, version: int, payload: dict, source: str = "enrollment", days_ago: int = 5) -> Envelope:
+    now = datetime.now(UTC)
+    return Envelope(
+        event_id=uuid.uuid4(), event_type=event_type, schema_version=1, subject_id=SUBJECT, source=source,
+        stream_version=version, occurred_at=now - timedelta(days=days_ago), recorded_at=now,
+        recorded_by={"user_id": "u1", "role": "coordinator"}, correlation_id=uuid.uuid4(),
+        protocol_version="test@1", payload=payload,
+    )
+
+
+ENROLLED = envelope("Enrolled", 1, {"site_id": "08", "consent_signed_on": "2026-01-01", "year_of_birth": 1970,
+                                    "sex": "F", "disease_status": "relapsed", "cd19_positive": True})
+WITHDRAWN = envelope("ConsentWithdrawn", 2, {"withdrawal_reason": "moved away"}, days_ago=1)
+AE = envelope("AEReported", 1, {"term": "CRS", "category": "CRS", "grade": 2, "serious": False,
+                                "relatedness": "possible"}, source="followup")
+AE_V3 = envelope("AEReported", 3, {"term": "ICANS", "category": "ICANS", "grade": 1, "serious": False,
+                                   "relatedness": "possible"}, source="followup")
+
+
+@pytest.fixture
+async def journey_consumer(database_url, bootstrap_servers, topic_prefix):
+    pool = await db.create_pool(database_url)
+    await pool.execute(db.plumbing_ddl("followup") + store.ddl("followup"))
+    broker = KafkaBroker(bootstrap_servers)
+    name = "followup-journey"
+    dlq = dead_letter_topic(name, topic_prefix)
+    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup",
+                                  dead_letter=dead_letter_publisher(broker, dlq, name))
+    topics = [topic_for(s, topic_prefix) for s in ("enrollment", "followup")]
+    subscribe(broker, consumer, topics=topics, group_id=f"{topic_prefix}journey", dead_letter_topic=dlq)
+    await broker.start()
+    yield consumer, pool, topic_prefix
+    await broker.stop()
+    await pool.close()
+
+
+async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=SUBJECT.encode())
+    finally:
+        await producer.stop()
+
+
+async def until(condition, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.1)
+
+
+async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer, bootstrap_servers):
+    consumer, pool, prefix = journey_consumer
+    enrollment, followup = topic_for("enrollment", prefix), topic_for("followup", prefix)
+    raw = lambda e: e.model_dump_json().encode()  # noqa: E731
+    await produce(bootstrap_servers, enrollment, raw(ENROLLED), raw(ENROLLED), raw(WITHDRAWN), raw(ENROLLED))
+    await produce(bootstrap_servers, followup, raw(AE), raw(AE), raw(AE_V3))
+
+    async def all_seen():
+        return sum(consumer.counts.values()) == 7
+
+    await until(all_seen)
+    assert consumer.counts == {"applied": 4, "duplicate": 3, "dead-lettered": 0}
+    journey = await store.get(pool, "followup", SUBJECT)
+    assert journey.ae_count == 2 and journey.worst_crs_grade == 2 and journey.worst_icans_grade == 1
+    assert journey.enrolled_on and journey.withdrawn_on
+    gaps = await pool.fetch("SELECT source, expected_version, received_version FROM followup.consumer_gaps")
+    assert [tuple(g) for g in gaps] == [("followup", 2, 3)]
+
+
+async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing(journey_consumer, bootstrap_servers):
+    consumer, pool, prefix = journey_consumer
+    topic = topic_for("enrollment", prefix)
+    unknown = ENROLLED.model_copy(update={"event_type": "Teleported"}).model_dump_json().encode()
+    future_version = ENROLLED.model_copy(update={"schema_version": 99}).model_dump_json().encode()
+    await produce(bootstrap_servers, topic, b"{not json", unknown, future_version, ENROLLED.model_dump_json().encode())
+
+    async def all_seen():
+        return sum(consumer.counts.values()) == 4
+
+    await until(all_seen)
+    assert consumer.counts == {"applied": 1, "duplicate": 0, "dead-lettered": 3}
+    assert (await store.get(pool, "followup", SUBJECT)).enrolled_on is not None
+    assert await pool.fetchval("SELECT count(*) FROM followup.dead_letters") == 3
+
+    parked = await read_dead_letters(bootstrap_servers, dead_letter_topic(consumer.name, prefix), 3)
+    assert [p[0] for p in parked] == [b"{not json", unknown, future_version]
+    reasons = [p[1]["dead_letter_reason"] for p in parked]
+    assert "invalid event" in reasons[0] and "Teleported" in reasons[1] and "v99" in reasons[2]
+    assert all(p[1]["original_topic"] == topic for p in parked)
+
+
+async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, dict]]:
+    from aiokafka import AIOKafkaConsumer
+
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"dlq-{uuid.uuid4().hex}",
+                              auto_offset_reset="earliest")
+    await reader.start()
+    found = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < expected:
+                for records in (await reader.getmany(timeout_ms=500)).values():
+                    found += [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
+    finally:
+        await reader.stop()
+    return found

@@ -1,0 +1,117 @@
+"""The versioned protocol file: the shipped one loads, and a changed file changes the rules."""
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.treatment import domain
+from shared.contract.envelope import RecordedBy
+from shared.contract.events import AgentDose, LymphodepletionGiven, UCARTInfused
+from shared.errors import RuleViolation
+from shared.eventstore import EventMeta
+from shared.facts import SubjectFacts
+from shared.protocol import DEFAULT_PROTOCOL_FILE, Protocol, load_protocol
+
+SHIPPED = load_protocol()
+SUBJECT = "UCT-05-001"
+LD1 = date(2025, 3, 5)
+FLU = LymphodepletionGiven(agents=(AgentDose(agent="fludarabine", dose=30, unit="mg/m2"),))
+INFUSION = UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="LOT-1", donor_id="D-1")
+FACTS = SubjectFacts(subject_id=SUBJECT, site_id="05", enrolled_on=date(2025, 3, 1))
+
+
+def amended(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
+    """A copy of the shipped file with each `old` text replaced once by `new`, in a fresh path."""
+    text = DEFAULT_PROTOCOL_FILE.read_text()
+    for old, new in replacements:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "amended-protocol.toml"
+    path.write_text(text)
+    return path
+
+
+def meta(n: int, protocol: Protocol) -> EventMeta:
+    on = LD1 + timedelta(days=n)
+    return EventMeta(subject_id=SUBJECT, occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
+                     recorded_by=RecordedBy(user_id="inv-1", role="investigator"), protocol_version=protocol.version)
+
+
+def ld_days(n: int, protocol: Protocol) -> domain.TreatmentSubject | None:
+    subject = None
+    for i in range(n):
+        subject = domain.give_lymphodepletion(subject, meta(i, protocol), FLU, FACTS, protocol)
+    return subject
+
+
+def infuse_after(days: int, gap: int, protocol: Protocol) -> domain.TreatmentSubject:
+    return domain.infuse(ld_days(days, protocol), meta(days - 1 + gap, protocol), INFUSION, FACTS, protocol)
+
+
+def test_shipped_protocol_loads_with_the_seed_rules():
+    assert isinstance(SHIPPED, Protocol)
+    assert load_protocol(DEFAULT_PROTOCOL_FILE) == SHIPPED
+    ld = SHIPPED.lymphodepletion
+    assert (ld.min_days, ld.max_days) == (3, 5)  # DOMAIN.md: 3 to 5 lymphodepletion days
+    assert SHIPPED.followup.dlt_window_days == 28  # DLT window: days 0-28
+    assert SHIPPED.infusion.max_infusions == 1
+    assert len(SHIPPED.visit_codes) == len(SHIPPED.followup.visits)  # codes are unique
+    kinds = {v.code: v.kind for v in SHIPPED.followup.visits}
+    assert {kinds[code] for code in SHIPPED.response_visits.values()} == {"response"}
+    assert set(SHIPPED.response_visits) == {"W4", "W8", "W12"}
+
+
+def test_a_new_version_is_reported(tmp_path):
+    protocol = load_protocol(amended(tmp_path, ('version = "1.0"', 'version = "1.1"')))
+    assert protocol.version == SHIPPED.version.replace("@1.0", "@1.1")
+
+
+def test_max_days_4_refuses_a_fifth_day_the_shipped_protocol_allows(tmp_path):
+    four = load_protocol(amended(tmp_path, ("max_days = 5", "max_days = 4")))
+    assert len(ld_days(5, SHIPPED).ld_days) == 5
+    with pytest.raises(RuleViolation, match="already has 4 lymphodepletion days; the protocol allows at most 4"):
+        domain.give_lymphodepletion(ld_days(4, four), meta(4, four), FLU, FACTS, four)
+
+
+def test_min_days_4_refuses_infusion_after_three_days(tmp_path):
+    four = load_protocol(amended(tmp_path, ("min_days = 3", "min_days = 4")))
+    assert len(infuse_after(3, 2, SHIPPED).infusions) == 1
+    with pytest.raises(RuleViolation, match="infusion needs at least 4 first"):
+        infuse_after(3, 2, four)
+    assert len(infuse_after(4, 2, four).infusions) == 1
+
+
+def test_gap_window_comes_from_the_file(tmp_path):
+    tight = load_protocol(amended(tmp_path, ("min_gap_days_to_infusion = 1", "min_gap_days_to_infusion = 0"),
+                                  ("max_gap_days_to_infusion = 7", "max_gap_days_to_infusion = 2")))
+    assert len(infuse_after(3, 3, SHIPPED).infusions) == 1
+    with pytest.raises(RuleViolation, match="is 3 day\\(s\\) after .* requires 0 to 2 days"):
+        infuse_after(3, 3, tight)
+    assert len(infuse_after(3, 0, tight).infusions) == 1  # same day as the last LD day, now allowed
+    with pytest.raises(RuleViolation, match="is 0 day\\(s\\)"):
+        infuse_after(3, 0, SHIPPED)
+
+
+def test_a_second_infusion_when_the_protocol_allows_it(tmp_path):
+    two = load_protocol(amended(tmp_path, ("max_infusions = 1", "max_infusions = 2")))
+    subject = domain.infuse(infuse_after(3, 1, two), meta(4, two), INFUSION, FACTS, two)
+    assert len(subject.infusions) == 2
+    with pytest.raises(RuleViolation, match="allows 2 infusion"):
+        domain.infuse(subject, meta(5, two), INFUSION, FACTS, two)
+
+
+def test_min_days_above_max_days_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="min_days is greater than max_days"):
+        load_protocol(amended(tmp_path, ("min_days = 3", "min_days = 6")))
+
+
+def test_response_visit_missing_from_the_schedule_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="response_visits name visits not in the schedule: \\['RESP_W16'\\]"):
+        load_protocol(amended(tmp_path, ('W12 = "RESP_W12"', 'W12 = "RESP_W16"')))
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="max_dayz"):
+        load_protocol(amended(tmp_path, ("max_days = 5", "max_days = 5\nmax_dayz = 6")))
