@@ -21,6 +21,11 @@ from shared.eventstore.application import SubjectApplication, to_envelope
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Envelope], Awaitable[None]]
+Prepare = Callable[[], Awaitable[None]]
+
+
+async def _nothing_to_prepare() -> None:
+    return None
 
 
 class OutboxRelay:
@@ -33,6 +38,7 @@ class OutboxRelay:
         schema: str,
         batch_size: int = 200,
         poll_seconds: float = 1.0,
+        prepare: Prepare = _nothing_to_prepare,
     ):
         self.app = app
         self.pool = pool
@@ -41,6 +47,10 @@ class OutboxRelay:
         self.name = f"{app.name}-relay"
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        # Runs before publishing, and again after every failure: the embedded broker comes back
+        # from a restart with no topics, and silently drops a produce to a topic it has not yet
+        # re-created, so the topics must exist before anything is sent.
+        self.prepare = prepare
         self.published = 0  # since start, for metrics and tests
         self._wake = asyncio.Event()
 
@@ -96,6 +106,7 @@ class OutboxRelay:
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.name):
                 await asyncio.sleep(self.poll_seconds)
+            await self.prepare()
             await conn.add_listener(channel, self._on_notify)
             try:
                 while True:

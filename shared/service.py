@@ -87,7 +87,8 @@ def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
     """Everything that exists without I/O: the broker with its publishers and subscribers.
     (The AsyncAPI document is generated from this.)"""
     broker = KafkaBroker(settings.bootstrap_servers, client_id=f"ucart-{spec.name}", acks="all",
-                         enable_idempotence=False)  # the embedded broker refuses idempotent producers
+                         enable_idempotence=False,  # the embedded broker refuses idempotent producers
+                         request_timeout_ms=10_000)  # fail a send to a dead broker soon; the relay retries
     runtime = Runtime(spec=spec, settings=settings, protocol=load_protocol(settings.protocol_file), broker=broker)
     prefix = settings.topic_prefix
     for sub in spec.subscriptions(runtime.protocol):
@@ -175,8 +176,10 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             consumer.pool = runtime.pool
         runtime.idempotency = IdempotencyStore(runtime.pool, spec.name)
         runtime.app = await asyncio.to_thread(spec.application, postgres_env(settings.database_url, spec.name))
+        own_topic = [runtime.topic(spec.name)]
         runtime.relay = OutboxRelay(runtime.app, runtime.pool, publish, schema=spec.name,
-                                    poll_seconds=settings.relay_poll_seconds)
+                                    poll_seconds=settings.relay_poll_seconds,
+                                    prepare=lambda: ensure_topics(settings, own_topic))
         tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(runtime.relay.run())]
         log.info("%s service ready", spec.name)
         try:

@@ -18,7 +18,9 @@ from shared.contract.events import ConsentWithdrawn, Enrolled
 from shared.contract.topics import topic_for
 from shared.eventstore import EventMeta
 from shared.eventstore.application import postgres_env
+from shared.config import Settings
 from shared.outbox import OutboxRelay
+from shared.service import ensure_topics
 
 SUBJECTS = [f"UCT-09-{n:03d}" for n in range(1, 13)]
 WITHDRAWN = SUBJECTS[::3]  # 4 subjects get a second event
@@ -150,3 +152,37 @@ async def test_new_events_are_published_promptly_after_commit(store, producer, b
     task.cancel()
     messages = await read_topic(bootstrap_servers, topic, len(SUBJECTS) + len(WITHDRAWN) + 1)
     assert "UCT-09-099" in {m.subject_id for m in messages}
+
+
+async def test_commands_commit_while_the_broker_is_down_and_the_relay_catches_up(store, tmp_path, topic_prefix):
+    from infra.embedded import EmbeddedKafka, free_port
+
+    app, pool = store
+    broker = EmbeddedKafka(free_port(), tmp_path / "broker.log")
+    broker.start()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", request_timeout_ms=2000)
+    await producer.start()
+    topic = topic_for("enrollment", topic_prefix)
+    settings = Settings(_env_file=None, kafka_bootstrap_servers=broker.bootstrap_servers)
+    relay = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", poll_seconds=0.2,
+                        prepare=lambda: ensure_topics(settings, [topic]))
+    task = asyncio.create_task(relay.run())
+    try:
+        await until_caught_up(relay)
+        broker.kill()  # memory only: every topic and offset is gone
+        late = [f"UCT-09-2{n:02d}" for n in range(3)]
+        for subject in late:  # the write side does not need Kafka
+            enrolled = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=2),
+                                year_of_birth=1980, sex="U", disease_status="relapsed", cd19_positive=True)
+            await asyncio.to_thread(app.enrol, meta(subject, 1), enrolled)
+        await asyncio.sleep(1)
+        assert await relay.lag() == len(late)
+        broker.start()
+        await until_caught_up(relay, timeout=60)
+        messages = await read_topic(broker.bootstrap_servers, topic, len(late))
+        assert {m.subject_id for m in messages} == set(late)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+        broker.stop()
