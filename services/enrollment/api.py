@@ -7,20 +7,23 @@ from fastapi import APIRouter, Request
 from shared import facts
 from shared.contract.events import ConsentWithdrawn, Enrolled, ScreenFailed
 from shared.errors import SubjectNotFound
+from shared.contract.envelope import Envelope
+from shared.eventstore import EventMeta
 from shared.http.commands import SubjectPath, add_command
+from shared.service import Runtime
 
 router = APIRouter(tags=["enrollment"])
 
 
-async def _enrol(rt, meta, payload: Enrolled):
+async def _enrol(rt: Runtime, meta: EventMeta, payload: Enrolled) -> list[Envelope]:
     return await rt.call(rt.app.enrol, meta, payload)
 
 
-async def _screen_fail(rt, meta, payload: ScreenFailed):
+async def _screen_fail(rt: Runtime, meta: EventMeta, payload: ScreenFailed) -> list[Envelope]:
     return await rt.call(rt.app.screen_fail, meta, payload)
 
 
-async def _withdraw(rt, meta, payload: ConsentWithdrawn):
+async def _withdraw(rt: Runtime, meta: EventMeta, payload: ConsentWithdrawn) -> list[Envelope]:
     known = await facts.load(rt.pool, rt.schema, meta.subject_id)
     return await rt.call(rt.app.withdraw, meta, payload, known)
 

@@ -13,7 +13,6 @@ from services.enrollment import domain
 class EnrollmentApplication(SubjectApplication[domain.EnrollmentSubject]):
     name = "enrollment"
     source = "enrollment"
-    aggregate = domain.EnrollmentSubject
 
     def enrol(self, meta: EventMeta, payload: Enrolled) -> list[Envelope]:
         return self.commit(domain.enrol(self.find(meta.subject_id), meta, payload))

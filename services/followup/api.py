@@ -10,7 +10,10 @@ from fastapi import APIRouter, Query, Request
 from shared import facts
 from shared.contract.events import AEReported, ResponseAssessed, SubjectDied, VisitCompleted
 from shared.errors import SubjectNotFound
+from shared.contract.envelope import Envelope
+from shared.eventstore import EventMeta
 from shared.http.commands import SubjectPath, add_command
+from shared.service import Runtime
 from shared.time import today_utc
 
 from services.followup.projections import journey as journeys
@@ -21,21 +24,21 @@ router = APIRouter(tags=["follow-up"])
 read_router = APIRouter(tags=["read"])
 
 
-async def _ae(rt, meta, payload: AEReported):
+async def _ae(rt: Runtime, meta: EventMeta, payload: AEReported) -> list[Envelope]:
     return await rt.call(rt.app.report_ae, meta, payload, await facts.load(rt.pool, rt.schema, meta.subject_id))
 
 
-async def _response(rt, meta, payload: ResponseAssessed):
+async def _response(rt: Runtime, meta: EventMeta, payload: ResponseAssessed) -> list[Envelope]:
     known = await facts.load(rt.pool, rt.schema, meta.subject_id)
     return await rt.call(rt.app.assess_response, meta, payload, known)
 
 
-async def _visit(rt, meta, payload: VisitCompleted):
+async def _visit(rt: Runtime, meta: EventMeta, payload: VisitCompleted) -> list[Envelope]:
     known = await facts.load(rt.pool, rt.schema, meta.subject_id)
     return await rt.call(rt.app.complete_visit, meta, payload, known, rt.protocol)
 
 
-async def _death(rt, meta, payload: SubjectDied):
+async def _death(rt: Runtime, meta: EventMeta, payload: SubjectDied) -> list[Envelope]:
     known = await facts.load(rt.pool, rt.schema, meta.subject_id)
     return await rt.call(rt.app.record_death, meta, payload, known)
 

@@ -14,7 +14,6 @@ from services.followup import domain
 class FollowupApplication(SubjectApplication[domain.FollowupSubject]):
     name = "followup"
     source = "followup"
-    aggregate = domain.FollowupSubject
 
     def report_ae(self, meta: EventMeta, payload: AEReported, facts: SubjectFacts | None) -> list[Envelope]:
         return self.commit(domain.report_ae(self.find(meta.subject_id), meta, payload, facts))

@@ -7,17 +7,20 @@ from fastapi import APIRouter, Request
 from shared import facts
 from shared.contract.events import LymphodepletionGiven, UCARTInfused
 from shared.errors import SubjectNotFound
+from shared.contract.envelope import Envelope
+from shared.eventstore import EventMeta
 from shared.http.commands import SubjectPath, add_command
+from shared.service import Runtime
 
 router = APIRouter(tags=["treatment"])
 
 
-async def _lymphodepletion(rt, meta, payload: LymphodepletionGiven):
+async def _lymphodepletion(rt: Runtime, meta: EventMeta, payload: LymphodepletionGiven) -> list[Envelope]:
     known = await facts.load(rt.pool, rt.schema, meta.subject_id)
     return await rt.call(rt.app.give_lymphodepletion, meta, payload, known, rt.protocol)
 
 
-async def _infusion(rt, meta, payload: UCARTInfused):
+async def _infusion(rt: Runtime, meta: EventMeta, payload: UCARTInfused) -> list[Envelope]:
     known = await facts.load(rt.pool, rt.schema, meta.subject_id)
     return await rt.call(rt.app.infuse, meta, payload, known, rt.protocol)
 

@@ -14,7 +14,6 @@ from services.treatment import domain
 class TreatmentApplication(SubjectApplication[domain.TreatmentSubject]):
     name = "treatment"
     source = "treatment"
-    aggregate = domain.TreatmentSubject
 
     def give_lymphodepletion(
         self, meta: EventMeta, payload: LymphodepletionGiven, facts: SubjectFacts | None, protocol: Protocol

@@ -73,13 +73,12 @@ def to_envelope(domain_event: Any, source: Source) -> Envelope:
 
 
 class SubjectApplication(Application, Generic[S]):
-    """Subclasses set `name` (fixes the table name: `<name>_events`), `source` and `aggregate`.
+    """Subclasses set `name` (fixes the table name: `<name>_events`) and `source`.
 
     Synchronous (psycopg): call its methods from a worker thread, never on the event loop.
     """
 
     source: ClassVar[Source]
-    aggregate: ClassVar[type[SubjectStream]]
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.contract.envelope import Envelope, RecordedBy, SubjectId
 from shared.contract.events import Payload
-from shared.errors import DomainError, InvalidCommand
+from shared.errors import InvalidCommand
 from shared.eventstore.meta import EventMeta
 from shared.http.idempotency import fingerprint
 from shared.http.problems import PROBLEM_RESPONSES
@@ -125,4 +125,4 @@ def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCa
     )(endpoint)
 
 
-__all__ = ["CommandAccepted", "CommandRequest", "DomainError", "add_command"]
+__all__ = ["CommandAccepted", "CommandRequest", "SubjectPath", "add_command"]
