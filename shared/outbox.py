@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import asyncpg
 
@@ -20,12 +21,23 @@ from shared.eventstore.application import SubjectApplication, to_envelope
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Envelope], Awaitable[None]]
+class Acknowledged(Protocol):
+    """What the broker answered (aiokafka's RecordMetadata)."""
+
+    partition: int
+    offset: int
+
+
+Publish = Callable[[Envelope], Awaitable[Acknowledged]]
 Prepare = Callable[[], Awaitable[None]]
 
 
 async def _nothing_to_prepare() -> None:
     return None
+
+
+class BrokerWasReset(RuntimeError):
+    pass
 
 
 class OutboxRelay:
@@ -51,6 +63,7 @@ class OutboxRelay:
         # from a restart with no topics, and silently drops a produce to a topic it has not yet
         # re-created, so the topics must exist before anything is sent.
         self.prepare = prepare
+        self._offsets: dict[int, int] = {}  # partition -> last offset the broker acknowledged
         self.published = 0  # since start, for metrics and tests
         self._wake = asyncio.Event()
 
@@ -72,7 +85,8 @@ class OutboxRelay:
         )
         for notification in notifications:
             domain_event = self.app.mapper.to_domain_event(notification)
-            await self.publish(to_envelope(domain_event, self.app.source))
+            ack = await self.publish(to_envelope(domain_event, self.app.source))
+            self._check_not_reset(ack)
             self.published += 1
         if notifications:
             await self.pool.execute(
@@ -83,6 +97,15 @@ class OutboxRelay:
                 notifications[-1].id,
             )
         return len(notifications)
+
+    def _check_not_reset(self, ack: Acknowledged) -> None:
+        """Offsets only grow on a broker that kept its data. One that went back means the broker
+        restarted empty, and a memory-only broker acknowledges, then drops, writes to a topic it no
+        longer has: publish the batch again once the topic exists (consumers drop the copies)."""
+        last = self._offsets.get(ack.partition, -1)
+        if ack.offset <= last:
+            raise BrokerWasReset(f"partition {ack.partition} offset went back from {last} to {ack.offset}")
+        self._offsets[ack.partition] = ack.offset
 
     async def lag(self) -> int:
         """Events committed but not yet published."""
@@ -107,6 +130,7 @@ class OutboxRelay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.name):
                 await asyncio.sleep(self.poll_seconds)
             await self.prepare()
+            self._offsets.clear()
             await conn.add_listener(channel, self._on_notify)
             try:
                 while True:

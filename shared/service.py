@@ -112,9 +112,9 @@ def events_publisher(runtime: Runtime):
         "Key: subject id (UTF-8). Headers: event_type, event_id, schema_version, correlation_id.",
     )
 
-    async def publish(envelope: Envelope) -> None:
+    async def publish(envelope: Envelope):
         await runtime.broker_ready.wait()
-        await publisher.publish(
+        return await publisher.publish(
             envelope.model_dump_json().encode(),
             key=envelope.kafka_key(),
             headers=envelope.kafka_headers(),

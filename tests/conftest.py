@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 
+import asyncpg
 import pytest
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
@@ -61,9 +62,22 @@ def new_database(server_url: str) -> str:
     return asyncio.run(db.ensure_database(server_url, f"ucart_t_{uuid.uuid4().hex[:12]}"))
 
 
+def drop_database(server_url: str, url: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1].split("?")[0]}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 @pytest.fixture
-def database_url(servers) -> str:
-    return new_database(servers[0])
+def database_url(servers) -> Iterator[str]:
+    url = new_database(servers[0])
+    yield url
+    drop_database(servers[0], url)
 
 
 @pytest.fixture
@@ -81,6 +95,7 @@ def stack(servers, tmp_path_factory):
     """The three services as real processes (shared by the end-to-end tests: use distinct subject ids)."""
     from support import RunningStack
 
-    with RunningStack(new_database(servers[0]), servers[1], f"e2e{uuid.uuid4().hex[:8]}.",
-                      tmp_path_factory.mktemp("logs")) as running:
+    url = new_database(servers[0])
+    with RunningStack(url, servers[1], f"e2e{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as running:
         yield running
+    drop_database(servers[0], url)

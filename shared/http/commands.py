@@ -42,6 +42,7 @@ class RecordedEvent(BaseModel):
     event_type: str
     stream_version: int
     recorded_at: datetime
+    payload: dict = Field(description="As stored, with defaults filled in (e.g. a generated ae_id).")
 
 
 class CommandAccepted(BaseModel):
@@ -54,8 +55,8 @@ class CommandAccepted(BaseModel):
         return cls(
             subject_id=subject_id,
             correlation_id=correlation_id,
-            events=[RecordedEvent(event_id=e.event_id, event_type=e.event_type,
-                                  stream_version=e.stream_version, recorded_at=e.recorded_at)
+            events=[RecordedEvent(event_id=e.event_id, event_type=e.event_type, stream_version=e.stream_version,
+                                  recorded_at=e.recorded_at, payload=e.payload)
                     for e in envelopes],
         )
 

@@ -67,4 +67,5 @@ def install(app: FastAPI) -> None:
         async def unavailable(request: Request, exc: Exception) -> JSONResponse:
             log.warning("dependency unavailable: %r", exc)
             return problem(503, DependencyUnavailable.title,
-                           "The database is unreachable; nothing was stored. Retry in a moment.", request)
+                           "The database or another dependency is unreachable; nothing was stored. "
+                           "Retry in a moment.", request, retryable=True)

@@ -122,3 +122,13 @@ async def redeliver(bootstrap: str, topic: str, envelope) -> None:
         await producer.send_and_wait(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
     finally:
         await producer.stop()
+
+
+def test_the_answer_shows_what_was_stored_including_generated_ids(stack: RunningStack):
+    s = "UCT-02-104"
+    treat(stack, s, infusion_days_ago=2)
+    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible"}
+    answer = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(1), ae).json()
+    (event,) = answer["events"]
+    assert event["event_type"] == "AEReported" and event["stream_version"] == 1
+    assert event["payload"]["ae_id"] and event["payload"]["term"] == "Fever"

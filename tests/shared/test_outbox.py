@@ -66,8 +66,9 @@ def publisher(producer: AIOKafkaProducer, topic: str, crash_after: int | None = 
         nonlocal sent
         if crash_after is not None and sent == crash_after:
             raise Crash("relay process died mid-batch")
-        await producer.send_and_wait(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
+        ack = await producer.send_and_wait(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
         sent += 1
+        return ack
 
     return publish
 
