@@ -26,3 +26,13 @@ def test_asyncapi_documents_each_service_topic_with_the_envelope():
         published = [c for c in document["channels"].values() if c["address"] == topic and "publish" in str(c)]
         assert published, f"{service} does not document publishing to {topic}"
         assert "Envelope" in str(document["components"]["schemas"])
+
+
+def test_the_event_catalogue_describes_every_event_and_field():
+    catalogue = (docs.ROOT / "docs" / "events.md").read_text()
+    for (event_type, version), model in PAYLOADS.items():
+        assert f"## {event_type}" in catalogue, f"docs/events.md has no section for {event_type}"
+        assert f"events/{event_type}.v{version}.json" in catalogue
+        section = catalogue.split(f"## {event_type}", 1)[1].split("\n## ", 1)[0]
+        missing = [field for field in model.model_fields if f"`{field}" not in section]
+        assert not missing, f"docs/events.md, {event_type}: fields not described: {missing}"
