@@ -41,18 +41,65 @@ class PlannedVisit(_Frozen):
 
 
 class FollowUp(_Frozen):
-    dlt_window_days: int = Field(ge=0)
     main_followup_end_day: int = Field(ge=0)
     long_term_end_day: int = Field(ge=0)
     visits: tuple[PlannedVisit, ...]
+
+
+Relatedness = Literal["unrelated", "unlikely", "possible", "probable", "definite"]
+RELATEDNESS_ORDER: tuple[Relatedness, ...] = ("unrelated", "unlikely", "possible", "probable", "definite")
+
+
+class ResponseCriteria(_Frozen):
+    cr_max_marrow_blasts_pct: float
+    cr_min_anc_10e9_per_l: float
+    cr_min_platelets_10e9_per_l: float
+    mrd_negative_below_pct: float
+    relapse_min_marrow_blasts_pct: float
+
+
+class CRSGrading(_Frozen):
+    fever_min_c: float
+    low_flow_max_l_min: float
+
+
+class ICANSGrading(_Frozen):
+    ice_grade1_min: int = Field(ge=1, le=10)
+    ice_grade2_min: int = Field(ge=1, le=10)
+
+
+class Grading(_Frozen):
+    crs: CRSGrading
+    icans: ICANSGrading
+
+
+class DLTRule(_Frozen):
+    category: str
+    min_grade: int = Field(ge=1, le=5)
+    min_relatedness: Relatedness
+
+
+class DLT(_Frozen):
+    window_days: int = Field(ge=0)
+    rules: tuple[DLTRule, ...]
+
+
+class SafetyReporting(_Frozen):
+    sae_to_sponsor_hours: int = Field(ge=1)
+    fatal_or_life_threatening_susar_days: int = Field(ge=1)
+    other_susar_days: int = Field(ge=1)
 
 
 class Protocol(_Frozen):
     protocol: ProtocolId
     lymphodepletion: Lymphodepletion
     infusion: Infusion
+    response: ResponseCriteria
     followup: FollowUp
     response_visits: dict[str, str]
+    grading: Grading
+    dlt: DLT
+    safety_reporting: SafetyReporting
 
     @property
     def version(self) -> str:
@@ -67,6 +114,8 @@ class Protocol(_Frozen):
         ld = self.lymphodepletion
         if ld.min_days > ld.max_days:
             raise ValueError("lymphodepletion.min_days is greater than max_days")
+        if self.grading.icans.ice_grade2_min >= self.grading.icans.ice_grade1_min:
+            raise ValueError("grading.icans: ice_grade2_min must be below ice_grade1_min")
         unknown = set(self.response_visits.values()) - self.visit_codes
         if unknown:
             raise ValueError(f"response_visits name visits not in the schedule: {sorted(unknown)}")

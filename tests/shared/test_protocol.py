@@ -55,7 +55,7 @@ def test_shipped_protocol_loads_with_the_seed_rules():
     assert load_protocol(DEFAULT_PROTOCOL_FILE) == SHIPPED
     ld = SHIPPED.lymphodepletion
     assert (ld.min_days, ld.max_days) == (3, 5)  # DOMAIN.md: 3 to 5 lymphodepletion days
-    assert SHIPPED.followup.dlt_window_days == 28  # DLT window: days 0-28
+    assert SHIPPED.dlt.window_days == 28  # DLT window: days 0-28
     assert SHIPPED.infusion.max_infusions == 1
     assert len(SHIPPED.visit_codes) == len(SHIPPED.followup.visits)  # codes are unique
     kinds = {v.code: v.kind for v in SHIPPED.followup.visits}

@@ -138,7 +138,7 @@ def status(journey: Journey, today: date, protocol: Protocol) -> Status:
         return "screen_failed"
     if _by(journey.infused_on, today):
         day = (today - journey.infused_on).days
-        if day <= fu.dlt_window_days:
+        if day <= protocol.dlt.window_days:
             return "infused"
         if day <= fu.main_followup_end_day or journey.response_at("W12", today) is None:
             return "follow_up"  # until the week-12 assessment is in

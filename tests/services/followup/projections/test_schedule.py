@@ -24,10 +24,9 @@ from shared.protocol import Protocol, load_protocol
 
 # A small protocol with asymmetric windows, so that "before" and "after" cannot be swapped unnoticed.
 PROTOCOL = Protocol.model_validate({
+    **load_protocol().model_dump(),
     "protocol": {"id": "SCHED-TEST", "version": "1"},
-    "lymphodepletion": {"min_days": 3, "max_days": 5, "min_gap_days_to_infusion": 1, "max_gap_days_to_infusion": 7},
-    "infusion": {"max_infusions": 1},
-    "followup": {"dlt_window_days": 28, "main_followup_end_day": 84, "long_term_end_day": 365, "visits": [
+    "followup": {"main_followup_end_day": 84, "long_term_end_day": 365, "visits": [
         {"code": "V4", "kind": "safety", "target_day": 4, "window_before": 1, "window_after": 2},        # days 3-6
         {"code": "RESP_W4", "kind": "response", "target_day": 28, "window_before": 3, "window_after": 7},  # 25-35
         {"code": "PERS_D28", "kind": "persistence", "target_day": 28, "window_before": 3, "window_after": 3},

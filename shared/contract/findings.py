@@ -1,0 +1,70 @@
+"""Clinical findings recorded with an adverse event, from which the ASTCT grade is derived.
+
+Organ toxicities are not inputs to the CRS grade (ASTCT 2019, Lee et al.). The investigator's own
+grade is recorded beside these; a disagreement opens a data query instead of overriding either.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Findings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+OxygenDelivery = Literal[
+    "none",
+    "nasal_cannula",  # low flow: grade 2 up to the protocol's limit (6 L/min), grade 3 above
+    "high_flow_nasal_cannula",
+    "face_mask",
+    "non_rebreather",
+    "venturi",
+    "cpap",
+    "bipap",
+    "mechanical_ventilation",
+]
+
+
+class CRSFindings(_Findings):
+    """The worst values of the episode (ASTCT: grade by the worse of hypotension and hypoxia)."""
+
+    max_temperature_c: float = Field(ge=30, le=45)
+    fever_masked: bool = Field(
+        default=False, description="Fever no longer present because of antipyretics, tocilizumab or steroids."
+    )
+    hypotension: bool = False
+    vasopressors: int = Field(default=0, ge=0, le=6, description="Vasopressors needed, not counting vasopressin.")
+    vasopressin: bool = False
+    oxygen_delivery: OxygenDelivery = "none"
+    oxygen_flow_l_min: float | None = Field(default=None, ge=0, le=80)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CRSFindings:
+        if self.vasopressors and not self.hypotension:
+            raise ValueError("vasopressors are recorded for hypotension: set hypotension to true")
+        if self.oxygen_delivery == "nasal_cannula" and self.oxygen_flow_l_min is None:
+            raise ValueError("oxygen_flow_l_min is needed for a nasal cannula (it decides grade 2 or 3)")
+        return self
+
+
+class ICANSFindings(_Findings):
+    """ASTCT ICANS domains; the grade is the worst domain."""
+
+    ice_score: int | None = Field(default=None, ge=0, le=10, description="ICE score 0-10; None if not done.")
+    consciousness: Literal["awake", "awakens_spontaneously", "awakens_to_voice", "awakens_to_touch",
+                           "unarousable"] = "awake"
+    seizure: Literal["none", "resolving_rapidly", "prolonged_or_repetitive"] = "none"
+    deep_focal_motor_weakness: bool = False
+    cerebral_oedema: Literal["none", "focal", "diffuse_or_posturing"] = "none"
+
+
+class GvHDStaging(_Findings):
+    """Acute GvHD organ stages (MAGIC): skin 0-4, liver 0-4, upper GI 0-1, lower GI 0-4."""
+
+    skin_stage: int = Field(default=0, ge=0, le=4)
+    liver_stage: int = Field(default=0, ge=0, le=4)
+    upper_gi_stage: int = Field(default=0, ge=0, le=1)
+    lower_gi_stage: int = Field(default=0, ge=0, le=4)
