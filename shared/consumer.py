@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from shared.contract.envelope import Envelope
 from shared.contract.events import Payload, UnknownEventType
+from shared.contract.upcasting import upcast
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class PoisonMessage(Exception):
 class Projection(Protocol):
     name: str
 
-    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None: ...
+    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
+        """Apply one event; `payload` is the envelope's payload upcast to its latest version."""
 
 
 DeadLetter = Callable[[KafkaMessage, str], Awaitable[None]]
@@ -60,7 +62,7 @@ class IdempotentConsumer:
     async def _handle(self, message: KafkaMessage) -> Outcome:
         try:
             envelope = Envelope.model_validate_json(message.body)
-            payload = envelope.typed_payload()
+            payload = upcast(envelope.typed_payload(), envelope.occurred_at)
         except (ValidationError, UnknownEventType) as exc:
             return await self._park(message, f"invalid event: {exc}")
         try:
@@ -164,3 +166,41 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str, consumer: str) -> Dea
         await publisher.publish(message.body, key=raw.key, headers=headers)
 
     return dead_letter
+
+
+class RebuildableProjection(Projection, Protocol):
+    """A projection that can be rebuilt from the event stores: `version` changes whenever the shape
+    or meaning of its read model changes, and `reset` empties it."""
+
+    version: str
+
+    async def reset(self, conn: asyncpg.Connection) -> None: ...
+
+
+async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[str, ...]) -> int | None:
+    """Rebuild the consumer's projection from the event stores when its stored version differs
+    from the code's; return how many events were applied (None when it was up to date). Runs before
+    the consumer starts; events committed meanwhile arrive from Kafka and are applied after."""
+    from shared.eventstore.reader import read_events
+
+    projection = consumer.projection
+    version = getattr(projection, "version", None)
+    if version is None:
+        return None
+    pool, table = consumer.pool, f"{consumer.schema}.projection_versions"
+    await pool.execute(f"CREATE TABLE IF NOT EXISTS {table} (projection text PRIMARY KEY, version text NOT NULL)")
+    if await pool.fetchval(f"SELECT version FROM {table} WHERE projection = $1", consumer.name) == version:
+        return None
+    log.warning("%s: read model version %s is new; rebuilding it from the event stores", consumer.name, version)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"DELETE FROM {consumer.schema}.consumer_applied WHERE consumer = $1", consumer.name)
+        await projection.reset(conn)
+    applied = 0
+    async with pool.acquire() as conn:
+        for source in sources:
+            async for envelope in read_events(conn, source):  # type: ignore[arg-type]
+                applied += await consumer.apply(envelope, upcast(envelope.typed_payload(), envelope.occurred_at)) == "applied"
+    await pool.execute(f"""INSERT INTO {table} (projection, version) VALUES ($1, $2)
+                           ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""", consumer.name, version)
+    log.warning("%s: rebuilt from %d events", consumer.name, applied)
+    return applied

@@ -35,8 +35,12 @@ class ConcurrentChange(DomainError):
     title = "Changed by someone else"
 
 
-class SubjectNotFound(DomainError):
+class NotFound(DomainError):
     status = 404
+    title = "Not found"
+
+
+class SubjectNotFound(NotFound):
     title = "Unknown subject"
 
 

@@ -16,6 +16,7 @@ from shared.contract.envelope import Envelope
 from shared.contract.events import (
     ConsentWithdrawn,
     Enrolled,
+    InfusionCorrected,
     Payload,
     ScreenFailed,
     SubjectDied,
@@ -57,8 +58,8 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, schema: str, subject_id:
 
 
 class SubjectFactsProjection:
-    """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused and
-    SubjectDied; other events are ignored (but still tracked)."""
+    """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused,
+    InfusionCorrected and SubjectDied; other events are ignored (but still tracked)."""
 
     def __init__(self, schema: str):
         self.schema = schema
@@ -73,7 +74,7 @@ class SubjectFactsProjection:
                 await self._set(conn, envelope.subject_id, site_id=payload.site_id, screen_failed=True)
             case ConsentWithdrawn():
                 await self._set(conn, envelope.subject_id, withdrawn_on=on.date())
-            case UCARTInfused():
+            case UCARTInfused() | InfusionCorrected():
                 await self._set(conn, envelope.subject_id, infused_at=on)
             case SubjectDied():
                 await self._set(conn, envelope.subject_id, died_on=on.date())

@@ -20,11 +20,14 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from shared import db
+from shared import facts as subject_facts
 from shared.config import Settings
-from shared.consumer import IdempotentConsumer, Projection, dead_letter_publisher, subscribe
+from shared.consumer import IdempotentConsumer, Projection, dead_letter_publisher, rebuild_if_outdated, subscribe
 from shared.contract.envelope import Envelope, Source
+from shared.contract.events import Payload
 from shared.contract.topics import dead_letter_topic, topic_for
 from shared.eventstore.application import SubjectApplication, postgres_env
+from shared.eventstore.meta import EventMeta
 from shared.http import problems
 from shared.http.idempotency import IdempotencyStore
 from shared.outbox import OutboxRelay
@@ -61,6 +64,7 @@ class Runtime:
     protocol: Protocol
     broker: KafkaBroker
     consumers: list[IdempotentConsumer] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
     pool: asyncpg.Pool | None = None
     app: SubjectApplication | None = None
     relay: OutboxRelay | None = None
@@ -83,6 +87,22 @@ class Runtime:
         return await asyncio.to_thread(fn, *args)
 
 
+def use_case(method: Callable[..., list[Envelope]], *, facts: bool = False, protocol: bool = False):
+    """Adapt an application method `(self, meta, payload[, facts][, protocol])` to a command endpoint:
+    load what the service learned about the subject if the rules need it, then run the method in a
+    worker thread."""
+
+    async def run(rt: Runtime, meta: EventMeta, payload: Payload) -> list[Envelope]:
+        args: list = []
+        if facts:
+            args.append(await subject_facts.load(rt.pool, rt.schema, meta.subject_id))
+        if protocol:
+            args.append(rt.protocol)
+        return await rt.call(method, rt.app, meta, payload, *args)
+
+    return run
+
+
 def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
     """Everything that exists without I/O: the broker with its publishers and subscribers.
     (The AsyncAPI document is generated from this.)"""
@@ -100,6 +120,7 @@ def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
         subscribe(broker, consumer, topics=[runtime.topic(s) for s in sub.sources],
                   group_id=f"{prefix}ucart-{name}", dead_letter_topic=dlq)
         runtime.consumers.append(consumer)
+        runtime.subscriptions.append(sub)
     return runtime
 
 
@@ -172,8 +193,9 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.pool = await db.create_pool(settings.database_url)
         await runtime.pool.execute(db.plumbing_ddl(spec.name) + spec.ddl(spec.name))
-        for consumer in runtime.consumers:
+        for consumer, subscription in zip(runtime.consumers, runtime.subscriptions, strict=True):
             consumer.pool = runtime.pool
+            await rebuild_if_outdated(consumer, subscription.sources)
         runtime.idempotency = IdempotencyStore(runtime.pool, spec.name)
         runtime.app = await asyncio.to_thread(spec.application, postgres_env(settings.database_url, spec.name))
         own_topic = [runtime.topic(spec.name)]

@@ -137,3 +137,21 @@ def treat(stack: RunningStack, subject: str, infusion_days_ago: int, ld_days: in
         assert response.status_code == 201, response.text
     response = stack.command("treatment", f"/subjects/{subject}/infusion", at(infusion_days_ago), INFUSION)
     assert response.status_code == 201, response.text
+
+
+def journey_caught_up(database_url: str) -> bool:
+    """True once the journey projection has applied every event stored by the three services
+    (stream versions are contiguous, so the sum of the last versions applied is the event count)."""
+    async def check() -> bool:
+        conn = await asyncpg.connect(database_url)
+        try:
+            stored = 0
+            for service in ("enrollment", "treatment", "followup"):
+                stored += await conn.fetchval(f"SELECT count(*) FROM {service}.{service}_events")
+            applied = await conn.fetchval(
+                "SELECT coalesce(sum(last_version), 0) FROM followup.consumer_applied WHERE consumer = 'followup-journey'")
+            return applied == stored
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())

@@ -15,10 +15,10 @@ class EnrollmentApplication(SubjectApplication[domain.EnrollmentSubject]):
     source = "enrollment"
 
     def enrol(self, meta: EventMeta, payload: Enrolled) -> list[Envelope]:
-        return self.commit(domain.enrol(self.find(meta.subject_id), meta, payload))
+        return self.record(domain.enrol, meta, payload)
 
     def screen_fail(self, meta: EventMeta, payload: ScreenFailed) -> list[Envelope]:
-        return self.commit(domain.screen_fail(self.find(meta.subject_id), meta, payload))
+        return self.record(domain.screen_fail, meta, payload)
 
     def withdraw(self, meta: EventMeta, payload: ConsentWithdrawn, facts: SubjectFacts | None) -> list[Envelope]:
-        return self.commit(domain.withdraw(self.find(meta.subject_id), meta, payload, facts))
+        return self.record(domain.withdraw, meta, payload, facts)

@@ -1,59 +1,77 @@
-"""Follow-up HTTP API: commands (AEs, responses, visits, death) and the read API over projections."""
+"""Follow-up HTTP API: commands, and the read API over the journey projection."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from shared import facts
-from shared.contract.events import AEReported, ResponseAssessed, SubjectDied, VisitCompleted
+from shared.contract.events import (
+    AECorrected,
+    AEReported,
+    AEUpdated,
+    DataQueryAnswered,
+    DataQueryClosed,
+    LostToFollowUp,
+    PersistenceSampled,
+    ResponseAssessed,
+    SafetyReportSubmitted,
+    StudyCompleted,
+    SubjectDied,
+    SubsequentTherapyStarted,
+    VisitCompleted,
+)
 from shared.errors import SubjectNotFound
-from shared.contract.envelope import Envelope
-from shared.eventstore import EventMeta
 from shared.http.commands import SubjectPath, add_command
-from shared.service import Runtime
-from shared.time import today_utc
+from shared.service import use_case
+from shared.time import now_utc, today_utc
 
+from services.followup.app import FollowupApplication as App
 from services.followup.projections import journey as journeys
+from services.followup.projections import reporting, store
 from services.followup.projections import schedule as schedules
-from services.followup.projections import store
+from services.followup.study import efficacy as efficacy_tables
+from services.followup.study import from_journeys as study
+from services.followup.study import safety as safety_tables
 
 router = APIRouter(tags=["follow-up"])
 read_router = APIRouter(tags=["read"])
 
-
-async def _ae(rt: Runtime, meta: EventMeta, payload: AEReported) -> list[Envelope]:
-    return await rt.call(rt.app.report_ae, meta, payload, await facts.load(rt.pool, rt.schema, meta.subject_id))
-
-
-async def _response(rt: Runtime, meta: EventMeta, payload: ResponseAssessed) -> list[Envelope]:
-    known = await facts.load(rt.pool, rt.schema, meta.subject_id)
-    return await rt.call(rt.app.assess_response, meta, payload, known)
-
-
-async def _visit(rt: Runtime, meta: EventMeta, payload: VisitCompleted) -> list[Envelope]:
-    known = await facts.load(rt.pool, rt.schema, meta.subject_id)
-    return await rt.call(rt.app.complete_visit, meta, payload, known, rt.protocol)
-
-
-async def _death(rt: Runtime, meta: EventMeta, payload: SubjectDied) -> list[Envelope]:
-    known = await facts.load(rt.pool, rt.schema, meta.subject_id)
-    return await rt.call(rt.app.record_death, meta, payload, known)
-
-
-add_command(router, "/subjects/{subject_id}/adverse-events", AEReported, _ae, summary="Report an adverse event")
-add_command(router, "/subjects/{subject_id}/response-assessments", ResponseAssessed, _response,
-            summary="Record a response assessment")
-add_command(router, "/subjects/{subject_id}/visits", VisitCompleted, _visit, summary="Record a completed visit")
-add_command(router, "/subjects/{subject_id}/death", SubjectDied, _death, summary="Record the death of a subject")
+COMMANDS = [
+    ("adverse-events", AEReported, use_case(App.report_ae, facts=True, protocol=True), "Report an adverse event"),
+    ("adverse-event-updates", AEUpdated, use_case(App.update_ae), "Update an AE's grade or outcome"),
+    ("adverse-event-corrections", AECorrected, use_case(App.correct_ae, protocol=True),
+     "Correct an AE report (reason required)"),
+    ("query-answers", DataQueryAnswered, use_case(App.answer_query), "Answer a data query"),
+    ("query-closures", DataQueryClosed, use_case(App.close_query), "Close an answered data query"),
+    ("safety-reports", SafetyReportSubmitted, use_case(App.submit_safety_report),
+     "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)"),
+    ("response-assessments", ResponseAssessed, use_case(App.assess_response, facts=True, protocol=True),
+     "Record a response assessment"),
+    ("persistence-samples", PersistenceSampled, use_case(App.record_persistence, facts=True, protocol=True),
+     "Record a CAR-T persistence sample"),
+    ("visits", VisitCompleted, use_case(App.complete_visit, facts=True, protocol=True), "Record a completed visit"),
+    ("subsequent-therapies", SubsequentTherapyStarted, use_case(App.start_subsequent_therapy, facts=True),
+     "Record the start of a subsequent therapy (e.g. allo-HSCT)"),
+    ("lost-to-follow-up", LostToFollowUp, use_case(App.lose_to_follow_up, facts=True),
+     "Declare the subject lost to follow-up"),
+    ("study-completion", StudyCompleted, use_case(App.complete_study, facts=True, protocol=True),
+     "Record that the subject completed the study"),
+    ("death", SubjectDied, use_case(App.record_death, facts=True), "Record the death of a subject"),
+]
+for path, payload, run, summary in COMMANDS:
+    add_command(router, f"/subjects/{{subject_id}}/{path}", payload, run, summary=summary)
 
 OnDate = Annotated[date | None, Query(description="Evaluate statuses on this date (default: today, UTC).")]
 
 
+def _runtime(request: Request):
+    return request.app.state.runtime
+
+
 async def _journey(request: Request, subject_id: str) -> journeys.Journey:
-    rt = request.app.state.runtime
+    rt = _runtime(request)
     found = await store.get(rt.pool, rt.schema, subject_id)
     if found is None:
         raise SubjectNotFound(f"No journey for {subject_id} yet: check the code; a subject appears here a "
@@ -63,7 +81,7 @@ async def _journey(request: Request, subject_id: str) -> journeys.Journey:
 
 @read_router.get("/subjects", summary="Every subject with its status")
 async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
-    rt = request.app.state.runtime
+    rt = _runtime(request)
     today = on or today_utc()
     return [
         {"subject_id": j.subject_id, "site_id": j.site_id, "status": journeys.status(j, today, rt.protocol),
@@ -72,13 +90,68 @@ async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
     ]
 
 
-@read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, worst CRS/ICANS, responses")
+@read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses")
 async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = None) -> journeys.JourneyView:
-    rt = request.app.state.runtime
-    return journeys.view(await _journey(request, subject_id), on or today_utc(), rt.protocol)
+    return journeys.view(await _journey(request, subject_id), on or today_utc(), _runtime(request).protocol)
 
 
 @read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status")
 async def get_schedule(request: Request, subject_id: SubjectPath, on: OnDate = None) -> list[schedules.ScheduledVisit]:
-    rt = request.app.state.runtime
-    return schedules.schedule(await _journey(request, subject_id), rt.protocol, on or today_utc())
+    return schedules.schedule(await _journey(request, subject_id), _runtime(request).protocol, on or today_utc())
+
+
+class StudyVisit(schedules.ScheduledVisit):
+    subject_id: str
+    site_id: str | None
+
+
+@read_router.get("/followups", summary="Planned visits across the study, e.g. ?status=overdue")
+async def list_followups(request: Request, on: OnDate = None,
+                         status: Annotated[list[schedules.VisitStatus] | None, Query()] = None) -> list[StudyVisit]:
+    rt = _runtime(request)
+    today = on or today_utc()
+    return [StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
+            for j in await store.all_journeys(rt.pool, rt.schema)
+            for visit in schedules.schedule(j, rt.protocol, today) if not status or visit.status in status]
+
+
+class StudyQuery(journeys.DataQuery):
+    subject_id: str
+    site_id: str | None
+
+
+@read_router.get("/queries", summary="Data queries across the study, e.g. ?status=open")
+async def list_queries(request: Request, status: Annotated[list[Literal["open", "answered", "closed"]] | None,
+                                                           Query()] = None) -> list[StudyQuery]:
+    rt = _runtime(request)
+    return [StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
+            for j in await store.all_journeys(rt.pool, rt.schema)
+            for q in j.queries.values() if not status or q.status in status]
+
+
+@read_router.get("/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)")
+async def list_safety_reports(
+    request: Request,
+    at: Annotated[datetime | None, Query(description="Evaluate at this time (default: now).")] = None,
+    status: Annotated[list[reporting.ReportStatus] | None, Query()] = None,
+) -> list[reporting.ReportDue]:
+    rt = _runtime(request)
+    now = at or now_utc()
+    return [r for j in await store.all_journeys(rt.pool, rt.schema)
+            for r in reporting.reports_due(j, rt.protocol, now) if not status or r.status in status]
+
+
+@read_router.get("/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs")
+async def study_safety(request: Request, on: OnDate = None) -> safety_tables.SafetyTable:
+    rt = _runtime(request)
+    as_of = on or today_utc()
+    summaries = [study.safety(j, rt.protocol, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]
+    return safety_tables.safety_table([s for s in summaries if s is not None])
+
+
+@read_router.get("/study/efficacy", summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR")
+async def study_efficacy(request: Request, on: OnDate = None) -> efficacy_tables.EfficacyTable:
+    rt = _runtime(request)
+    as_of = on or today_utc()
+    outcomes = [study.outcome(j, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]
+    return efficacy_tables.efficacy_table([o for o in outcomes if o is not None], as_of)

@@ -5,30 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from shared import facts
-from shared.contract.events import LymphodepletionGiven, UCARTInfused
+from shared.contract.events import InfusionCorrected, LymphodepletionGiven, UCARTInfused
 from shared.errors import SubjectNotFound
-from shared.contract.envelope import Envelope
-from shared.eventstore import EventMeta
 from shared.http.commands import SubjectPath, add_command
-from shared.service import Runtime
+from shared.service import use_case
+
+from services.treatment.app import TreatmentApplication as App
 
 router = APIRouter(tags=["treatment"])
 
-
-async def _lymphodepletion(rt: Runtime, meta: EventMeta, payload: LymphodepletionGiven) -> list[Envelope]:
-    known = await facts.load(rt.pool, rt.schema, meta.subject_id)
-    return await rt.call(rt.app.give_lymphodepletion, meta, payload, known, rt.protocol)
-
-
-async def _infusion(rt: Runtime, meta: EventMeta, payload: UCARTInfused) -> list[Envelope]:
-    known = await facts.load(rt.pool, rt.schema, meta.subject_id)
-    return await rt.call(rt.app.infuse, meta, payload, known, rt.protocol)
-
-
-add_command(router, "/subjects/{subject_id}/lymphodepletion-days", LymphodepletionGiven, _lymphodepletion,
-            summary="Record one day of lymphodepletion")
-add_command(router, "/subjects/{subject_id}/infusion", UCARTInfused, _infusion,
+add_command(router, "/subjects/{subject_id}/lymphodepletion-days", LymphodepletionGiven,
+            use_case(App.give_lymphodepletion, facts=True, protocol=True), summary="Record one day of lymphodepletion")
+add_command(router, "/subjects/{subject_id}/infusion", UCARTInfused, use_case(App.infuse, facts=True, protocol=True),
             summary="Record the UCAR-T infusion (study day 0)")
+add_command(router, "/subjects/{subject_id}/infusion-corrections", InfusionCorrected,
+            use_case(App.correct_infusion, facts=True, protocol=True),
+            summary="Correct the infusion record (reason required)")
 
 
 @router.get("/subjects/{subject_id}", summary="The subject as treatment knows it")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.contract.envelope import Envelope
-from shared.contract.events import LymphodepletionGiven, UCARTInfused
+from shared.contract.events import InfusionCorrected, LymphodepletionGiven, UCARTInfused
 from shared.eventstore import EventMeta, SubjectApplication
 from shared.facts import SubjectFacts
 from shared.protocol import Protocol
@@ -15,13 +15,14 @@ class TreatmentApplication(SubjectApplication[domain.TreatmentSubject]):
     name = "treatment"
     source = "treatment"
 
-    def give_lymphodepletion(
-        self, meta: EventMeta, payload: LymphodepletionGiven, facts: SubjectFacts | None, protocol: Protocol
-    ) -> list[Envelope]:
-        subject = self.find(meta.subject_id)
-        return self.commit(domain.give_lymphodepletion(subject, meta, payload, facts, protocol))
+    def give_lymphodepletion(self, meta: EventMeta, payload: LymphodepletionGiven, facts: SubjectFacts | None,
+                             protocol: Protocol) -> list[Envelope]:
+        return self.record(domain.give_lymphodepletion, meta, payload, facts, protocol)
 
-    def infuse(
-        self, meta: EventMeta, payload: UCARTInfused, facts: SubjectFacts | None, protocol: Protocol
-    ) -> list[Envelope]:
-        return self.commit(domain.infuse(self.find(meta.subject_id), meta, payload, facts, protocol))
+    def infuse(self, meta: EventMeta, payload: UCARTInfused, facts: SubjectFacts | None,
+               protocol: Protocol) -> list[Envelope]:
+        return self.record(domain.infuse, meta, payload, facts, protocol)
+
+    def correct_infusion(self, meta: EventMeta, payload: InfusionCorrected, facts: SubjectFacts | None,
+                         protocol: Protocol) -> list[Envelope]:
+        return self.record(domain.correct_infusion, meta, payload, facts, protocol)

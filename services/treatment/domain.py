@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from shared.contract.events import LymphodepletionGiven, Payload, UCARTInfused
-from shared.errors import RuleViolation, SubjectNotFound
+from shared.contract.events import InfusionCorrected, LymphodepletionGiven, Payload, UCARTInfused
+from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta, SubjectStream
 from shared.facts import SubjectFacts
 from shared.protocol import Protocol
@@ -22,6 +22,8 @@ class TreatmentSubject(SubjectStream):
                 self.ld_days.append(meta.occurred_at.date())
             case UCARTInfused():
                 self.infusions.append(meta.occurred_at)
+            case InfusionCorrected():
+                self.infusions[-1] = meta.occurred_at
 
 
 def require_treatable(subject_id: str, facts: SubjectFacts | None, day: date) -> SubjectFacts:
@@ -86,11 +88,32 @@ def infuse(
     if len(ld_days) < ld.min_days:
         raise RuleViolation(f"Subject {meta.subject_id} has {len(ld_days)} lymphodepletion day(s); "
                             f"infusion needs at least {ld.min_days} first.")
-    gap = (meta.occurred_at.date() - ld_days[-1]).days
+    _check_gap(meta, ld_days[-1], protocol)
+    return TreatmentSubject.record_into(subject, meta, payload)
+
+
+def _check_gap(meta: EventMeta, last_ld_day: date, protocol: Protocol) -> None:
+    ld = protocol.lymphodepletion
+    gap = (meta.occurred_at.date() - last_ld_day).days
     if not ld.min_gap_days_to_infusion <= gap <= ld.max_gap_days_to_infusion:
         raise RuleViolation(
             f"Infusion on {meta.occurred_at.date()} is {gap} day(s) after the last lymphodepletion day "
-            f"({ld_days[-1]}); the protocol requires {ld.min_gap_days_to_infusion} to "
+            f"({last_ld_day}); the protocol requires {ld.min_gap_days_to_infusion} to "
             f"{ld.max_gap_days_to_infusion} days."
         )
+
+
+def correct_infusion(
+    subject: TreatmentSubject | None,
+    meta: EventMeta,
+    payload: InfusionCorrected,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> TreatmentSubject:
+    """Correct the infusion record (date, dose, lot); the reason is required and kept."""
+    if subject is None or not subject.infusions:
+        raise RuleViolation(f"Subject {meta.subject_id} has no infusion to correct; record the infusion instead.")
+    if not (meta.reason or "").strip():
+        raise InvalidCommand("A correction needs a reason: say why the infusion record was wrong.")
+    _check_gap(meta, subject.ld_days[-1], protocol)
     return TreatmentSubject.record_into(subject, meta, payload)

@@ -11,9 +11,10 @@ from datetime import date
 from typing import ClassVar, Literal
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.contract.envelope import Source
+from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 
 
 class Payload(BaseModel):
@@ -99,13 +100,27 @@ class UCARTInfused(Payload):
     donor_id: str = Field(min_length=1, max_length=64)
 
 
+class InfusionCorrected(Payload):
+    """A correction of the infusion record (the envelope's reason says why; occurred_at = the
+    corrected infusion time). Study day 0, and so the schedule, move with it."""
+
+    event_type: ClassVar[str] = "InfusionCorrected"
+    source: ClassVar[Source] = "treatment"
+
+    dose_cells_per_kg: float = Field(gt=0, le=1e9)
+    dose_level: int = Field(ge=1, le=10)
+    product_lot: str = Field(min_length=1, max_length=64)
+    donor_id: str = Field(min_length=1, max_length=64)
+
+
 # --- follow-up ----------------------------------------------------------------------------------
 
 
-class AEReported(Payload):
-    """An adverse event (occurred_at = onset). Severity (CTCAE grade) and seriousness are separate."""
+class AEReportedV1(Payload):
+    """An adverse event (occurred_at = onset). Schema v1; read through the upcaster to v2."""
 
     event_type: ClassVar[str] = "AEReported"
+    schema_version: ClassVar[int] = 1
     source: ClassVar[Source] = "followup"
 
     ae_id: UUID = Field(default_factory=uuid4, description="Identifies the AE for later updates.")
@@ -116,10 +131,140 @@ class AEReported(Payload):
     relatedness: Literal["unrelated", "unlikely", "possible", "probable", "definite"]
 
 
-class ResponseAssessed(Payload):
-    """A B-ALL response assessment (occurred_at = marrow/blood sample time)."""
+AECategory = Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
+Relatedness = Literal["unrelated", "unlikely", "possible", "probable", "definite"]
+SeriousnessCriterion = Literal[
+    "death", "life_threatening", "hospitalisation", "disability", "congenital_anomaly",
+    "important_medical_event",
+    "not_specified",  # only on events recorded with schema v1, before the criteria were captured
+]
+
+
+class AEFields(BaseModel):
+    """What the investigator records of an adverse event (reported, or corrected)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    term: str = Field(min_length=2, max_length=200)
+    category: AECategory
+    grade: int = Field(ge=1, le=5, description="The investigator's CTCAE v5 / ASTCT grade, 1 to 5 (death).")
+    serious: bool = Field(description="ICH E2A seriousness, independent of the grade.")
+    seriousness_criteria: tuple[SeriousnessCriterion, ...] = Field(
+        default=(), description="Why it is serious (ICH E2A); required when serious."
+    )
+    relatedness: Relatedness = Field(description="To the UCAR-T product; possible and above = suspected.")
+    expected: bool | None = Field(
+        default=None, description="Listed in the investigator's brochure; None until assessed."
+    )
+    aware_at: AwareDatetime = Field(description="When the site became aware of the AE (starts the SAE clock).")
+    crs: CRSFindings | None = Field(default=None, description="Findings for a CRS (grade derived by ASTCT).")
+    icans: ICANSFindings | None = Field(default=None, description="Findings for ICANS (grade derived by ASTCT).")
+    gvhd: GvHDStaging | None = Field(default=None, description="Organ staging for GvHD (MAGIC).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AEFields:
+        if self.serious != bool(self.seriousness_criteria):
+            raise ValueError("a serious AE needs seriousness_criteria, and only a serious one has them")
+        if "death" in self.seriousness_criteria and self.grade != 5:
+            raise ValueError("seriousness criterion 'death' goes with grade 5")
+        wrong = [name for name, category in (("crs", "CRS"), ("icans", "ICANS"), ("gvhd", "GVHD"))
+                 if getattr(self, name) is not None and self.category != category]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} findings belong to an AE of that category, not {self.category}")
+        return self
+
+    @property
+    def suspected(self) -> bool:
+        return self.relatedness in ("possible", "probable", "definite")
+
+
+class AEReported(AEFields, Payload):
+    """An adverse event (occurred_at = onset). Severity (grade) and seriousness are separate."""
+
+    event_type: ClassVar[str] = "AEReported"
+    schema_version: ClassVar[int] = 2
+    source: ClassVar[Source] = "followup"
+
+    ae_id: UUID = Field(default_factory=uuid4, description="Identifies the AE for later updates.")
+
+
+class AEUpdated(Payload):
+    """The course of an AE changed (occurred_at = when): a new grade, or its outcome."""
+
+    event_type: ClassVar[str] = "AEUpdated"
+    source: ClassVar[Source] = "followup"
+
+    ae_id: UUID
+    grade: int | None = Field(default=None, ge=1, le=5, description="The grade from now on.")
+    outcome: Literal["recovering", "recovered", "recovered_with_sequelae", "not_recovered", "fatal"] | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AEUpdated:
+        if self.grade is None and self.outcome is None:
+            raise ValueError("give the new grade, the outcome, or both")
+        if self.outcome == "fatal" and self.grade not in (None, 5):
+            raise ValueError("a fatal outcome goes with grade 5")
+        return self
+
+
+class AECorrected(AEFields, Payload):
+    """A correction of what was reported for an AE (the envelope's reason says why). The earlier
+    report stays in the history; this one replaces it from now on."""
+
+    event_type: ClassVar[str] = "AECorrected"
+    source: ClassVar[Source] = "followup"
+
+    ae_id: UUID
+
+
+class DataQueryOpened(Payload):
+    """A data query: recorded values disagree (e.g. the investigator's grade and the derived one).
+    Neither value is changed; the site answers and a monitor or data manager closes it."""
+
+    event_type: ClassVar[str] = "DataQueryOpened"
+    source: ClassVar[Source] = "followup"
+
+    query_id: UUID = Field(default_factory=uuid4)
+    ae_id: UUID | None = None
+    field: str = Field(max_length=100)
+    recorded_value: str = Field(max_length=200)
+    expected_value: str = Field(max_length=200)
+    text: str = Field(max_length=1000)
+
+
+class DataQueryAnswered(Payload):
+    event_type: ClassVar[str] = "DataQueryAnswered"
+    source: ClassVar[Source] = "followup"
+
+    query_id: UUID
+    answer: str = Field(min_length=2, max_length=1000)
+
+
+class DataQueryClosed(Payload):
+    event_type: ClassVar[str] = "DataQueryClosed"
+    source: ClassVar[Source] = "followup"
+
+    query_id: UUID
+    resolution: str = Field(min_length=2, max_length=1000)
+
+
+class SafetyReportSubmitted(Payload):
+    """An expedited report was sent: an SAE to the sponsor, or a SUSAR to the regulator."""
+
+    event_type: ClassVar[str] = "SafetyReportSubmitted"
+    source: ClassVar[Source] = "followup"
+
+    ae_id: UUID
+    report: Literal["sae_to_sponsor", "susar_to_regulator"]
+    received_at: AwareDatetime = Field(description="When the recipient received it (sponsor receipt starts "
+                                                   "the SUSAR clock).")
+
+
+class ResponseAssessedV1(Payload):
+    """A B-ALL response assessment (occurred_at = sample time). Schema v1; upcast to v2."""
 
     event_type: ClassVar[str] = "ResponseAssessed"
+    schema_version: ClassVar[int] = 1
     source: ClassVar[Source] = "followup"
 
     timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
@@ -131,12 +276,101 @@ class ResponseAssessed(Payload):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> ResponseAssessed:
+    def _consistent(self) -> ResponseAssessedV1:
         if self.response in ("CR", "CRi") and self.marrow_blasts_pct >= 5:
             raise ValueError(f"{self.response} needs marrow blasts < 5% (got {self.marrow_blasts_pct}%)")
         if self.cd19_status is not None and self.response != "RELAPSE":
             raise ValueError("cd19_status is recorded only for a RELAPSE")
         return self
+
+
+class ResponseAssessed(Payload):
+    """A B-ALL response assessment (occurred_at = sample time). The response criteria (blast and
+    count thresholds) are checked against the protocol file."""
+
+    event_type: ClassVar[str] = "ResponseAssessed"
+    schema_version: ClassVar[int] = 2
+    source: ClassVar[Source] = "followup"
+
+    timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
+    response: Literal["CR", "CRi", "NR", "RELAPSE"]
+    marrow_blasts_pct: float = Field(ge=0, le=100)
+    circulating_blasts: bool | None = None
+    extramedullary_disease: bool | None = None
+    anc_10e9_per_l: float | None = Field(default=None, ge=0, le=500, description="Absolute neutrophil count.")
+    platelets_10e9_per_l: float | None = Field(default=None, ge=0, le=5000)
+    mrd_pct: float | None = Field(default=None, ge=0, le=100, description="Measurable residual disease, %.")
+    mrd_assay: Literal["flow", "qpcr", "ngs"] | None = None
+    mrd_sensitivity_pct: float | None = Field(default=None, gt=0, le=100, description="Assay sensitivity, %.")
+    mrd_negative: bool | None = Field(default=None, description="As reported (v1), when no MRD value is given.")
+    cd19_status: Literal["CD19+", "CD19-", "lineage_switch"] | None = Field(
+        default=None, description="Blast CD19 status, for a relapse."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResponseAssessed:
+        if self.cd19_status is not None and self.response != "RELAPSE":
+            raise ValueError("cd19_status is recorded only for a RELAPSE")
+        if self.mrd_pct is not None and self.mrd_assay is None:
+            raise ValueError("give mrd_assay (flow, qpcr or ngs) with mrd_pct")
+        return self
+
+
+class PersistenceSampled(Payload):
+    """CAR-T persistence in blood (occurred_at = sample time): qPCR and/or flow cytometry."""
+
+    event_type: ClassVar[str] = "PersistenceSampled"
+    source: ClassVar[Source] = "followup"
+
+    visit_code: str | None = Field(default=None, pattern=r"^PERS_[A-Z0-9]{2,8}$",
+                                   description="The persistence visit this sample completes, if any.")
+    qpcr_copies_per_ug_dna: float | None = Field(default=None, ge=0)
+    flow_car_pct_of_cd3: float | None = Field(default=None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _has_a_result(self) -> PersistenceSampled:
+        if self.qpcr_copies_per_ug_dna is None and self.flow_car_pct_of_cd3 is None:
+            raise ValueError("give qpcr_copies_per_ug_dna, flow_car_pct_of_cd3, or both")
+        return self
+
+
+class SubsequentTherapyStarted(Payload):
+    """A new anti-leukaemia therapy after UCAR-T (occurred_at = start), e.g. allo-HSCT."""
+
+    event_type: ClassVar[str] = "SubsequentTherapyStarted"
+    source: ClassVar[Source] = "followup"
+
+    therapy: Literal["allo_hsct", "chemotherapy", "blinatumomab", "inotuzumab", "car_t", "other"]
+    details: str | None = Field(default=None, max_length=500)
+
+
+class LongTermFollowUpStarted(Payload):
+    """The subject was in remission at week 12 and continues to month 12 (recorded automatically
+    with the week-12 response)."""
+
+    event_type: ClassVar[str] = "LongTermFollowUpStarted"
+    source: ClassVar[Source] = "followup"
+
+    week12_response: Literal["CR", "CRi"]
+
+
+class LostToFollowUp(Payload):
+    """The site can no longer reach the subject (occurred_at = when declared)."""
+
+    event_type: ClassVar[str] = "LostToFollowUp"
+    source: ClassVar[Source] = "followup"
+
+    last_contact_on: date
+    details: str | None = Field(default=None, max_length=500)
+
+
+class StudyCompleted(Payload):
+    """The subject finished the study as planned (occurred_at = last visit)."""
+
+    event_type: ClassVar[str] = "StudyCompleted"
+    source: ClassVar[Source] = "followup"
+
+    completed: Literal["main_follow_up", "long_term_follow_up"]
 
 
 class VisitCompleted(Payload):
@@ -164,11 +398,26 @@ ALL: tuple[type[Payload], ...] = (
     ConsentWithdrawn,
     LymphodepletionGiven,
     UCARTInfused,
+    InfusionCorrected,
+    AEReportedV1,
     AEReported,
+    AEUpdated,
+    AECorrected,
+    DataQueryOpened,
+    DataQueryAnswered,
+    DataQueryClosed,
+    SafetyReportSubmitted,
+    ResponseAssessedV1,
     ResponseAssessed,
+    PersistenceSampled,
     VisitCompleted,
+    SubsequentTherapyStarted,
+    LongTermFollowUpStarted,
+    LostToFollowUp,
+    StudyCompleted,
     SubjectDied,
 )
+LATEST: dict[str, type[Payload]] = {p.event_type: p for p in sorted(ALL, key=lambda p: p.schema_version)}
 
 PAYLOADS: dict[tuple[str, int], type[Payload]] = {(p.event_type, p.schema_version): p for p in ALL}
 

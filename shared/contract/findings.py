@@ -43,8 +43,10 @@ class CRSFindings(_Findings):
 
     @model_validator(mode="after")
     def _consistent(self) -> CRSFindings:
-        if self.vasopressors and not self.hypotension:
+        if (self.vasopressors or self.vasopressin) and not self.hypotension:
             raise ValueError("vasopressors are recorded for hypotension: set hypotension to true")
+        if self.oxygen_delivery == "none" and self.oxygen_flow_l_min:
+            raise ValueError("oxygen_flow_l_min is given but oxygen_delivery is none")
         if self.oxygen_delivery == "nasal_cannula" and self.oxygen_flow_l_min is None:
             raise ValueError("oxygen_flow_l_min is needed for a nasal cannula (it decides grade 2 or 3)")
         return self

@@ -15,6 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from shared.contract.events import Payload
+from shared.contract.upcasting import upcast
 from shared.eventstore.meta import EventMeta
 
 _SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:ucart:subject")
@@ -35,17 +36,18 @@ class SubjectStream(Aggregate):
         payload: Payload
 
         def apply(self, aggregate: SubjectStream) -> None:
-            aggregate.when(self.meta, self.payload)
+            aggregate.when(self.meta, upcast(self.payload, self.meta.occurred_at))
 
     def __init__(self, meta: EventMeta, payload: Payload):
         self.subject_id = meta.subject_id
         self.initialise()
-        self.when(meta, payload)
+        self.when(meta, upcast(payload, meta.occurred_at))
 
     def initialise(self) -> None:
         """Set the state a new stream starts from."""
 
     def when(self, meta: EventMeta, payload: Payload) -> None:
+        """Change state for one event (payloads arrive upcast to their latest version)."""
         raise NotImplementedError
 
     @classmethod

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    IntegrityError,
+    JSONTranscoder,
+    Transcoding,
+    UUIDAsHex,
+)
 from pydantic import BaseModel
 
 from shared.contract.envelope import Envelope, Source
 from shared.contract.events import ALL as ALL_PAYLOADS
+from shared.contract.events import Payload
 from shared.errors import ConcurrentChange
 from shared.eventstore.aggregate import SubjectStream, subject_uuid
 from shared.eventstore.meta import EventMeta
@@ -32,6 +42,14 @@ class PydanticTranscoding(Transcoding):
         return self.type.model_validate(data)
 
 
+def register_transcodings(transcoder: JSONTranscoder) -> None:
+    """eventsourcing's own (UUID, Decimal, datetime) and one per model we store, under stable names."""
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), PydanticTranscoding(EventMeta, "ucart.EventMeta")):
+        transcoder.register(transcoding)
+    for model in ALL_PAYLOADS:
+        transcoder.register(PydanticTranscoding(model, f"ucart.{model.event_type}.v{model.schema_version}"))
+
+
 def postgres_env(database_url: str, schema: str) -> dict[str, str]:
     """`eventsourcing`'s POSTGRES_* settings from a DATABASE_URL (a socket directory goes in ?host=)."""
     url = urlsplit(database_url)
@@ -51,18 +69,17 @@ def postgres_env(database_url: str, schema: str) -> dict[str, str]:
     }
 
 
-def to_envelope(domain_event: Any, source: Source) -> Envelope:
-    meta: EventMeta = domain_event.meta
-    payload = domain_event.payload
+def envelope_of(meta: EventMeta, payload: Payload, *, source: Source, stream_version: int,
+                recorded_at: datetime) -> Envelope:
     return Envelope(
         event_id=meta.event_id,
         event_type=payload.event_type,
         schema_version=payload.schema_version,
         subject_id=meta.subject_id,
         source=source,
-        stream_version=domain_event.originator_version,
+        stream_version=stream_version,
         occurred_at=meta.occurred_at,
-        recorded_at=domain_event.timestamp,
+        recorded_at=recorded_at,
         recorded_by=meta.recorded_by,
         correlation_id=meta.correlation_id,
         causation_id=meta.causation_id,
@@ -70,6 +87,11 @@ def to_envelope(domain_event: Any, source: Source) -> Envelope:
         protocol_version=meta.protocol_version,
         payload=payload.model_dump(mode="json"),
     )
+
+
+def to_envelope(domain_event: Any, source: Source) -> Envelope:
+    return envelope_of(domain_event.meta, domain_event.payload, source=source,
+                       stream_version=domain_event.originator_version, recorded_at=domain_event.timestamp)
 
 
 class SubjectApplication(Application, Generic[S]):
@@ -81,16 +103,17 @@ class SubjectApplication(Application, Generic[S]):
     source: ClassVar[Source]
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        transcoder.register(PydanticTranscoding(EventMeta, "ucart.EventMeta"))
-        for model in ALL_PAYLOADS:
-            transcoder.register(PydanticTranscoding(model, f"ucart.{model.event_type}.v{model.schema_version}"))
+        register_transcodings(transcoder)
 
     def find(self, subject_id: str) -> S | None:
         try:
             return self.repository.get(subject_uuid(subject_id))
         except AggregateNotFoundError:
             return None
+
+    def record(self, rule: Callable[..., S], meta: EventMeta, payload: Payload, *context: Any) -> list[Envelope]:
+        """Run a domain rule on the subject's current state and commit the events it raised."""
+        return self.commit(rule(self.find(meta.subject_id), meta, payload, *context))
 
     def commit(self, subject: S) -> list[Envelope]:
         """Save the subject's new events; a concurrent writer (same stream version) gets a 409."""

@@ -67,6 +67,12 @@ class ICANSGrading(_Frozen):
     ice_grade1_min: int = Field(ge=1, le=10)
     ice_grade2_min: int = Field(ge=1, le=10)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> ICANSGrading:
+        if self.ice_grade2_min >= self.ice_grade1_min:
+            raise ValueError("grading.icans: ice_grade2_min must be below ice_grade1_min")
+        return self
+
 
 class Grading(_Frozen):
     crs: CRSGrading
@@ -114,8 +120,6 @@ class Protocol(_Frozen):
         ld = self.lymphodepletion
         if ld.min_days > ld.max_days:
             raise ValueError("lymphodepletion.min_days is greater than max_days")
-        if self.grading.icans.ice_grade2_min >= self.grading.icans.ice_grade1_min:
-            raise ValueError("grading.icans: ice_grade2_min must be below ice_grade1_min")
         unknown = set(self.response_visits.values()) - self.visit_codes
         if unknown:
             raise ValueError(f"response_visits name visits not in the schedule: {sorted(unknown)}")

@@ -22,7 +22,7 @@ def test_subject_journey_end_to_end(stack: RunningStack):
     assert infusion.status_code == 201, infusion.text
     ae = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(10), {
         "term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-        "relatedness": "probable"})
+        "relatedness": "probable", "aware_at": at(10)})
     assert ae.status_code == 201, ae.text
     response = stack.command("followup", f"/subjects/{s}/response-assessments", at(1), {
         "timepoint": "UNSCHEDULED", "response": "CR", "marrow_blasts_pct": 1.0, "mrd_negative": True})
@@ -83,11 +83,13 @@ def test_demo_cohort_reaches_every_stage(stack: RunningStack):
 
     def statuses():
         rows = {r["subject_id"]: r["status"] for r in stack.get("followup", "/subjects").json()}
-        return {k: rows.get(k) for k in expected} == expected or {k: rows.get(k) for k in expected}
+        wrong = {k: (rows.get(k), v) for k, v in expected.items() if rows.get(k) != v}
+        assert not wrong, f"(actual, expected) status: {wrong}"
+        return True
 
     assert eventually(statuses) is True
     assert set(expected.values()) >= {"screen_failed", "enrolled", "lymphodepleting", "infused", "follow_up",
-                                      "long_term_follow_up", "completed", "withdrawn", "died"}
+                                      "long_term_follow_up", "completed", "withdrawn", "lost_to_follow_up", "died"}
     # Seeding again adds nothing.
     before = count_events(stack.database_url, "followup")
     assert seed.seed(stack.settings) == (0, len(expected))
@@ -98,7 +100,7 @@ def test_a_message_delivered_twice_changes_nothing(stack: RunningStack):
     s = "UCT-02-103"
     treat(stack, s, infusion_days_ago=4)
     ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 1, "serious": False,
-          "relatedness": "possible"}
+          "relatedness": "possible", "aware_at": at(3)}
     assert stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(3), ae).status_code == 201
     eventually(lambda: stack.get("followup", f"/subjects/{s}/journey").json().get("ae_count") == 1)
 
@@ -127,7 +129,8 @@ async def redeliver(bootstrap: str, topic: str, envelope) -> None:
 def test_the_answer_shows_what_was_stored_including_generated_ids(stack: RunningStack):
     s = "UCT-02-104"
     treat(stack, s, infusion_days_ago=2)
-    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible"}
+    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible",
+          "aware_at": at(1)}
     answer = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(1), ae).json()
     (event,) = answer["events"]
     assert event["event_type"] == "AEReported" and event["stream_version"] == 1

@@ -88,7 +88,7 @@ def test_no_treatment_after_withdrawal(stack: RunningStack):
 
 def test_followup_rules(stack: RunningStack):
     ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-          "relatedness": "possible"}
+          "relatedness": "possible", "aware_at": at(1)}
     s = "UCT-03-241"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(3), enrolment(3)).status_code == 201
     # Once follow-up has learned of the enrolment (404 until then), it refuses AEs before infusion.
@@ -107,7 +107,7 @@ def test_followup_rules(stack: RunningStack):
     refused(stack, "followup", responses, cmd(at(1), {"timepoint": "W4", "response": "PR", "marrow_blasts_pct": 2}),
             422, "payload.response")
     refused(stack, "followup", responses, cmd(at(1), {"timepoint": "W4", "response": "CR", "marrow_blasts_pct": 12}),
-            422, "blasts < 5%")
+            422, "marrow blasts must be < 5.0%")
     refused(stack, "followup", f"/subjects/{t}/visits", cmd(at(1), {"visit_code": "D99"}), 422, "not in protocol")
 
 

@@ -8,22 +8,48 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.contract import PAYLOADS, Envelope, RecordedBy, SubjectId, payload_model
 from shared.contract.events import (
+    LATEST,
+    AECorrected,
+    AEFields,
     AEReported,
+    AEReportedV1,
+    AEUpdated,
     AgentDose,
     ConsentWithdrawn,
+    DataQueryAnswered,
+    DataQueryClosed,
+    DataQueryOpened,
     Enrolled,
+    InfusionCorrected,
+    LongTermFollowUpStarted,
+    LostToFollowUp,
     LymphodepletionGiven,
     Payload,
+    PersistenceSampled,
     ResponseAssessed,
+    ResponseAssessedV1,
+    SafetyReportSubmitted,
     ScreenFailed,
+    StudyCompleted,
     SubjectDied,
+    SubsequentTherapyStarted,
     UCARTInfused,
     UnknownEventType,
     VisitCompleted,
 )
+from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
+from shared.contract.upcasting import upcast
 from shared.eventstore import EventMeta
 
 FLU = AgentDose(agent="fludarabine", dose=30, unit="mg/m2")
+ONSET = datetime(2025, 3, 14, 2, tzinfo=UTC)
+AWARE = datetime(2025, 3, 14, 8, tzinfo=UTC)
+AE_ID = uuid4()
+QUERY_ID = uuid4()
+INFUSION = dict(dose_cells_per_kg=1e7, dose_level=1, product_lot="LOT-1", donor_id="D-1")
+CRS_AE = dict(term="Cytokine release syndrome", category="CRS", grade=3, serious=True,
+              seriousness_criteria=("hospitalisation",), relatedness="probable", expected=False, aware_at=AWARE,
+              crs=CRSFindings(max_temperature_c=39.1, hypotension=True, vasopressors=1))
 EXAMPLES: dict[type[Payload], Payload] = {
     Enrolled: Enrolled(site_id="01", consent_signed_on=date(2025, 3, 1), year_of_birth=1980, sex="U",
                        disease_status="relapsed", cd19_positive=True),
@@ -31,10 +57,30 @@ EXAMPLES: dict[type[Payload], Payload] = {
     ConsentWithdrawn: ConsentWithdrawn(withdrawal_reason="moved away"),
     LymphodepletionGiven: LymphodepletionGiven(agents=(FLU, AgentDose(agent="cyclophosphamide", dose=500,
                                                                       unit="mg/m2"))),
-    UCARTInfused: UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="LOT-1", donor_id="D-1"),
-    AEReported: AEReported(term="CRS", category="CRS", grade=2, serious=False, relatedness="possible"),
-    ResponseAssessed: ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1.5, mrd_negative=True),
+    UCARTInfused: UCARTInfused(**INFUSION),
+    InfusionCorrected: InfusionCorrected(**INFUSION | {"dose_level": 2}),
+    AEReportedV1: AEReportedV1(ae_id=AE_ID, term="CRS", category="CRS", grade=2, serious=False,
+                               relatedness="possible"),
+    AEReported: AEReported(ae_id=AE_ID, **CRS_AE),
+    AEUpdated: AEUpdated(ae_id=AE_ID, grade=2, outcome="recovering"),
+    AECorrected: AECorrected(ae_id=AE_ID, **CRS_AE | {"term": "CRS", "grade": 3}),
+    DataQueryOpened: DataQueryOpened(query_id=QUERY_ID, ae_id=AE_ID, field="grade", recorded_value="2",
+                                     expected_value="3", text="Please check the grade."),
+    DataQueryAnswered: DataQueryAnswered(query_id=QUERY_ID, answer="Grade corrected to 3."),
+    DataQueryClosed: DataQueryClosed(query_id=QUERY_ID, resolution="Corrected."),
+    SafetyReportSubmitted: SafetyReportSubmitted(ae_id=AE_ID, report="sae_to_sponsor",
+                                                 received_at=datetime(2025, 3, 14, 20, tzinfo=UTC)),
+    ResponseAssessedV1: ResponseAssessedV1(timepoint="W4", response="CR", marrow_blasts_pct=1.5, mrd_negative=True),
+    ResponseAssessed: ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1.5, circulating_blasts=False,
+                                       extramedullary_disease=False, anc_10e9_per_l=1.2, platelets_10e9_per_l=140,
+                                       mrd_pct=0.004, mrd_assay="flow", mrd_sensitivity_pct=0.001, mrd_negative=True),
+    PersistenceSampled: PersistenceSampled(visit_code="PERS_D7", qpcr_copies_per_ug_dna=15000.0,
+                                           flow_car_pct_of_cd3=4.2),
     VisitCompleted: VisitCompleted(visit_code="RESP_W4"),
+    SubsequentTherapyStarted: SubsequentTherapyStarted(therapy="allo_hsct", details="MUD, myeloablative"),
+    LongTermFollowUpStarted: LongTermFollowUpStarted(week12_response="CRi"),
+    LostToFollowUp: LostToFollowUp(last_contact_on=date(2025, 9, 1), details="moved abroad"),
+    StudyCompleted: StudyCompleted(completed="long_term_follow_up"),
     SubjectDied: SubjectDied(primary_cause="unknown"),
 }
 
@@ -100,12 +146,22 @@ def test_typed_payload_validates_the_payload_against_its_model():
         broken.typed_payload()
 
 
-@pytest.mark.parametrize(("event_type", "version"), [("PatientRenamed", 1), ("Enrolled", 2), ("enrolled", 1)])
+@pytest.mark.parametrize(("event_type", "version"), [("PatientRenamed", 1), ("Enrolled", 2), ("enrolled", 1),
+                                                    ("AEReported", 3)])
 def test_unknown_event_type_or_version(event_type, version):
     with pytest.raises(UnknownEventType, match=f"unknown event {event_type} v{version}; known: .*Enrolled v1"):
         payload_model(event_type, version)
     with pytest.raises(UnknownEventType):
         envelope(EXAMPLES[Enrolled], event_type=event_type, schema_version=version).typed_payload()
+
+
+def test_the_catalogue_keeps_both_versions_of_changed_events():
+    assert payload_model("AEReported", 1) is AEReportedV1 and payload_model("AEReported", 2) is AEReported
+    assert payload_model("ResponseAssessed", 1) is ResponseAssessedV1
+    assert payload_model("ResponseAssessed", 2) is ResponseAssessed
+    assert LATEST["AEReported"] is AEReported and LATEST["ResponseAssessed"] is ResponseAssessed
+    assert {event_type for event_type, version in PAYLOADS if version > 1} == {"AEReported", "ResponseAssessed"}
+    assert set(LATEST) == {event_type for event_type, _ in PAYLOADS}
 
 
 def test_payload_model_finds_each_published_model():
@@ -132,10 +188,22 @@ def test_subject_id_accepts_study_codes(code):
 
 
 @pytest.mark.parametrize("response", ["CR", "CRi"])
-def test_remission_needs_marrow_blasts_below_5_percent(response):
-    assert ResponseAssessed(timepoint="W4", response=response, marrow_blasts_pct=4.99).response == response
+def test_v1_remission_needed_marrow_blasts_below_5_percent(response):
+    assert ResponseAssessedV1(timepoint="W4", response=response, marrow_blasts_pct=4.99).response == response
     with pytest.raises(ValidationError, match=f"{response} needs marrow blasts < 5%"):
-        ResponseAssessed(timepoint="W4", response=response, marrow_blasts_pct=5)
+        ResponseAssessedV1(timepoint="W4", response=response, marrow_blasts_pct=5)
+
+
+def test_v2_leaves_the_response_thresholds_to_the_protocol():
+    # The blast threshold is protocol configuration now: the model accepts, the follow-up rules decide.
+    assert ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=5).marrow_blasts_pct == 5
+
+
+def test_mrd_value_needs_its_assay():
+    with pytest.raises(ValidationError, match="give mrd_assay"):
+        ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1, mrd_pct=0.001)
+    assert ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1, mrd_pct=0.001,
+                            mrd_assay="ngs").mrd_assay == "ngs"
 
 
 def test_no_response_may_have_any_blast_count():
@@ -164,3 +232,117 @@ def test_lymphodepletion_refuses_the_same_agent_twice_in_a_day():
 def test_lymphodepletion_needs_at_least_one_agent():
     with pytest.raises(ValidationError, match="agents"):
         LymphodepletionGiven(agents=())
+
+
+# --- adverse events -----------------------------------------------------------------------------
+
+
+def ae_fields(**changes) -> AEFields:
+    return AEFields(**(CRS_AE | changes))
+
+
+def test_a_serious_ae_needs_seriousness_criteria_and_only_a_serious_one_has_them():
+    with pytest.raises(ValidationError, match="a serious AE needs seriousness_criteria"):
+        ae_fields(serious=True, seriousness_criteria=())
+    with pytest.raises(ValidationError, match="a serious AE needs seriousness_criteria"):
+        ae_fields(serious=False, seriousness_criteria=("hospitalisation",))
+    assert ae_fields(serious=False, seriousness_criteria=()).serious is False
+    assert ae_fields(seriousness_criteria=("hospitalisation", "disability")).serious is True
+
+
+@pytest.mark.parametrize("grade", [1, 4])
+def test_death_criterion_goes_with_grade_5(grade):
+    with pytest.raises(ValidationError, match="'death' goes with grade 5"):
+        ae_fields(grade=grade, seriousness_criteria=("death",), crs=None)
+    assert ae_fields(grade=5, seriousness_criteria=("death",), crs=None).grade == 5
+
+
+@pytest.mark.parametrize(("findings", "value", "category"), [
+    ("crs", CRSFindings(max_temperature_c=38.5), "CRS"),
+    ("icans", ICANSFindings(ice_score=6), "ICANS"),
+    ("gvhd", GvHDStaging(skin_stage=2), "GVHD"),
+])
+def test_findings_belong_to_an_ae_of_their_category(findings, value, category):
+    changes = {"crs": None, findings: value}
+    assert getattr(ae_fields(category=category, **changes), findings) == value
+    for other in ({"CRS", "ICANS", "GVHD", "INFECTION"} - {category}):
+        with pytest.raises(ValidationError, match=f"{findings} findings belong to an AE of that category, not {other}"):
+            ae_fields(category=other, **changes)
+
+
+def test_ae_reported_and_corrected_validate_like_the_fields():
+    for model in (AEReported, AECorrected):
+        with pytest.raises(ValidationError, match="seriousness_criteria"):
+            model(ae_id=AE_ID, **CRS_AE | {"seriousness_criteria": ()})
+        with pytest.raises(ValidationError, match="crs findings belong"):
+            model(ae_id=AE_ID, **CRS_AE | {"category": "ICANS"})
+
+
+def test_awareness_time_is_required_and_timezone_aware():
+    without = {k: v for k, v in CRS_AE.items() if k != "aware_at"}
+    with pytest.raises(ValidationError, match="aware_at"):
+        AEReported(**without)
+    with pytest.raises(ValidationError, match="timezone"):
+        AEReported(**without, aware_at=datetime(2025, 3, 14, 8))
+
+
+@pytest.mark.parametrize(("relatedness", "suspected"), [("unrelated", False), ("unlikely", False),
+                                                        ("possible", True), ("probable", True), ("definite", True)])
+def test_possible_and_above_is_suspected(relatedness, suspected):
+    assert ae_fields(relatedness=relatedness).suspected is suspected
+
+
+def test_an_update_changes_something_and_fatal_is_grade_5():
+    with pytest.raises(ValidationError, match="give the new grade, the outcome, or both"):
+        AEUpdated(ae_id=AE_ID)
+    with pytest.raises(ValidationError, match="fatal outcome goes with grade 5"):
+        AEUpdated(ae_id=AE_ID, grade=4, outcome="fatal")
+    assert AEUpdated(ae_id=AE_ID, outcome="fatal").grade is None
+    assert AEUpdated(ae_id=AE_ID, grade=5, outcome="fatal").grade == 5
+
+
+def test_a_persistence_sample_has_a_result_and_a_persistence_visit_code():
+    with pytest.raises(ValidationError, match="give qpcr_copies_per_ug_dna, flow_car_pct_of_cd3, or both"):
+        PersistenceSampled(visit_code="PERS_D7")
+    with pytest.raises(ValidationError, match="visit_code"):
+        PersistenceSampled(visit_code="D7", flow_car_pct_of_cd3=1.0)
+    assert PersistenceSampled(flow_car_pct_of_cd3=1.0).visit_code is None
+
+
+# --- upcasting ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("serious", [True, False])
+def test_v1_ae_reads_as_v2_aware_at_onset_and_criteria_not_specified(serious):
+    v1 = AEReportedV1(term="Febrile neutropenia", category="CYTOPENIA", grade=3, serious=serious,
+                      relatedness="unlikely")
+    v2 = upcast(v1, ONSET)
+    assert type(v2) is AEReported
+    assert v2.aware_at == ONSET
+    assert v2.seriousness_criteria == (("not_specified",) if serious else ())
+    assert v2.expected is None and (v2.crs, v2.icans, v2.gvhd) == (None, None, None)
+    kept = ("ae_id", "term", "category", "grade", "serious", "relatedness")
+    assert {k: getattr(v2, k) for k in kept} == {k: getattr(v1, k) for k in kept}
+
+
+def test_v1_response_reads_as_v2_keeping_its_values():
+    v1 = ResponseAssessedV1(timepoint="W12", response="RELAPSE", marrow_blasts_pct=35, mrd_negative=False,
+                            cd19_status="CD19-")
+    v2 = upcast(v1, ONSET)
+    assert type(v2) is ResponseAssessed
+    assert v2.model_dump(exclude_none=True) == v1.model_dump(exclude_none=True)
+    assert (v2.anc_10e9_per_l, v2.platelets_10e9_per_l, v2.mrd_pct) == (None, None, None)
+
+
+@pytest.mark.parametrize("model", [m for m in EXAMPLES if m not in (AEReportedV1, ResponseAssessedV1)],
+                         ids=lambda m: m.__name__)
+def test_latest_versions_pass_through_unchanged(model):
+    assert upcast(EXAMPLES[model], ONSET) is EXAMPLES[model]
+
+
+def test_a_stored_v1_envelope_reads_as_the_latest_model():
+    stored = envelope(EXAMPLES[AEReportedV1])
+    assert (stored.event_type, stored.schema_version) == ("AEReported", 1)
+    latest = upcast(stored.typed_payload(), stored.occurred_at)
+    assert type(latest) is LATEST[stored.event_type]
+    assert latest.aware_at == stored.occurred_at

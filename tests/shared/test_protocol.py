@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from services.followup import domain as followup
 from services.treatment import domain
 from shared.contract.envelope import RecordedBy
-from shared.contract.events import AgentDose, LymphodepletionGiven, UCARTInfused
-from shared.errors import RuleViolation
+from shared.contract.events import AgentDose, LymphodepletionGiven, ResponseAssessed, UCARTInfused
+from shared.errors import InvalidCommand, RuleViolation
 from shared.eventstore import EventMeta
 from shared.facts import SubjectFacts
 from shared.protocol import DEFAULT_PROTOCOL_FILE, Protocol, load_protocol
@@ -61,6 +62,29 @@ def test_shipped_protocol_loads_with_the_seed_rules():
     kinds = {v.code: v.kind for v in SHIPPED.followup.visits}
     assert {kinds[code] for code in SHIPPED.response_visits.values()} == {"response"}
     assert set(SHIPPED.response_visits) == {"W4", "W8", "W12"}
+    fu = SHIPPED.followup
+    assert (fu.main_followup_end_day, fu.long_term_end_day) == (84, 365)  # week 12, month 12
+
+
+def test_shipped_response_criteria_are_the_b_all_ones():
+    r = SHIPPED.response
+    assert (r.cr_max_marrow_blasts_pct, r.cr_min_anc_10e9_per_l, r.cr_min_platelets_10e9_per_l) == (5.0, 1.0, 100.0)
+    assert (r.mrd_negative_below_pct, r.relapse_min_marrow_blasts_pct) == (0.01, 5.0)
+
+
+def test_dlt_rules_and_safety_clocks_load():
+    # DOMAIN.md: CRS and/or neurotoxicity grade >= 3, days 0-28, attribution at least possible.
+    assert [(r.category, r.min_grade, r.min_relatedness) for r in SHIPPED.dlt.rules] == [
+        ("CRS", 3, "possible"), ("ICANS", 3, "possible")]
+    clocks = SHIPPED.safety_reporting
+    assert (clocks.sae_to_sponsor_hours, clocks.fatal_or_life_threatening_susar_days,
+            clocks.other_susar_days) == (24, 7, 15)
+
+
+def test_a_dlt_rule_needs_a_known_relatedness(tmp_path):
+    with pytest.raises(ValidationError, match="min_relatedness"):
+        load_protocol(amended(tmp_path, ('{ category = "CRS",   min_grade = 3, min_relatedness = "possible" }',
+                                         '{ category = "CRS",   min_grade = 3, min_relatedness = "maybe" }')))
 
 
 def test_a_new_version_is_reported(tmp_path):
@@ -115,3 +139,28 @@ def test_response_visit_missing_from_the_schedule_is_refused(tmp_path):
 def test_unknown_setting_is_refused(tmp_path):
     with pytest.raises(ValidationError, match="max_dayz"):
         load_protocol(amended(tmp_path, ("max_days = 5", "max_days = 5\nmax_dayz = 6")))
+
+
+def assess(response: ResponseAssessed, protocol: Protocol) -> followup.FollowupSubject:
+    facts = FACTS.model_copy(update={"infused_at": datetime(2025, 3, 10, 10, tzinfo=UTC)})
+    return followup.assess_response(None, meta(40, protocol), response, facts, protocol)
+
+
+def test_response_thresholds_come_from_the_file(tmp_path):
+    stricter = load_protocol(amended(tmp_path, ("cr_min_platelets_10e9_per_l = 100.0",
+                                                "cr_min_platelets_10e9_per_l = 150.0")))
+    counts = dict(timepoint="W4", marrow_blasts_pct=1.0, anc_10e9_per_l=1.5, platelets_10e9_per_l=120)
+    assert assess(ResponseAssessed(response="CR", **counts), SHIPPED)
+    with pytest.raises(InvalidCommand, match="platelets below the CR thresholds .*platelets >= 150.0.*this is a CRi"):
+        assess(ResponseAssessed(response="CR", **counts), stricter)
+    assert assess(ResponseAssessed(response="CRi", **counts), stricter)
+    with pytest.raises(InvalidCommand, match="this is a CR"):
+        assess(ResponseAssessed(response="CRi", **counts), SHIPPED)
+
+
+def test_blast_threshold_comes_from_the_file(tmp_path):
+    ten = load_protocol(amended(tmp_path, ("cr_max_marrow_blasts_pct = 5.0", "cr_max_marrow_blasts_pct = 10.0")))
+    seven_pct = ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=7.0)
+    with pytest.raises(InvalidCommand, match="marrow blasts must be < 5.0%"):
+        assess(seven_pct, SHIPPED)
+    assert assess(seven_pct, ten).in_remission

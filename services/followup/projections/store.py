@@ -23,9 +23,14 @@ def ddl(schema: str) -> str:
 class JourneyProjection:
     """Consumes all three topics into `<schema>.journeys`."""
 
+    version = "2"  # bump when Journey or its fold changes: the read model is then rebuilt at start
+
     def __init__(self, schema: str):
         self.schema = schema
         self.name = f"{schema}-journey"
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(f"TRUNCATE {self.schema}.journeys")
 
     async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
         row = await conn.fetchval(

@@ -1,5 +1,5 @@
-"""Treatment rules: lymphodepletion days and the UCAR-T infusion (shipped protocol: 3-5 LD days, infusion
-1-7 days after the last one, one infusion)."""
+"""Treatment rules: lymphodepletion days, the UCAR-T infusion and its correction (shipped protocol: 3-5 LD
+days, infusion 1-7 days after the last one, one infusion)."""
 
 from datetime import UTC, date, datetime, timedelta
 
@@ -7,8 +7,8 @@ import pytest
 
 from services.treatment import domain
 from shared.contract.envelope import RecordedBy
-from shared.contract.events import AgentDose, LymphodepletionGiven, UCARTInfused
-from shared.errors import RuleViolation, SubjectNotFound
+from shared.contract.events import AgentDose, InfusionCorrected, LymphodepletionGiven, UCARTInfused
+from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta
 from shared.facts import SubjectFacts
 from shared.protocol import load_protocol
@@ -22,10 +22,13 @@ FLU_CY = LymphodepletionGiven(agents=(AgentDose(agent="fludarabine", dose=30, un
 INFUSION = UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="LOT-1", donor_id="D-1")
 
 
-def meta(on: date) -> EventMeta:
+CORRECTED = InfusionCorrected(dose_cells_per_kg=2e7, dose_level=2, product_lot="LOT-2", donor_id="D-1")
+
+
+def meta(on: date, reason: str | None = None) -> EventMeta:
     return EventMeta(subject_id=SUBJECT, occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
                      recorded_by=RecordedBy(user_id="nurse-1", role="investigator"),
-                     protocol_version=PROTOCOL.version)
+                     protocol_version=PROTOCOL.version, reason=reason)
 
 
 def facts(**changes) -> SubjectFacts:
@@ -116,6 +119,51 @@ def test_only_one_infusion():
         domain.infuse(infused(), meta(day(4)), INFUSION, facts(), PROTOCOL)
 
 
+# --- infusion correction -----------------------------------------------------------------------
+
+
+def correct(subject: domain.TreatmentSubject | None, on: date, reason: str | None = "Wrong date entered"):
+    return domain.correct_infusion(subject, meta(on, reason), CORRECTED, facts(), PROTOCOL)
+
+
+def test_a_correction_moves_the_infusion_and_is_recorded_with_its_reason():
+    subject = infused()  # LD days 0-2, infused on day 4
+    subject.collect_events()
+    subject = correct(subject, day(5))
+    assert subject.infusions == [meta(day(5)).occurred_at]
+    [event] = subject.collect_events()
+    assert (event.payload, event.meta.reason) == (CORRECTED, "Wrong date entered")
+
+
+def test_only_a_recorded_infusion_can_be_corrected():
+    with pytest.raises(RuleViolation, match="has no infusion to correct; record the infusion instead"):
+        correct(None, day(4))
+    with pytest.raises(RuleViolation, match="has no infusion to correct"):
+        correct(with_ld_days(3), day(4))
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_a_correction_needs_a_reason(reason):
+    with pytest.raises(InvalidCommand, match="needs a reason"):
+        correct(infused(), day(4), reason)
+
+
+@pytest.mark.parametrize(("corrected_day", "allowed"), [(2, False), (3, True), (9, True), (10, False)])
+def test_the_gap_rule_applies_to_the_corrected_date(corrected_day, allowed):
+    # last LD day is day 2: the corrected infusion must fall 1 to 7 days later, days 3 to 9
+    if allowed:
+        assert correct(infused(), day(corrected_day)).infusions == [meta(day(corrected_day)).occurred_at]
+    else:
+        with pytest.raises(RuleViolation, match=f"is {corrected_day - 2} day\\(s\\) after the last lymphodepletion"):
+            correct(infused(), day(corrected_day))
+
+
+def test_a_corrected_infusion_still_counts_as_the_one_infusion():
+    subject = correct(infused(), day(6))
+    with pytest.raises(RuleViolation, match=f"already infused on {day(6)}"):
+        domain.infuse(subject, meta(day(7)), INFUSION, facts(), PROTOCOL)
+
+
 # --- who may be treated -------------------------------------------------------------------------
 
 
@@ -143,6 +191,16 @@ def test_off_study_subjects_are_not_treated(state, message, command):
         else:
             domain.infuse(with_ld_days(3), meta(day(3)), INFUSION, facts(**state), PROTOCOL)
     assert refused.value.retryable is False
+
+
+@pytest.mark.parametrize("exit_field", ["withdrawn_on", "died_on"])
+def test_an_infusion_given_before_leaving_the_study_may_be_entered_late(exit_field):
+    infusion_day = day(4)
+    subject = domain.infuse(with_ld_days(3), meta(infusion_day), INFUSION, facts(**{exit_field: infusion_day}),
+                            PROTOCOL)
+    assert subject.infusions == [meta(infusion_day).occurred_at]
+    with pytest.raises(RuleViolation, match="no further treatment"):
+        domain.infuse(with_ld_days(3), meta(day(5)), INFUSION, facts(**{exit_field: infusion_day}), PROTOCOL)
 
 
 @pytest.mark.parametrize("exit_field", ["withdrawn_on", "died_on"])

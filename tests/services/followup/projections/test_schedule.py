@@ -13,9 +13,13 @@ from shared.contract.events import (
     AgentDose,
     ConsentWithdrawn,
     Enrolled,
+    InfusionCorrected,
+    LostToFollowUp,
     LymphodepletionGiven,
     Payload,
+    PersistenceSampled,
     ResponseAssessed,
+    StudyCompleted,
     SubjectDied,
     UCARTInfused,
     VisitCompleted,
@@ -121,7 +125,9 @@ def test_no_long_term_visits_without_a_w12_assessment():
 
 
 @pytest.mark.parametrize("exit_event", [ConsentWithdrawn(withdrawal_reason="moved"),
-                                        SubjectDied(primary_cause="other")])
+                                        SubjectDied(primary_cause="other"),
+                                        LostToFollowUp(last_contact_on=date(2025, 3, 28))],
+                         ids=lambda e: type(e).__name__)
 def test_off_study_cancels_what_is_left(exit_event):
     j = journey(done("V4", day(4)), (exit_event, day(20)))
     before_exit = {v.code: v.status for v in schedule(j, PROTOCOL, day(19))}
@@ -142,6 +148,35 @@ def test_shipped_protocol_schedule_grows_with_w12_remission():
     assert ltfu  # the shipped schedule has long-term visits at all
     assert [v.target_date for v in in_remission] == sorted(v.target_date for v in in_remission)
     assert next(v for v in in_remission if v.code == "RESP_W12").status == "completed"
+
+
+def test_completing_the_main_follow_up_cancels_the_later_visits():
+    shipped = load_protocol()
+    j = journey(w("W12", "NR", day(84)), (StudyCompleted(completed="main_follow_up"), day(88)))
+    statuses = {v.code: v.status for v in schedule(j, shipped, day(100))}
+    assert statuses["RESP_W12"] == "completed"
+    assert statuses["D28"] == "overdue"  # missed long before, stays a deviation
+    assert {code for code, s in statuses.items() if s == "not_applicable"} == {
+        "PERS_W12", "PERS_W16", "PERS_W20", "PERS_W24"}  # PERS_W12's window (77-91) was still open on day 88
+    still_on_study = {v.code: v.status for v in schedule(j, shipped, day(87))}
+    assert (still_on_study["PERS_W12"], still_on_study["PERS_W16"]) == ("due", "upcoming")
+
+
+def test_a_corrected_infusion_moves_the_schedule():
+    corrected = journey(done("V4", day(4)), (InfusionCorrected(dose_cells_per_kg=1e7, dose_level=1, product_lot="L",
+                                                               donor_id="D"), day(2)))
+    v = visit("V4", corrected, day(100))
+    assert (v.target_date, v.window_start, v.window_end) == (day(6), day(5), day(8))
+    assert (v.status, v.completed_on) == ("completed_out_of_window", day(4))  # in window for the old day 0 only
+    assert visit("RESP_W4", corrected, day(100)).target_date == day(30)
+    assert schedule(corrected, PROTOCOL, day(1)) == []  # before the corrected day 0
+
+
+@pytest.mark.parametrize(("visit_code", "status"), [("PERS_D28", "completed"), (None, "overdue")])
+def test_a_persistence_sample_completes_its_visit(visit_code, status):
+    sample = PersistenceSampled(visit_code=visit_code, flow_car_pct_of_cd3=5.0), day(27)
+    assert visit("PERS_D28", journey(sample), day(60)).status == status
+    assert visit("RESP_W4", journey(sample), day(60)).status == "overdue"
 
 
 def test_a_visit_missed_before_leaving_the_study_stays_overdue():

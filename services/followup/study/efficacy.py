@@ -1,0 +1,247 @@
+"""Efficacy tables (DOMAIN.md "Endpoints"): ORR at W4/W8/W12 and Kaplan-Meier summaries of OS, PFS, DOR.
+
+Time-to-event rules, all in days, on the data known at the cut-off `as_of` (anything dated later is
+ignored, so a table for a past date can be reproduced):
+- OS: infusion -> death from any cause. Censored on the last date the subject is known to be alive:
+  the latest of last_contact_on, the last assessment, the relapse, the subsequent therapy and the
+  infusion itself. We do not assume a subject without a recorded contact is alive at `as_of`: that
+  would add follow-up nobody observed. A death after `as_of` means alive at `as_of`.
+- PFS: infusion -> relapse/progression or death, whichever first; censored at the last assessment.
+- DOR: subjects with a CR/CRi only; first CR/CRi -> relapse or death; censored at the last assessment.
+- censor_at_subsequent_therapy: a subject whose subsequent therapy comes before the event (or before
+  the censoring date) is censored on the day of the subsequent therapy; on the same day the event counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict
+
+from services.followup.study.inputs import SubjectOutcome
+from services.followup.study.survival import KaplanMeier, kaplan_meier
+
+RESPONDED = ("CR", "CRi")
+ORR_TIMEPOINTS = ("W4", "W8", "W12")
+AT_RISK_WEEKS = (0, 4, 8, 12, 16, 20, 24)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ObjectiveResponse(_Frozen):
+    timepoint: str
+    numerator: int
+    denominator: int
+    rate: float | None
+    denominator_definition: str
+
+
+class SubjectTime(_Frozen):
+    """One subject's contribution to a Kaplan-Meier curve."""
+
+    subject_id: str
+    days: int
+    event: bool
+
+
+class SurvivalAt(_Frozen):
+    day: int
+    survival: float
+    ci_lower: float
+    ci_upper: float
+
+
+class AtRisk(_Frozen):
+    week: int
+    day: int
+    at_risk: int
+
+
+class SurvivalSummary(_Frozen):
+    endpoint: str
+    censor_at_subsequent_therapy: bool
+    as_of: date
+    n: int
+    events: int
+    censored: int
+    week_12: SurvivalAt | None  # None when no follow-up reaches the day (and the curve is not at 0)
+    week_24: SurvivalAt | None
+    median_days: float | None  # None = not reached
+    median_ci_lower: float | None
+    median_ci_upper: float | None  # None = not reached (unbounded)
+    at_risk: tuple[AtRisk, ...]
+    km: KaplanMeier | None  # None when there are no subjects (e.g. DOR without responders)
+
+
+class SurvivalByCensoring(_Frozen):
+    censored_at_subsequent_therapy: SurvivalSummary
+    not_censored_at_subsequent_therapy: SurvivalSummary
+
+
+class EfficacyTable(_Frozen):
+    as_of: date
+    subjects_infused: int
+    orr: tuple[ObjectiveResponse, ...]
+    os: SurvivalByCensoring
+    pfs: SurvivalByCensoring
+    dor: SurvivalByCensoring
+
+
+def objective_response(outcomes: Sequence[SubjectOutcome], timepoint: str) -> ObjectiveResponse:
+    """(CR + CRi) at the timepoint / subjects infused. A subject's latest assessment at the timepoint
+    counts; a subject without one (missed, died, off study) is a non-responder."""
+    numerator = 0
+    for o in outcomes:
+        at_timepoint = [a for a in o.assessments if a.timepoint == timepoint]
+        if at_timepoint and max(at_timepoint, key=lambda a: a.assessed_on).response in RESPONDED:
+            numerator += 1
+    denominator = len(outcomes)
+    return ObjectiveResponse(
+        timepoint=timepoint,
+        numerator=numerator,
+        denominator=denominator,
+        rate=numerator / denominator if denominator else None,
+        denominator_definition=(
+            f"all subjects infused (N={denominator}); subjects without a {timepoint} assessment "
+            "count as non-responders"
+        ),
+    )
+
+
+def _cut(o: SubjectOutcome, as_of: date) -> SubjectOutcome:
+    """The subject as known on as_of."""
+    if o.infused_on > as_of:
+        raise ValueError(f"{o.subject_id} was infused after the cut-off {as_of}")
+
+    def known(d: date | None) -> date | None:
+        return d if d is not None and d <= as_of else None
+
+    alive_on = o.last_contact_on
+    if (alive_on is not None and alive_on > as_of) or (o.died_on is not None and o.died_on > as_of):
+        alive_on = as_of  # seen alive later, or died later: alive on the cut-off
+    return dataclasses.replace(
+        o,
+        assessments=tuple(a for a in o.assessments if a.assessed_on <= as_of),
+        relapsed_on=known(o.relapsed_on),
+        died_on=known(o.died_on),
+        last_contact_on=alive_on,
+        subsequent_therapy_on=known(o.subsequent_therapy_on),
+    )
+
+
+def _time(
+    o: SubjectOutcome, start: date, event_on: date | None, censor_on: date, censor_at_subsequent: bool
+) -> SubjectTime:
+    end, event = (event_on, True) if event_on is not None else (censor_on, False)
+    if censor_at_subsequent and o.subsequent_therapy_on is not None and o.subsequent_therapy_on < end:
+        # max(): subsequent therapy before the response began leaves no follow-up (censored at day 0)
+        end, event = max(o.subsequent_therapy_on, start), False
+    if end < start:
+        raise ValueError(f"{o.subject_id}: end of follow-up {end} before its start {start}")
+    return SubjectTime(subject_id=o.subject_id, days=(end - start).days, event=event)
+
+
+def _first(*dates: date | None) -> date | None:
+    return min((d for d in dates if d is not None), default=None)
+
+
+def os_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
+    result = []
+    for o in (_cut(o, as_of) for o in outcomes):
+        alive = [o.infused_on, o.last_assessment_on, o.last_contact_on, o.relapsed_on, o.subsequent_therapy_on]
+        last_alive = max(d for d in alive if d is not None)
+        result.append(_time(o, o.infused_on, o.died_on, last_alive, censor_at_subsequent_therapy))
+    return result
+
+
+def pfs_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
+    return [
+        _time(o, o.infused_on, _first(o.relapsed_on, o.died_on), o.last_assessment_on, censor_at_subsequent_therapy)
+        for o in (_cut(o, as_of) for o in outcomes)
+    ]
+
+
+def dor_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
+    result = []
+    for o in (_cut(o, as_of) for o in outcomes):
+        response_on = _first(*(a.assessed_on for a in o.assessments if a.response in RESPONDED))
+        if response_on is None:
+            continue  # DOR is defined for responders only
+        if o.relapsed_on is not None and o.relapsed_on < response_on:
+            raise ValueError(f"{o.subject_id}: relapse {o.relapsed_on} before the first CR/CRi {response_on}")
+        event_on = _first(o.relapsed_on, o.died_on)
+        result.append(_time(o, response_on, event_on, o.last_assessment_on, censor_at_subsequent_therapy))
+    return result
+
+
+def _summarise(endpoint: str, times: list[SubjectTime], censor: bool, as_of: date) -> SurvivalSummary:
+    km = kaplan_meier([t.days for t in times], [t.event for t in times]) if times else None
+
+    def at(day: int) -> SurvivalAt | None:
+        # Past the last follow-up the curve is only known if it has already reached 0.
+        if km is None or (day > km.times[-1] and km.survival[-1] > 0):
+            return None
+        lower, upper = km.ci_at(day)
+        return SurvivalAt(day=day, survival=km.survival_at(day), ci_lower=lower, ci_upper=upper)
+
+    median_ci = km.median_ci() if km else (None, None)
+    events = sum(t.event for t in times)
+    return SurvivalSummary(
+        endpoint=endpoint,
+        censor_at_subsequent_therapy=censor,
+        as_of=as_of,
+        n=len(times),
+        events=events,
+        censored=len(times) - events,
+        week_12=at(84),
+        week_24=at(168),
+        median_days=km.median() if km else None,
+        median_ci_lower=median_ci[0],
+        median_ci_upper=median_ci[1],
+        at_risk=tuple(AtRisk(week=w, day=7 * w, at_risk=km.at_risk_at(7 * w) if km else 0) for w in AT_RISK_WEEKS),
+        km=km,
+    )
+
+
+def overall_survival(
+    outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date
+) -> SurvivalSummary:
+    times = os_times(outcomes, censor_at_subsequent_therapy, as_of)
+    return _summarise("OS", times, censor_at_subsequent_therapy, as_of)
+
+
+def progression_free_survival(
+    outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date
+) -> SurvivalSummary:
+    times = pfs_times(outcomes, censor_at_subsequent_therapy, as_of)
+    return _summarise("PFS", times, censor_at_subsequent_therapy, as_of)
+
+
+def duration_of_remission(
+    outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date
+) -> SurvivalSummary:
+    times = dor_times(outcomes, censor_at_subsequent_therapy, as_of)
+    return _summarise("DOR", times, censor_at_subsequent_therapy, as_of)
+
+
+def efficacy_table(outcomes: Sequence[SubjectOutcome], as_of: date) -> EfficacyTable:
+    cut = [_cut(o, as_of) for o in outcomes]  # ORR too counts only assessments known on as_of
+
+    def both(summary: Callable[[Sequence[SubjectOutcome], bool, date], SurvivalSummary]) -> SurvivalByCensoring:
+        return SurvivalByCensoring(
+            censored_at_subsequent_therapy=summary(cut, True, as_of),
+            not_censored_at_subsequent_therapy=summary(cut, False, as_of),
+        )
+
+    return EfficacyTable(
+        as_of=as_of,
+        subjects_infused=len(cut),
+        orr=tuple(objective_response(cut, tp) for tp in ORR_TIMEPOINTS),
+        os=both(overall_survival),
+        pfs=both(progression_free_survival),
+        dor=both(duration_of_remission),
+    )

@@ -1,0 +1,64 @@
+"""From journeys to the per-subject summaries of the study tables (what was known on `as_of`)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from shared.protocol import RELATEDNESS_ORDER, Protocol
+
+from services.followup.projections.journey import AdverseEvent, Journey
+from services.followup.study.inputs import AESummary, Assessment, SubjectOutcome, SubjectSafety
+
+
+def _on_or_before(day: date | None, as_of: date) -> date | None:
+    return day if day is not None and day <= as_of else None
+
+
+def outcome(journey: Journey, as_of: date) -> SubjectOutcome | None:
+    """None for a subject not infused by `as_of` (outside the efficacy population)."""
+    infused_on = _on_or_before(journey.infused_on, as_of)
+    if infused_on is None:
+        return None
+    assessments = tuple(Assessment(r.timepoint, r.response, r.assessed_on)  # type: ignore[arg-type]
+                        for r in journey.responses if r.assessed_on <= as_of)
+    relapse = next((a.assessed_on for a in assessments if a.response == "RELAPSE"), None)
+    therapy = next((on for _, on in journey.subsequent_therapy if on <= as_of), None)
+    last_contact = journey.last_contact_on or journey.last_event_on or infused_on
+    return SubjectOutcome(
+        subject_id=journey.subject_id,
+        infused_on=infused_on,
+        assessments=assessments,
+        relapsed_on=relapse,
+        died_on=_on_or_before(journey.died_on, as_of),
+        last_contact_on=max(infused_on, min(last_contact, as_of)),
+        subsequent_therapy_on=therapy,
+    )
+
+
+def is_dlt(ae: AdverseEvent, infused_on: date, protocol: Protocol) -> bool:
+    """An AE matching a DLT rule of the protocol, with onset inside the DLT window."""
+    if not 0 <= (ae.onset_on - infused_on).days <= protocol.dlt.window_days:
+        return False
+    related = RELATEDNESS_ORDER.index(ae.report.relatedness)
+    return any(ae.report.category == rule.category and ae.worst_grade >= rule.min_grade
+               and related >= RELATEDNESS_ORDER.index(rule.min_relatedness) for rule in protocol.dlt.rules)
+
+
+def fatal_or_life_threatening(ae: AdverseEvent) -> bool:
+    return ae.worst_grade >= 4 or bool({"death", "life_threatening"} & set(ae.report.seriousness_criteria))
+
+
+def safety(journey: Journey, protocol: Protocol, as_of: date) -> SubjectSafety | None:
+    """None for a subject not infused by `as_of` (outside the safety population)."""
+    infused_on = _on_or_before(journey.infused_on, as_of)
+    if infused_on is None:
+        return None
+    aes = tuple(
+        AESummary(ae_id=str(ae.ae_id), category=ae.report.category, grade=ae.worst_grade, serious=ae.report.serious,
+                  suspected=ae.report.suspected, expected=ae.report.expected,
+                  fatal_or_life_threatening=fatal_or_life_threatening(ae), dlt=is_dlt(ae, infused_on, protocol))
+        for ae in journey.adverse_events.values() if ae.onset_on <= as_of
+    )
+    window_closed = (as_of - infused_on).days > protocol.dlt.window_days
+    return SubjectSafety(subject_id=journey.subject_id, dlt_evaluable=window_closed or any(a.dlt for a in aes),
+                         aes=aes)

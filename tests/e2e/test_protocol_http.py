@@ -1,0 +1,143 @@
+"""The protocol's clinical features through HTTP: derived grades and data queries, safety reporting
+clocks, infusion corrections, the study-wide follow-up list and the study tables."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from support import RunningStack, at, eventually, journey_caught_up, treat
+
+from infra import seed
+
+CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3: 8 L/min by nasal cannula is above the 6 L/min limit
+    "term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
+    "relatedness": "probable", "crs": {"max_temperature_c": 39.0, "oxygen_delivery": "nasal_cannula",
+                                       "oxygen_flow_l_min": 8.0}}
+
+
+def journey(stack: RunningStack, subject: str, **params) -> dict:
+    return stack.get("followup", f"/subjects/{subject}/journey", **params).json()
+
+
+def test_a_grade_disagreement_opens_a_data_query_that_is_answered_and_closed(stack: RunningStack):
+    s = "UCT-05-301"
+    treat(stack, s, infusion_days_ago=6)
+    answer = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(5),
+                                      {**CRS_G2_BY_INVESTIGATOR, "aware_at": at(5)}).json()
+    ae, query = answer["events"]
+    assert ae["event_type"] == "AEReported" and query["event_type"] == "DataQueryOpened"
+    assert (query["payload"]["recorded_value"], query["payload"]["expected_value"]) == ("2", "3")
+    query_id = query["payload"]["query_id"]
+
+    eventually(lambda: journey(stack, s).get("open_queries") == 1)
+    assert journey(stack, s)["worst_crs_grade"] == 2  # the investigator's grade is not overwritten
+    listed = stack.get("followup", "/queries", status="open").json()
+    assert query_id in {q["query_id"] for q in listed if q["subject_id"] == s}
+
+    close = {"query_id": query_id, "resolution": "Accepted."}
+    early = stack.command("followup", f"/subjects/{s}/query-closures", at(4), close)
+    assert early.status_code == 409 and "not been answered" in early.json()["detail"]
+    assert stack.command("followup", f"/subjects/{s}/query-answers", at(4),
+                         {"query_id": query_id, "answer": "Flow was 4 L/min; findings corrected."}).status_code == 201
+    assert stack.command("followup", f"/subjects/{s}/query-closures", at(3), close).status_code == 201
+    eventually(lambda: journey(stack, s).get("open_queries") == 0)
+    assert journey(stack, s)["queries"][0]["status"] == "closed"
+
+
+def test_a_serious_ae_starts_the_24_hour_sponsor_clock(stack: RunningStack):
+    s = "UCT-05-302"
+    treat(stack, s, infusion_days_ago=5)
+    aware = datetime.now(UTC) - timedelta(hours=30)
+    ae = {"term": "Febrile neutropenia", "category": "INFECTION", "grade": 3, "serious": True,
+          "seriousness_criteria": ["hospitalisation"], "relatedness": "possible", "expected": False,
+          "aware_at": aware.isoformat()}
+    ae_id = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", (aware - timedelta(hours=2)).isoformat(),
+                                     ae).json()["events"][0]["payload"]["ae_id"]
+
+    def reports(**params) -> dict:
+        rows = stack.get("followup", "/safety-reports", **params).json()
+        return {r["report"]: r for r in rows if r["subject_id"] == s}
+
+    eventually(lambda: reports())
+    assert reports(at=(aware + timedelta(hours=23)).isoformat())["sae_to_sponsor"]["status"] == "due"
+    sae = reports()["sae_to_sponsor"]
+    assert sae["status"] == "overdue"
+    assert datetime.fromisoformat(sae["due_at"]) == aware + timedelta(hours=24)
+    assert reports()["susar_to_regulator"]["status"] == "awaiting_sponsor_receipt"  # suspected and unexpected
+
+    received = aware + timedelta(hours=20)
+    assert stack.command("followup", f"/subjects/{s}/safety-reports", at(0), {
+        "ae_id": ae_id, "report": "sae_to_sponsor", "received_at": received.isoformat()}).status_code == 201
+    eventually(lambda: reports()["sae_to_sponsor"]["status"] == "submitted")
+    susar = reports()["susar_to_regulator"]
+    assert datetime.fromisoformat(susar["due_at"]) == received + timedelta(days=15)  # not fatal: 15 days
+
+
+def test_an_infusion_correction_needs_a_reason_and_moves_day_0(stack: RunningStack):
+    s = "UCT-05-303"
+    treat(stack, s, infusion_days_ago=10)
+    corrected = {"dose_cells_per_kg": 1e7, "dose_level": 1, "product_lot": "LOT-1", "donor_id": "D-1"}
+    path = f"/subjects/{s}/infusion-corrections"
+    no_reason = stack.command("treatment", path, at(9), corrected)
+    assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
+    eventually(lambda: journey(stack, s).get("infused_on"))
+    before = {v["code"]: v["target_date"] for v in stack.get("followup", f"/subjects/{s}/schedule").json()}
+    response = stack.post("treatment", path, {"occurred_at": at(9), "reason": "Entered a day early", "payload": corrected})
+    assert response.status_code == 201, response.text
+    eventually(lambda: journey(stack, s)["infusion_corrected_from"])
+    after = {v["code"]: v["target_date"] for v in stack.get("followup", f"/subjects/{s}/schedule").json()}
+    assert all(date.fromisoformat(after[c]) == date.fromisoformat(before[c]) + timedelta(days=1) for c in before)
+
+
+def test_overdue_visits_across_the_study(stack: RunningStack):
+    s = "UCT-05-304"
+    treat(stack, s, infusion_days_ago=9)
+    assert stack.command_when_known("followup", f"/subjects/{s}/visits", at(8), {"visit_code": "D1"}).status_code == 201
+    on = date.fromisoformat(at(0)[:10])
+
+    def overdue() -> set[str]:
+        rows = stack.get("followup", "/followups", status="overdue", on=on.isoformat()).json()
+        assert all(r["status"] == "overdue" for r in rows)
+        return {r["code"] for r in rows if r["subject_id"] == s}
+
+    eventually(lambda: overdue() == {"D4", "D7", "PERS_D7"})  # D1 done; D10 (day 9-11) is due, not overdue
+    later = stack.get("followup", "/followups", status="overdue", on=(on + timedelta(days=3)).isoformat()).json()
+    assert {"D4", "D7", "PERS_D7", "D10"} <= {r["code"] for r in later if r["subject_id"] == s}
+
+
+@pytest.fixture(scope="module")
+def cohort_stack(servers, tmp_path_factory):
+    """A stack holding the demo cohort only, so that the study tables can be checked exactly."""
+    from conftest import drop_database, new_database
+
+    url = new_database(servers[0])
+    with RunningStack(url, servers[1], f"c{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as running:
+        seed.seed(running.settings)
+        yield running
+    drop_database(servers[0], url)
+
+
+def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):
+    cohort = seed.cohort()
+    infused = [c for c in cohort if any(step.path == "infusion" for step in c.steps)]
+    w4_remission = [c for c in infused if any(step.path == "response-assessments" and step.payload["timepoint"] == "W4"
+                                              and step.payload["response"] in ("CR", "CRi") for step in c.steps)]
+
+    eventually(lambda: journey_caught_up(cohort_stack.database_url))
+    table = cohort_stack.get("followup", "/study/efficacy").json()
+    assert table["subjects_infused"] == len(infused)
+    w4 = next(r for r in table["orr"] if r["timepoint"] == "W4")
+    assert (w4["numerator"], w4["denominator"]) == (len(w4_remission), len(infused))
+    deaths = [c for c in infused if any(step.path == "death" for step in c.steps)]
+    assert table["os"]["not_censored_at_subsequent_therapy"]["events"] == len(deaths)
+
+    safety = cohort_stack.get("followup", "/study/safety").json()
+    assert safety["subjects"] == len(infused)
+    # CRS or ICANS grade >= 3 within 28 days, at least possibly related: UCT-02-004 and UCT-02-011.
+    assert safety["dlt"]["subjects_with_dlt"] == 2
+    assert safety["crs"]["grade_3_or_higher"] == 2
+    assert safety["susar"] == {"subjects": 1, "events": 1}  # the unexpected grade 4 ICANS of UCT-02-011
+    open_queries = cohort_stack.get("followup", "/queries", status="open").json()
+    assert [q["subject_id"] for q in open_queries] == ["UCT-01-003"]
