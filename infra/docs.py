@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -33,12 +34,27 @@ def asyncapi_documents() -> dict[str, dict]:
             for spec in (enrollment, treatment, followup)}
 
 
+PUBLISHED = ROOT / "docs" / "events" / "published.json"
+
+
+def schema_fingerprints() -> dict[str, str]:
+    """sha256 of each event version's JSON Schema: once published, a version never changes."""
+    return {name: hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+            for name, schema in event_schemas().items() if name != "Envelope.json"}
+
+
+def published_fingerprints() -> dict[str, str]:
+    return json.loads(PUBLISHED.read_text()) if PUBLISHED.exists() else {}
+
+
 def generated() -> dict[Path, str]:
     out = {}
     for name, schema in event_schemas().items():
         out[ROOT / "docs" / "events" / name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     for name, doc in asyncapi_documents().items():
         out[ROOT / "docs" / "asyncapi" / name] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    # New versions join the published list; a published entry is never rewritten (a test holds it).
+    out[PUBLISHED] = json.dumps(schema_fingerprints() | published_fingerprints(), indent=2, sort_keys=True) + "\n"
     return out
 
 

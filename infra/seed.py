@@ -134,7 +134,8 @@ def cohort() -> list[SeedSubject]:
                                               "oxygen_flow_l_min": 8.0}),
         Step("followup", "adverse-event-updates", d0 + 6, {"outcome": "recovered"}, ae=(CRS_TERM, d0 + 1)),
         _ae(d0 + 6, "ICANS", 1, ICANS_TERM, icans={"ice_score": 9}),
-        *_visits(d0, *SAFETY), _response(d0 + 29, "W4", "CR", 1.5, True)]))
+        *_visits(d0, *SAFETY[:5], ("D21", 24), ("D28", 28)),  # D21 late: completed out of window
+        _response(d0 + 29, "W4", "CR", 1.5, True)]))
     d0 = -40  # grade 3 CRS: a DLT and an SAE reported on time; the grade query answered and closed
     s.append(SeedSubject("UCT-02-004", "follow_up", [
         _enrol(d0 - 11, "M", 1969, site="02"), *_treated(d0, 3, FC, 3e7, 2),

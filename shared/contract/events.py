@@ -117,7 +117,9 @@ class InfusionCorrected(Payload):
 
 
 class AEReportedV1(Payload):
-    """An adverse event (occurred_at = onset). Schema v1; read through the upcaster to v2."""
+    """An adverse event (occurred_at = onset). Severity (CTCAE grade) and seriousness are separate."""
+
+    model_config = ConfigDict(title="AEReported")  # schema v1, read through the upcaster to v2
 
     event_type: ClassVar[str] = "AEReported"
     schema_version: ClassVar[int] = 1
@@ -261,7 +263,9 @@ class SafetyReportSubmitted(Payload):
 
 
 class ResponseAssessedV1(Payload):
-    """A B-ALL response assessment (occurred_at = sample time). Schema v1; upcast to v2."""
+    """A B-ALL response assessment (occurred_at = marrow/blood sample time)."""
+
+    model_config = ConfigDict(title="ResponseAssessed")  # schema v1, read through the upcaster to v2
 
     event_type: ClassVar[str] = "ResponseAssessed"
     schema_version: ClassVar[int] = 1

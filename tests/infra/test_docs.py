@@ -36,3 +36,13 @@ def test_the_event_catalogue_describes_every_event_and_field():
         section = catalogue.split(f"## {event_type}", 1)[1].split("\n## ", 1)[0]
         missing = [field for field in model.model_fields if f"`{field}" not in section]
         assert not missing, f"docs/events.md, {event_type}: fields not described: {missing}"
+
+
+def test_a_published_event_schema_never_changes():
+    published = docs.published_fingerprints()
+    assert published, "docs/events/published.json is missing: run `make docs`"
+    changed = [name for name, fingerprint in docs.schema_fingerprints().items()
+               if name in published and published[name] != fingerprint]
+    assert not changed, (f"published schemas changed: {changed}. Restore them and publish the new shape as "
+                         "a new schema_version with an upcaster in shared/contract/upcasting.py.")
+    assert set(published) <= set(docs.schema_fingerprints()), "a published event version was removed"
