@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from shared.contract.envelope import Envelope
 from shared.contract.events import (
@@ -35,6 +35,8 @@ def ddl(schema: str) -> str:
         infused_at timestamptz,
         died_on date
     );
+    -- The clinical date of the infusion in the site's own offset (timestamptz keeps only the instant).
+    ALTER TABLE {schema}.subject_facts ADD COLUMN IF NOT EXISTS infused_on date;
     """
 
 
@@ -45,11 +47,14 @@ class SubjectFacts(BaseModel):
     screen_failed: bool = False
     withdrawn_on: date | None = None
     infused_at: datetime | None = None
+    infused_on: date | None = None  # study day 0: the local date at the site
     died_on: date | None = None
 
-    @property
-    def infused_on(self) -> date | None:
-        return self.infused_at.date() if self.infused_at else None
+    @model_validator(mode="after")
+    def _day_0(self) -> SubjectFacts:
+        if self.infused_on is None and self.infused_at is not None:
+            object.__setattr__(self, "infused_on", self.infused_at.date())
+        return self
 
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool, schema: str, subject_id: str) -> SubjectFacts | None:
@@ -61,9 +66,14 @@ class SubjectFactsProjection:
     """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused,
     InfusionCorrected and SubjectDied; other events are ignored (but still tracked)."""
 
+    version = "2"  # 2: infused_on kept as the site's local date
+
     def __init__(self, schema: str):
         self.schema = schema
         self.name = f"{schema}-subject-facts"
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(f"TRUNCATE {self.schema}.subject_facts")
 
     async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
         on = envelope.occurred_at
@@ -75,7 +85,7 @@ class SubjectFactsProjection:
             case ConsentWithdrawn():
                 await self._set(conn, envelope.subject_id, withdrawn_on=on.date())
             case UCARTInfused() | InfusionCorrected():
-                await self._set(conn, envelope.subject_id, infused_at=on)
+                await self._set(conn, envelope.subject_id, infused_at=on, infused_on=on.date())
             case SubjectDied():
                 await self._set(conn, envelope.subject_id, died_on=on.date())
 

@@ -4,7 +4,7 @@ clocks, infusion corrections, the study-wide follow-up list and the study tables
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from support import RunningStack, at, eventually, journey_caught_up, treat
@@ -141,3 +141,25 @@ def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):
     assert safety["susar"] == {"subjects": 1, "events": 1}  # the unexpected grade 4 ICANS of UCT-02-011
     open_queries = cohort_stack.get("followup", "/queries", status="open").json()
     assert [q["subject_id"] for q in open_queries] == ["UCT-01-003"]
+
+
+def test_day_0_is_the_site_s_local_date(stack: RunningStack):
+    from support import FLU_CY, INFUSION, enrolment
+
+    s = "UCT-05-305"
+    new_york = timezone(timedelta(hours=-5))
+    evening = (datetime.now(new_york) - timedelta(days=2)).replace(hour=23, minute=0, second=0, microsecond=0)
+    assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(9), enrolment(9)).status_code == 201
+    for days_before in (5, 4, 3):
+        ld = stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days",
+                                      (evening - timedelta(days=days_before)).isoformat(), FLU_CY)
+        assert ld.status_code == 201, ld.text
+    assert stack.command("treatment", f"/subjects/{s}/infusion", evening.isoformat(), INFUSION).status_code == 201
+    # 23:40 the same evening in New York is already the next day in UTC: still day 0 at the site.
+    onset = evening + timedelta(minutes=40)
+    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible",
+          "aware_at": onset.isoformat()}
+    response = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", onset.isoformat(), ae)
+    assert response.status_code == 201, response.text
+    eventually(lambda: journey(stack, s).get("infused_on") == evening.date().isoformat())
+    assert journey(stack, s, on=(evening.date() + timedelta(days=1)).isoformat())["study_day"] == 1
