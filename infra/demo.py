@@ -51,6 +51,11 @@ def print_where_to_look(settings: Settings, stack: Stack) -> None:
     table.add_row("Subjects and their status", f"{followup}/subjects")
     table.add_row("A subject's journey", f"{followup}/subjects/UCT-01-003/journey")
     table.add_row("A subject's follow-up schedule", f"{followup}/subjects/UCT-02-005/schedule")
+    table.add_row("Overdue visits across the study", f"{followup}/followups?status=overdue")
+    table.add_row("Open data queries", f"{followup}/queries?status=open")
+    table.add_row("Expedited safety reports", f"{followup}/safety-reports")
+    table.add_row("Safety table", f"{followup}/study/safety")
+    table.add_row("Efficacy table (ORR, Kaplan-Meier)", f"{followup}/study/efficacy")
     for name in ("enrollment", "treatment", "followup"):
         table.add_row(f"{name} API (OpenAPI)", f"{settings.url(name)}/docs")
     table.add_row("Kafka bootstrap", stack.bootstrap_servers)

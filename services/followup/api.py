@@ -92,7 +92,12 @@ async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
 
 @read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses")
 async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = None) -> journeys.JourneyView:
-    return journeys.view(await _journey(request, subject_id), on or today_utc(), _runtime(request).protocol)
+    protocol, today = _runtime(request).protocol, on or today_utc()
+    journey = await _journey(request, subject_id)
+    view = journeys.view(journey, today, protocol)
+    if (safety := study.safety(journey, protocol, today)) is not None:
+        view = view.model_copy(update={"dlt_evaluable": safety.dlt_evaluable, "had_dlt": safety.had_dlt})
+    return view
 
 
 @read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status")

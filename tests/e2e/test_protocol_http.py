@@ -139,6 +139,8 @@ def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):
     assert safety["dlt"]["subjects_with_dlt"] == 2
     assert safety["crs"]["grade_3_or_higher"] == 2
     assert safety["susar"] == {"subjects": 1, "events": 1}  # the unexpected grade 4 ICANS of UCT-02-011
+    dlt = {s: cohort_stack.get("followup", f"/subjects/{s}/journey").json()["had_dlt"] for s in ("UCT-02-004", "UCT-01-003")}
+    assert dlt == {"UCT-02-004": True, "UCT-01-003": False}
     open_queries = cohort_stack.get("followup", "/queries", status="open").json()
     assert [q["subject_id"] for q in open_queries] == ["UCT-01-003"]
 

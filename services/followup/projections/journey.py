@@ -129,7 +129,7 @@ class Journey(BaseModel):
 
     @property
     def off_study_on(self) -> date | None:
-        dates = [d for d in (self.died_on, self.withdrawn_on, self.lost_to_follow_up_on) if d]
+        dates = [d for d in (self.died_on, self.withdrawn_on, self.lost_to_follow_up_on, self.completed_on) if d]
         return min(dates) if dates else None
 
     def worst_grade(self, category: str) -> int | None:
@@ -271,6 +271,8 @@ class JourneyView(BaseModel):
     best_response: Response | None
     latest_response: Response | None
     subsequent_therapy: list[tuple[str, date]]
+    dlt_evaluable: bool | None = Field(default=None, description="None before the infusion.")
+    had_dlt: bool | None = None
     adverse_events: list[AdverseEvent]
     queries: list[DataQuery]
     persistence: list[PersistenceSample]
