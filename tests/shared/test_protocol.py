@@ -142,8 +142,9 @@ def test_unknown_setting_is_refused(tmp_path):
 
 
 def assess(response: ResponseAssessed, protocol: Protocol) -> followup.FollowupSubject:
-    facts = FACTS.model_copy(update={"infused_at": datetime(2025, 3, 10, 10, tzinfo=UTC)})
-    return followup.assess_response(None, meta(40, protocol), response, facts, protocol)
+    infused = SubjectFacts(subject_id=SUBJECT, site_id="05", enrolled_on=date(2025, 3, 1),
+                           infused_at=datetime(2025, 3, 10, 10, tzinfo=UTC))
+    return followup.assess_response(None, meta(40, protocol), response, infused, protocol)
 
 
 def test_response_thresholds_come_from_the_file(tmp_path):

@@ -159,6 +159,12 @@ def test_apply_returns_a_new_journey_and_leaves_the_input_alone():
     assert before.responses == [] and len(after.responses) == 1
 
 
+def test_the_latest_clinical_date_is_kept_whatever_the_delivery_order():
+    j = infused_journey((SubjectDied(primary_cause="other"), day(210)),
+                        (ConsentWithdrawn(withdrawal_reason="moved"), day(200)))
+    assert j.last_event_on == day(210)
+
+
 def test_same_ld_day_twice_counts_once():
     assert fold([(FLU, day(-5)), (FLU, day(-5))]).lymphodepletion_days == [day(-5)]
 
