@@ -38,6 +38,10 @@ from services.followup.grading import derived_grade
 # to the rules engine, caused by the event that triggered them.
 RULES = RecordedBy(user_id="ucart-rules", role="system")
 
+# Records about the data rather than about the subject: their dates are not clinical contact.
+ADMINISTRATIVE = (DataQueryOpened, DataQueryAnswered, DataQueryClosed, SafetyReportSubmitted,
+                  LongTermFollowUpStarted, LostToFollowUp)
+
 
 @dataclass
 class AERecord:
@@ -62,7 +66,8 @@ class FollowupSubject(SubjectStream):
 
     def when(self, meta: EventMeta, payload: Payload) -> None:
         day = meta.occurred_at.date()
-        self.last_record_on = max(self.last_record_on or day, day)
+        if not isinstance(payload, ADMINISTRATIVE):  # queries and reports say nothing of the subject
+            self.last_record_on = max(self.last_record_on or day, day)
         match payload:
             case AEReported():
                 self.aes[payload.ae_id] = AERecord(payload, day, payload.grade)

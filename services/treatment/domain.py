@@ -113,6 +113,7 @@ def correct_infusion(
     """Correct the infusion record (date, dose, lot); the reason is required and kept."""
     if subject is None or not subject.infusions:
         raise RuleViolation(f"Subject {meta.subject_id} has no infusion to correct; record the infusion instead.")
+    require_treatable(meta.subject_id, facts, meta.occurred_at.date())
     if not (meta.reason or "").strip():
         raise InvalidCommand("A correction needs a reason: say why the infusion record was wrong.")
     _check_gap(meta, subject.ld_days[-1], protocol)

@@ -80,7 +80,7 @@ class Grading(_Frozen):
 
 
 class DLTRule(_Frozen):
-    category: str
+    category: Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
     min_grade: int = Field(ge=1, le=5)
     min_relatedness: Relatedness
 

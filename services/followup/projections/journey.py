@@ -46,6 +46,10 @@ Status = Literal[
     "long_term_follow_up", "completed", "withdrawn", "lost_to_follow_up", "died",
 ]
 RESPONSE_RANK = {"CR": 3, "CRi": 2, "NR": 1, "RELAPSE": 0}
+# Records about the data rather than about the subject: their dates are not clinical contact
+# (a loss to follow-up carries its own last contact date).
+ADMINISTRATIVE = (DataQueryOpened, DataQueryAnswered, DataQueryClosed, SafetyReportSubmitted,
+                  LongTermFollowUpStarted, LostToFollowUp)
 REMISSION = ("CR", "CRi")
 
 
@@ -66,7 +70,8 @@ class AdverseEvent(BaseModel):
     report: AEFields  # as reported, or as last corrected
     onset_on: date
     grade: int  # current grade (after updates)
-    worst_grade: int
+    worst_grade: int  # the worst of the (corrected) report and every update since the onset
+    update_grades: list[int] = Field(default_factory=list)
     outcome: str | None = None
     corrections: int = 0
     reports_submitted: dict[str, datetime] = Field(default_factory=dict)  # report kind -> received_at
@@ -142,7 +147,8 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
     j = journey.model_copy(deep=True)
     at = envelope.occurred_at
     on = at.date()
-    j.last_event_on = max(j.last_event_on or on, on)
+    if not isinstance(payload, ADMINISTRATIVE):
+        j.last_event_on = max(j.last_event_on or on, on)
     match payload:
         case Enrolled():
             j.site_id, j.enrolled_on, j.consent_signed_on = payload.site_id, on, payload.consent_signed_on
@@ -167,11 +173,13 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
             if ae:  # the correction replaces the report; updates since keep their grades
                 ae.report = AEFields(**payload.model_dump(exclude={"ae_id"}))
                 ae.onset_on = on  # a correction's occurred_at is the (corrected) onset, as for the report
-                ae.grade, ae.worst_grade, ae.corrections = payload.grade, payload.grade, ae.corrections + 1
+                ae.grade, ae.corrections = payload.grade, ae.corrections + 1
+                ae.worst_grade = max([payload.grade, *ae.update_grades])
         case AEUpdated():
             ae = j.adverse_events.get(str(payload.ae_id))
             if ae:
                 if payload.grade is not None:
+                    ae.update_grades.append(payload.grade)
                     ae.grade, ae.worst_grade = payload.grade, max(ae.worst_grade, payload.grade)
                 ae.outcome = payload.outcome or ae.outcome
         case SafetyReportSubmitted():

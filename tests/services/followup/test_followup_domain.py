@@ -728,3 +728,13 @@ def test_death_dated_before_data_already_recorded_is_invalid():
 def test_death_after_leaving_the_study_is_recorded(leave):
     subject = lost(None, day(90), last_contact=day(80)) if leave == "lost" else complete(None, day(90))
     assert died(day(120), subject).died_on == day(120)
+
+
+def test_answering_a_query_is_not_contact_with_the_subject():
+    # A query answered on day 40 must not make a death on day 30 look earlier than the data.
+    subject = report(None, day(20), ae(day(20)))
+    query = DataQueryOpened(ae_id=next(iter(subject.aes)), field="grade", recorded_value="2", expected_value="3",
+                            text="check")
+    subject = domain.FollowupSubject.record_into(subject, meta(day(21)), query)
+    subject = domain.answer_query(subject, meta(day(40)), DataQueryAnswered(query_id=query.query_id, answer="ok"))
+    assert died(day(30), subject).died_on == day(30)

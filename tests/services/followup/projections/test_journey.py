@@ -195,12 +195,14 @@ def test_a_correction_replaces_the_report_and_its_onset():
     assert (v.ae_count, v.serious_ae_count, v.worst_crs_grade) == (1, 1, 2)
 
 
-def test_a_correction_sets_the_worst_grade_to_the_corrected_grade_and_later_updates_raise_it():
-    # As implemented: the corrected grade replaces the worst grade, including one reached by an earlier update.
+def test_a_correction_replaces_the_reported_grade_but_keeps_the_updates_since():
+    # The correction replaces the report (grade 2 -> 3); the grade 4 reached by an update still counts.
     crs = ae(day(2), grade=2)
     fix = AECorrected(ae_id=crs.ae_id, **ae(day(2), grade=3).model_dump(exclude={"ae_id"}))
     j = infused_journey((crs, day(2)), (AEUpdated(ae_id=crs.ae_id, grade=4), day(3)), (fix, day(2)))
-    assert (j.adverse_events[str(crs.ae_id)].grade, j.adverse_events[str(crs.ae_id)].worst_grade) == (3, 3)
+    assert (j.adverse_events[str(crs.ae_id)].grade, j.adverse_events[str(crs.ae_id)].worst_grade) == (3, 4)
+    lowered = infused_journey((crs, day(2)), (fix.model_copy(update={"grade": 1}), day(2)))
+    assert lowered.adverse_events[str(crs.ae_id)].worst_grade == 1  # no update: the corrected grade is all
     j = fold([(AEUpdated(ae_id=crs.ae_id, grade=4), day(6)), (AEUpdated(ae_id=crs.ae_id, grade=2), day(8))], j)
     assert (j.adverse_events[str(crs.ae_id)].grade, j.adverse_events[str(crs.ae_id)].worst_grade) == (2, 4)
 
