@@ -84,7 +84,9 @@ async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer,
     await until(all_seen)
     assert consumer.counts == {"applied": 4, "duplicate": 3, "dead-lettered": 0}
     journey = await store.get(pool, "followup", SUBJECT)
-    assert journey.ae_count == 2 and journey.worst_crs_grade == 2 and journey.worst_icans_grade == 1
+    # Schema v1 AEs on the wire are read through the upcaster (the awareness time defaults to the onset).
+    assert len(journey.adverse_events) == 2 and journey.worst_grade("CRS") == 2 and journey.worst_grade("ICANS") == 1
+    assert {ae.report.aware_at for ae in journey.adverse_events.values()} == {AE.occurred_at, AE_V3.occurred_at}
     assert journey.enrolled_on and journey.withdrawn_on
     gaps = await pool.fetch("SELECT source, expected_version, received_version FROM followup.consumer_gaps")
     assert [tuple(g) for g in gaps] == [("followup", 2, 3)]
