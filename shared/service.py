@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from shared import db
+from shared import db, ops
 from shared import facts as subject_facts
 from shared.config import Settings
 from shared.consumer import IdempotentConsumer, Projection, dead_letter_publisher, rebuild_if_outdated, subscribe
@@ -221,10 +221,7 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
 
-    @app.get("/health", tags=["operations"], summary="Liveness")
-    async def health() -> dict:
-        return {"status": "ok", "service": spec.name}
-
+    app.include_router(ops.router)
     return app
 
 
