@@ -27,6 +27,7 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_TOPIC_PARTITIONS=str(settings.topic_partitions),
         UCART_PROTOCOL_FILE=str(settings.protocol_file),
         UCART_RELAY_POLL_SECONDS=str(settings.relay_poll_seconds),
+        UCART_RECONCILE_SECONDS=str(settings.reconcile_seconds),
         **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SERVICES},
     )
     return env

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     treatment_port: int = DEFAULT_PORTS["treatment"]
     followup_port: int = DEFAULT_PORTS["followup"]
     relay_poll_seconds: float = Field(1.0, gt=0)
+    reconcile_seconds: float = Field(
+        30.0, gt=0, description="How often consumers check the event stores for events Kafka did not deliver."
+    )
 
     def port(self, service: Source) -> int:
         return getattr(self, f"{service}_port")

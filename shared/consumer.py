@@ -22,10 +22,11 @@ from pydantic import ValidationError
 from shared.contract.envelope import Envelope
 from shared.contract.events import Payload, UnknownEventType
 from shared.contract.upcasting import upcast
+from shared.eventstore.reader import read_after, read_stream
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["applied", "duplicate", "dead-lettered"]
+Outcome = Literal["applied", "duplicate", "dead-lettered", "reconciled"]
 
 
 class PoisonMessage(Exception):
@@ -48,7 +49,7 @@ class IdempotentConsumer:
         self.pool = pool
         self.schema = schema
         self.dead_letter = dead_letter
-        self.counts: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "dead-lettered": 0}
+        self.counts: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "dead-lettered": 0}  # from Kafka
 
     @property
     def name(self) -> str:
@@ -71,38 +72,75 @@ class IdempotentConsumer:
             return await self._park(message, str(exc))
 
     async def apply(self, envelope: Envelope, payload: Payload) -> Outcome:
-        """Apply one event exactly once (also used to rebuild from the event stores)."""
+        """Apply one event exactly once. Events missing before it (a gap: lost by a broker that
+        restarted empty, say) are read from the source's event store and applied first."""
         async with self.pool.acquire() as conn, conn.transaction():
             last = await conn.fetchval(
                 f"""SELECT last_version FROM {self.schema}.consumer_applied
                     WHERE consumer = $1 AND subject_id = $2 AND source = $3 FOR UPDATE""",
-                self.name,
-                envelope.subject_id,
-                envelope.source,
-            )
-            last = last or 0
+                self.name, envelope.subject_id, envelope.source,
+            ) or 0
             if envelope.stream_version <= last:
                 return "duplicate"
             if envelope.stream_version > last + 1:
-                log.error(
-                    "%s: gap in %s/%s: expected version %d, got %d",
-                    self.name, envelope.source, envelope.subject_id, last + 1, envelope.stream_version,
-                )
-                await conn.execute(
-                    f"""INSERT INTO {self.schema}.consumer_gaps
-                        (consumer, subject_id, source, expected_version, received_version)
-                        VALUES ($1, $2, $3, $4, $5)""",
-                    self.name, envelope.subject_id, envelope.source, last + 1, envelope.stream_version,
-                )
-            await conn.execute(
-                f"""INSERT INTO {self.schema}.consumer_applied (consumer, subject_id, source, last_version)
-                    VALUES ($1, $2, $3, $4)
-                    ON CONFLICT (consumer, subject_id, source)
-                    DO UPDATE SET last_version = EXCLUDED.last_version, updated_at = now()""",
-                self.name, envelope.subject_id, envelope.source, envelope.stream_version,
-            )
-            await self.projection.apply(conn, envelope, payload)
+                await self._fill_gap(conn, envelope, last)
+            await self._advance(conn, envelope, payload)
         return "applied"
+
+    async def _fill_gap(self, conn: asyncpg.Connection, envelope: Envelope, last: int) -> None:
+        missing = await read_stream(conn, envelope.source, envelope.subject_id, last, envelope.stream_version)
+        repaired = [e.stream_version for e in missing] == list(range(last + 1, envelope.stream_version))
+        log.warning("%s: gap in %s/%s: expected version %d, got %d; %s from the event store",
+                    self.name, envelope.source, envelope.subject_id, last + 1, envelope.stream_version,
+                    "filled" if repaired else "could NOT be filled")
+        await conn.execute(
+            f"""INSERT INTO {self.schema}.consumer_gaps
+                (consumer, subject_id, source, expected_version, received_version, repaired)
+                VALUES ($1, $2, $3, $4, $5, $6)""",
+            self.name, envelope.subject_id, envelope.source, last + 1, envelope.stream_version, repaired,
+        )
+        for earlier in missing:
+            await self._advance(conn, earlier, upcast(earlier.typed_payload(), earlier.occurred_at))
+
+    async def _advance(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
+        await conn.execute(
+            f"""INSERT INTO {self.schema}.consumer_applied (consumer, subject_id, source, last_version)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (consumer, subject_id, source)
+                DO UPDATE SET last_version = EXCLUDED.last_version, updated_at = now()""",
+            self.name, envelope.subject_id, envelope.source, envelope.stream_version,
+        )
+        await self.projection.apply(conn, envelope, payload)
+
+    async def reconcile(self, sources: tuple[str, ...], batch: int = 500) -> int:
+        """Apply, from the source event stores, every event this consumer has not applied yet.
+
+        Kafka is the fast path; this is the safety net that makes the read models converge even
+        when the broker lost messages (the embedded broker keeps nothing across a restart). Each
+        source's store is read from a watermark kept per consumer, so a pass only reads what is new.
+        """
+        applied = 0
+        for source in sources:
+            after = await self.pool.fetchval(
+                f"""SELECT last_notification_id FROM {self.schema}.reconcile_position
+                    WHERE consumer = $1 AND source = $2""", self.name, source) or 0
+            while True:
+                async with self.pool.acquire() as conn:
+                    rows = await read_after(conn, source, after, batch)  # type: ignore[arg-type]
+                for _, envelope in rows:
+                    payload = upcast(envelope.typed_payload(), envelope.occurred_at)
+                    applied += await self.apply(envelope, payload) == "applied"
+                if not rows:
+                    break
+                after = rows[-1][0]
+                await self.pool.execute(
+                    f"""INSERT INTO {self.schema}.reconcile_position (consumer, source, last_notification_id)
+                        VALUES ($1, $2, $3) ON CONFLICT (consumer, source)
+                        DO UPDATE SET last_notification_id = EXCLUDED.last_notification_id""",
+                    self.name, source, after)
+        if applied:
+            self.counts["reconciled"] = self.counts.get("reconciled", 0) + applied
+        return applied
 
     async def _park(self, message: KafkaMessage, reason: str) -> Outcome:
         raw = message.raw_message
@@ -181,25 +219,19 @@ async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[str, 
     """Rebuild the consumer's projection from the event stores when its stored version differs
     from the code's; return how many events were applied (None when it was up to date). Runs before
     the consumer starts; events committed meanwhile arrive from Kafka and are applied after."""
-    from shared.eventstore.reader import read_events
-
     projection = consumer.projection
     version = getattr(projection, "version", None)
     if version is None:
         return None
     pool, table = consumer.pool, f"{consumer.schema}.projection_versions"
-    await pool.execute(f"CREATE TABLE IF NOT EXISTS {table} (projection text PRIMARY KEY, version text NOT NULL)")
     if await pool.fetchval(f"SELECT version FROM {table} WHERE projection = $1", consumer.name) == version:
         return None
     log.warning("%s: read model version %s is new; rebuilding it from the event stores", consumer.name, version)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(f"DELETE FROM {consumer.schema}.consumer_applied WHERE consumer = $1", consumer.name)
+        for table_name in ("consumer_applied", "reconcile_position"):
+            await conn.execute(f"DELETE FROM {consumer.schema}.{table_name} WHERE consumer = $1", consumer.name)
         await projection.reset(conn)
-    applied = 0
-    async with pool.acquire() as conn:
-        for source in sources:
-            async for envelope in read_events(conn, source):  # type: ignore[arg-type]
-                applied += await consumer.apply(envelope, upcast(envelope.typed_payload(), envelope.occurred_at)) == "applied"
+    applied = await consumer.reconcile(sources)
     await pool.execute(f"""INSERT INTO {table} (projection, version) VALUES ($1, $2)
                            ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""", consumer.name, version)
     log.warning("%s: rebuilt from %d events", consumer.name, applied)

@@ -39,6 +39,20 @@ def plumbing_ddl(schema: str) -> str:
         received_version integer NOT NULL,
         detected_at timestamptz NOT NULL DEFAULT now()
     );
+    ALTER TABLE {schema}.consumer_gaps ADD COLUMN IF NOT EXISTS repaired boolean NOT NULL DEFAULT false;
+
+    -- How far each consumer has reconciled itself against each source's event store.
+    CREATE TABLE IF NOT EXISTS {schema}.reconcile_position (
+        consumer text NOT NULL,
+        source text NOT NULL,
+        last_notification_id bigint NOT NULL,
+        PRIMARY KEY (consumer, source)
+    );
+
+    CREATE TABLE IF NOT EXISTS {schema}.projection_versions (
+        projection text PRIMARY KEY,
+        version text NOT NULL
+    );
 
     CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
         id bigserial PRIMARY KEY,

@@ -182,6 +182,21 @@ async def _connect_broker(runtime: Runtime) -> None:
             await asyncio.sleep(2)
 
 
+async def _reconcile_forever(runtime: Runtime) -> None:
+    """The safety net under Kafka: apply from the event stores whatever the topics did not deliver."""
+    while True:
+        for consumer, subscription in zip(runtime.consumers, runtime.subscriptions, strict=True):
+            try:
+                if applied := await consumer.reconcile(subscription.sources):
+                    log.warning("%s: applied %d event(s) from the event stores that Kafka had not delivered",
+                                consumer.name, applied)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: reconciliation failed (%s); retrying later", consumer.name, exc)
+        await asyncio.sleep(runtime.settings.reconcile_seconds)
+
+
 def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     if not settings.database_url:
@@ -202,7 +217,8 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         runtime.relay = OutboxRelay(runtime.app, runtime.pool, publish, schema=spec.name,
                                     poll_seconds=settings.relay_poll_seconds,
                                     prepare=lambda: ensure_topics(settings, own_topic))
-        tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(runtime.relay.run())]
+        tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(runtime.relay.run()),
+                 asyncio.create_task(_reconcile_forever(runtime))]
         log.info("%s service ready", spec.name)
         try:
             yield

@@ -29,17 +29,39 @@ async def store_exists(conn: asyncpg.Connection, source: Source) -> bool:
 
 async def read_events(conn: asyncpg.Connection, source: Source, batch: int = 500) -> AsyncIterator[Envelope]:
     """Every event of one service's store, in the order it was stored."""
-    if not await store_exists(conn, source):
-        return
     after = 0
-    while True:
-        rows = await conn.fetch(
-            f"""SELECT notification_id, originator_version, state FROM {source}.{source}_events
-                WHERE notification_id > $1 ORDER BY notification_id LIMIT $2""", after, batch)
-        for row in rows:
-            state = _transcoder().decode(bytes(row["state"]))
-            yield envelope_of(state["meta"], state["payload"], source=source,
-                              stream_version=row["originator_version"], recorded_at=state["timestamp"])
-        if len(rows) < batch:
-            return
-        after = rows[-1]["notification_id"]
+    while rows := await read_after(conn, source, after, batch):
+        for _, envelope in rows:
+            yield envelope
+        after = rows[-1][0]
+
+
+async def read_stream(conn: asyncpg.Connection, source: Source, subject_id: str, after_version: int,
+                      before_version: int | None = None) -> list[Envelope]:
+    """One subject's events in one service's store, after a version (and before another, if given)."""
+    from shared.eventstore.aggregate import subject_uuid
+
+    if not await store_exists(conn, source):
+        return []
+    rows = await conn.fetch(
+        f"""SELECT originator_version, state FROM {source}.{source}_events
+            WHERE originator_id = $1 AND originator_version > $2 AND originator_version < $3
+            ORDER BY originator_version""",
+        subject_uuid(subject_id), after_version, before_version or 2**31 - 1)
+    return [_envelope(source, row["originator_version"], row["state"]) for row in rows]
+
+
+async def read_after(conn: asyncpg.Connection, source: Source, after: int, limit: int) -> list[tuple[int, Envelope]]:
+    """Up to `limit` events stored after notification id `after`, with their notification ids."""
+    if not await store_exists(conn, source):
+        return []
+    rows = await conn.fetch(
+        f"""SELECT notification_id, originator_version, state FROM {source}.{source}_events
+            WHERE notification_id > $1 ORDER BY notification_id LIMIT $2""", after, limit)
+    return [(row["notification_id"], _envelope(source, row["originator_version"], row["state"])) for row in rows]
+
+
+def _envelope(source: Source, version: int, state: bytes) -> Envelope:
+    decoded = _transcoder().decode(bytes(state))
+    return envelope_of(decoded["meta"], decoded["payload"], source=source, stream_version=version,
+                       recorded_at=decoded["timestamp"])

@@ -129,3 +129,47 @@ async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[t
     finally:
         await reader.stop()
     return found
+
+
+@pytest.fixture
+async def enrollment_store(database_url):
+    """A real enrollment event store with one subject enrolled and then withdrawn (versions 1 and 2)."""
+    from services.enrollment.app import EnrollmentApplication
+    from shared.contract.envelope import RecordedBy
+    from shared.contract.events import ConsentWithdrawn, Enrolled
+    from shared.eventstore import EventMeta
+    from shared.eventstore.application import postgres_env
+
+    pool = await db.create_pool(database_url)
+    await pool.execute(db.plumbing_ddl("enrollment"))
+    await pool.close()
+    app = await asyncio.to_thread(EnrollmentApplication, postgres_env(database_url, "enrollment"))
+    now = datetime.now(UTC)
+    meta = lambda days: EventMeta(subject_id=SUBJECT, occurred_at=now - timedelta(days=days),  # noqa: E731
+                                  recorded_by=RecordedBy(user_id="u1", role="coordinator"), protocol_version="t@1")
+    enrolled = Enrolled(site_id="08", consent_signed_on=(now - timedelta(days=9)).date(), year_of_birth=1970,
+                        sex="F", disease_status="relapsed", cd19_positive=True)
+    stored = await asyncio.to_thread(app.enrol, meta(8), enrolled)
+    stored += await asyncio.to_thread(app.withdraw, meta(2), ConsentWithdrawn(withdrawal_reason="moved"), None)
+    yield stored
+    app.close()
+
+
+async def test_a_gap_is_filled_from_the_source_event_store(journey_consumer, enrollment_store):
+    consumer, pool, _ = journey_consumer
+    enrolled, withdrawn = enrollment_store
+    assert await consumer.apply(withdrawn, withdrawn.typed_payload()) == "applied"  # version 1 never arrived
+    journey = await store.get(pool, "followup", SUBJECT)
+    assert journey.enrolled_on == enrolled.occurred_at.date() and journey.withdrawn_on == withdrawn.occurred_at.date()
+    gap = await pool.fetchrow("SELECT expected_version, received_version, repaired FROM followup.consumer_gaps")
+    assert tuple(gap) == (1, 2, True)
+    assert await consumer.apply(enrolled, enrolled.typed_payload()) == "duplicate"
+
+
+async def test_reconciliation_applies_what_kafka_never_delivered_once(journey_consumer, enrollment_store):
+    consumer, pool, _ = journey_consumer
+    assert await consumer.reconcile(("enrollment",)) == 2
+    assert (await store.get(pool, "followup", SUBJECT)).withdrawn_on is not None
+    assert await consumer.reconcile(("enrollment",)) == 0  # the watermark moved on
+    late_copy = enrollment_store[0]
+    assert await consumer.apply(late_copy, late_copy.typed_payload()) == "duplicate"
