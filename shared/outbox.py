@@ -66,6 +66,7 @@ class OutboxRelay:
         self._offsets: dict[int, int] = {}  # partition -> last offset the broker acknowledged
         self.published = 0  # since start, for metrics and tests
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     def nudge(self) -> None:
         """Tell the relay there is something new (it also polls)."""
@@ -113,8 +114,8 @@ class OutboxRelay:
         return max(0, latest - await self.position())
 
     async def run(self) -> None:
-        """Relay forever: take the leadership lock, then publish whenever there is something new."""
-        while True:
+        """Relay until stopped: take the leadership lock, then publish whenever there is something new."""
+        while not self._stopping.is_set():
             try:
                 await self._lead()
             except asyncio.CancelledError:
@@ -133,8 +134,8 @@ class OutboxRelay:
             self._offsets.clear()
             await conn.add_listener(channel, self._on_notify)
             try:
-                while True:
-                    while await self.publish_pending() == self.batch_size:
+                while not self._stopping.is_set():
+                    while await self.publish_pending() == self.batch_size and not self._stopping.is_set():
                         pass
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
@@ -148,3 +149,15 @@ class OutboxRelay:
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
+
+    async def stop(self, task: asyncio.Task, timeout: float = 5.0) -> None:
+        """Graceful stop: the batch in flight is published and its position saved, then `task` (the
+        one running `run()`) ends. Past `timeout` it is cancelled: at worst that batch goes out again."""
+        self._stopping.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+        except Exception:  # the relay's own failure was logged; shutting down anyway
+            pass

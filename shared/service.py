@@ -217,15 +217,18 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         runtime.relay = OutboxRelay(runtime.app, runtime.pool, publish, schema=spec.name,
                                     poll_seconds=settings.relay_poll_seconds,
                                     prepare=lambda: ensure_topics(settings, own_topic))
-        tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(runtime.relay.run()),
-                 asyncio.create_task(_reconcile_forever(runtime))]
+        relay_task = asyncio.create_task(runtime.relay.run())
+        tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(_reconcile_forever(runtime))]
         log.info("%s service ready", spec.name)
         try:
             yield
         finally:
+            # Uvicorn has finished the requests in flight; let the relay finish its batch, then stop
+            # the consumers (a message being handled is either committed with its offset, or redelivered).
+            await runtime.relay.stop(relay_task)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, relay_task, return_exceptions=True)
             await runtime.broker.stop()
             await runtime.pool.close()
             runtime.app.close()

@@ -187,3 +187,24 @@ async def test_commands_commit_while_the_broker_is_down_and_the_relay_catches_up
         await asyncio.gather(task, return_exceptions=True)
         await producer.stop()
         broker.stop()
+
+
+async def test_a_stopped_relay_finishes_its_batch_and_saves_its_position(store, producer, topic_prefix):
+    app, pool = store
+    topic = topic_for("enrollment", topic_prefix)
+    gate = asyncio.Event()
+    send = publisher(producer, topic)
+
+    async def slow_publish(envelope: Envelope):
+        await gate.wait()  # hold the batch in flight until stop() has been asked for
+        return await send(envelope)
+
+    relay = OutboxRelay(app, pool, slow_publish, schema="enrollment", batch_size=100, poll_seconds=0.1)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)
+    stopping = asyncio.create_task(relay.stop(task, timeout=10))
+    await asyncio.sleep(0.2)
+    gate.set()
+    await stopping
+    assert task.done() and not task.cancelled()
+    assert await relay.lag() == 0 and relay.published == len(SUBJECTS) + len(WITHDRAWN)
