@@ -66,6 +66,7 @@ def postgres_env(database_url: str, schema: str) -> dict[str, str]:
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_PRE_PING": "y",
+        "APPLICATION_RECORDER_TOPIC": "shared.eventstore.chain:ChainedRecorder",  # tamper evidence
     }
 
 
