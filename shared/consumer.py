@@ -127,9 +127,12 @@ class IdempotentConsumer:
             while True:
                 async with self.pool.acquire() as conn:
                     rows = await read_after(conn, source, after, batch)  # type: ignore[arg-type]
-                for _, envelope in rows:
-                    payload = upcast(envelope.typed_payload(), envelope.occurred_at)
-                    applied += await self.apply(envelope, payload) == "applied"
+                for notification_id, envelope in rows:
+                    try:
+                        payload = upcast(envelope.typed_payload(), envelope.occurred_at)
+                        applied += await self.apply(envelope, payload) == "applied"
+                    except (ValidationError, UnknownEventType, PoisonMessage) as exc:  # never applicable: park it
+                        await self._record_dead_letter(f"store:{source}", -1, notification_id, str(exc))
                 if not rows:
                     break
                 after = rows[-1][0]
@@ -144,14 +147,17 @@ class IdempotentConsumer:
 
     async def _park(self, message: KafkaMessage, reason: str) -> Outcome:
         raw = message.raw_message
-        log.error("%s: dead-lettering %s[%s]@%s: %s", self.name, raw.topic, raw.partition, raw.offset, reason)
         await self.dead_letter(message, reason)
+        await self._record_dead_letter(raw.topic, raw.partition, raw.offset, reason)
+        return "dead-lettered"
+
+    async def _record_dead_letter(self, topic: str, partition: int, offset: int, reason: str) -> None:
+        log.error("%s: dead letter %s[%s]@%s: %s", self.name, topic, partition, offset, reason)
         await self.pool.execute(
             f"""INSERT INTO {self.schema}.dead_letters (consumer, topic, kafka_partition, kafka_offset, reason)
                 VALUES ($1, $2, $3, $4, $5)""",
-            self.name, raw.topic, raw.partition, raw.offset, reason[:2000],
+            self.name, topic, partition, offset, reason[:2000],
         )
-        return "dead-lettered"
 
 
 def subscribe(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime
 
 from shared.contract.events import (
     AECorrected,
@@ -23,10 +26,12 @@ from shared.contract.events import (
     VisitCompleted,
 )
 from shared.errors import SubjectNotFound
+from shared.http.access import Caller, caller
 from shared.http.commands import SubjectPath, add_command
 from shared.service import use_case
 from shared.time import now_utc, today_utc
 
+from services.followup import history
 from services.followup.app import FollowupApplication as App
 from services.followup.projections import journey as journeys
 from services.followup.projections import reporting, store
@@ -35,13 +40,14 @@ from services.followup.study import efficacy as efficacy_tables
 from services.followup.study import from_journeys as study
 from services.followup.study import safety as safety_tables
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["follow-up"])
 read_router = APIRouter(tags=["read"])
 
 COMMANDS = [
     ("adverse-events", AEReported, use_case(App.report_ae, facts=True, protocol=True), "Report an adverse event"),
     ("adverse-event-updates", AEUpdated, use_case(App.update_ae), "Update an AE's grade or outcome"),
-    ("adverse-event-corrections", AECorrected, use_case(App.correct_ae, protocol=True),
+    ("adverse-event-corrections", AECorrected, use_case(App.correct_ae, facts=True, protocol=True),
      "Correct an AE report (reason required)"),
     ("query-answers", DataQueryAnswered, use_case(App.answer_query), "Answer a data query"),
     ("query-closures", DataQueryClosed, use_case(App.close_query), "Close an answered data query"),
@@ -90,10 +96,34 @@ async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
     ]
 
 
+AsOf = Annotated[AwareDatetime | None, Query(description="What the system knew at this moment (system time, "
+                                                          "ISO 8601 with a UTC offset).")]
+EffectiveOn = Annotated[date | None, Query(description="The subject's clinical state on this date.")]
+
+
+async def _journey_at(request: Request, subject_id: str, as_of: datetime | None,
+                      effective: date | None) -> tuple[journeys.Journey, date]:
+    """The live journey, or one folded from the history when asked for a moment or a date."""
+    if as_of is None and effective is None:
+        return await _journey(request, subject_id), today_utc()
+    async with _runtime(request).pool.acquire() as conn:
+        events = await history.subject_history(conn, subject_id)
+    if not events:
+        raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
+    if as_of is not None:
+        events = [e for e in events if e.recorded_at <= as_of]
+    if effective is not None:
+        events = [e for e in events if e.occurred_at.date() <= effective]
+    day = effective or (as_of.date() if as_of else today_utc())
+    return history.fold(subject_id, events), day
+
+
 @read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses")
-async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = None) -> journeys.JourneyView:
-    protocol, today = _runtime(request).protocol, on or today_utc()
-    journey = await _journey(request, subject_id)
+async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
+                      effective_on: EffectiveOn = None) -> journeys.JourneyView:
+    protocol = _runtime(request).protocol
+    journey, day = await _journey_at(request, subject_id, as_of, effective_on)
+    today = on or day
     view = journeys.view(journey, today, protocol)
     if (safety := study.safety(journey, protocol, today)) is not None:
         view = view.model_copy(update={"dlt_evaluable": safety.dlt_evaluable, "had_dlt": safety.had_dlt})
@@ -101,8 +131,28 @@ async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = No
 
 
 @read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status")
-async def get_schedule(request: Request, subject_id: SubjectPath, on: OnDate = None) -> list[schedules.ScheduledVisit]:
-    return schedules.schedule(await _journey(request, subject_id), _runtime(request).protocol, on or today_utc())
+async def get_schedule(request: Request, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
+                       effective_on: EffectiveOn = None) -> list[schedules.ScheduledVisit]:
+    journey, day = await _journey_at(request, subject_id, as_of, effective_on)
+    return schedules.schedule(journey, _runtime(request).protocol, on or day)
+
+
+@read_router.get("/subjects/{subject_id}/history", tags=["audit"],
+                 summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)")
+async def get_history(request: Request, subject_id: SubjectPath, reader: Annotated[Caller, Depends(caller)],
+                      format: Literal["json", "jsonl", "csv"] = "json") -> Response:
+    async with _runtime(request).pool.acquire() as conn:
+        events = await history.subject_history(conn, subject_id)
+    if not events:
+        raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
+    log.info("history of %s read by %s (%s)", subject_id, reader.user_id, reader.role)
+    if format == "jsonl":
+        return Response(history.as_jsonl(events), media_type="application/x-ndjson",
+                        headers={"Content-Disposition": f'attachment; filename="{subject_id}-history.jsonl"'})
+    if format == "csv":
+        return Response(history.as_csv(events), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{subject_id}-history.csv"'})
+    return JSONResponse([e.model_dump(mode="json") for e in events])
 
 
 class StudyVisit(schedules.ScheduledVisit):
@@ -137,7 +187,7 @@ async def list_queries(request: Request, status: Annotated[list[Literal["open", 
 @read_router.get("/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)")
 async def list_safety_reports(
     request: Request,
-    at: Annotated[datetime | None, Query(description="Evaluate at this time (default: now).")] = None,
+    at: Annotated[AwareDatetime | None, Query(description="Evaluate at this time, with a UTC offset (default: now).")] = None,
     status: Annotated[list[reporting.ReportStatus] | None, Query()] = None,
 ) -> list[reporting.ReportDue]:
     rt = _runtime(request)

@@ -36,8 +36,9 @@ class FollowupApplication(SubjectApplication[domain.FollowupSubject]):
     def update_ae(self, meta: EventMeta, payload: AEUpdated) -> list[Envelope]:
         return self.record(domain.update_ae, meta, payload)
 
-    def correct_ae(self, meta: EventMeta, payload: AECorrected, protocol: Protocol) -> list[Envelope]:
-        return self.record(domain.correct_ae, meta, payload, protocol)
+    def correct_ae(self, meta: EventMeta, payload: AECorrected, facts: SubjectFacts | None,
+                   protocol: Protocol) -> list[Envelope]:
+        return self.record(domain.correct_ae, meta, payload, facts, protocol)
 
     def answer_query(self, meta: EventMeta, payload: DataQueryAnswered) -> list[Envelope]:
         return self.record(domain.answer_query, meta, payload)

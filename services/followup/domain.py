@@ -59,6 +59,7 @@ class FollowupSubject(SubjectStream):
         self.in_remission = False  # a CR/CRi not yet followed by relapse
         self.visits_completed: dict[str, date] = {}
         self.long_term_follow_up = False
+        self.week12_remission = False
         self.died_on: date | None = None
         self.lost_on: date | None = None
         self.completed_on: date | None = None
@@ -85,6 +86,8 @@ class FollowupSubject(SubjectStream):
                 self.open_queries.pop(payload.query_id, None)
             case ResponseAssessed():
                 self.assessed_timepoints.add(payload.timepoint)
+                if payload.timepoint == "W12":
+                    self.week12_remission = payload.response in ("CR", "CRi")
                 if payload.response in ("CR", "CRi"):
                     self.in_remission = True
                 elif payload.response == "RELAPSE":
@@ -146,6 +149,9 @@ def _rules_meta(cause: EventMeta) -> EventMeta:
 
 
 def _check_ae(meta: EventMeta, ae: AEFields) -> None:
+    if "not_specified" in ae.seriousness_criteria:
+        raise InvalidCommand("seriousness_criteria: 'not_specified' only marks AEs recorded before the criteria "
+                             "were captured; give the ICH E2A criteria that apply.")
     if ae.aware_at < meta.occurred_at:
         raise InvalidCommand(f"aware_at ({ae.aware_at.isoformat()}) is before the onset "
                              f"({meta.occurred_at.isoformat()}): the site cannot know of an AE before it starts.")
@@ -191,8 +197,9 @@ def update_ae(subject: FollowupSubject | None, meta: EventMeta, payload: AEUpdat
 
 
 def correct_ae(subject: FollowupSubject | None, meta: EventMeta, payload: AECorrected,
-               protocol: Protocol) -> FollowupSubject:
+               facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
     _known_ae(subject, meta, payload.ae_id)
+    _require_infused(subject, meta, facts, "Adverse events", after_withdrawal=True)  # the corrected onset
     if not (meta.reason or "").strip():
         raise InvalidCommand("A correction needs a reason: say why the earlier report was wrong.")
     _check_ae(meta, payload)
@@ -334,7 +341,8 @@ def complete_study(subject: FollowupSubject | None, meta: EventMeta, payload: St
     infused_on = _require_infused(subject, meta, facts, "Study completion")
     _require_on_study(subject, meta)
     fu, day = protocol.followup, (meta.occurred_at.date() - infused_on).days
-    in_ltfu = bool(subject and subject.long_term_follow_up)
+    # (a week-12 remission recorded before LongTermFollowUpStarted existed counts the same)
+    in_ltfu = bool(subject and (subject.long_term_follow_up or subject.week12_remission))
     if payload.completed == "long_term_follow_up":
         if not in_ltfu:
             raise RuleViolation(f"{meta.subject_id} is not in long-term follow-up (not in remission at week 12); "

@@ -74,6 +74,7 @@ class AdverseEvent(BaseModel):
     update_grades: list[int] = Field(default_factory=list)
     outcome: str | None = None
     corrections: int = 0
+    previous_reports: list[AEFields] = Field(default_factory=list)  # what each correction replaced, oldest first
     reports_submitted: dict[str, datetime] = Field(default_factory=dict)  # report kind -> received_at
 
 
@@ -171,6 +172,7 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
         case AECorrected():
             ae = j.adverse_events.get(str(payload.ae_id))
             if ae:  # the correction replaces the report; updates since keep their grades
+                ae.previous_reports.append(ae.report)
                 ae.report = AEFields(**payload.model_dump(exclude={"ae_id"}))
                 ae.onset_on = on  # a correction's occurred_at is the (corrected) onset, as for the report
                 ae.grade, ae.corrections = payload.grade, ae.corrections + 1

@@ -23,7 +23,7 @@ def ddl(schema: str) -> str:
 class JourneyProjection:
     """Consumes all three topics into `<schema>.journeys`."""
 
-    version = "3"  # bump when Journey or its fold changes: the read model is then rebuilt at start
+    version = "4"  # bump when Journey or its fold changes: the read model is then rebuilt at start
 
     def __init__(self, schema: str):
         self.schema = schema

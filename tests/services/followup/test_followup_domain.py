@@ -291,33 +291,33 @@ def corrected(reported: AEReported, on: date, **changes) -> AECorrected:
 def test_a_correction_needs_a_reason(reason):
     subject, reported = with_ae()
     with pytest.raises(InvalidCommand, match="needs a reason"):
-        domain.correct_ae(subject, meta(day(2), reason), corrected(reported, day(2), grade=3), PROTOCOL)
+        domain.correct_ae(subject, meta(day(2), reason), corrected(reported, day(2), grade=3), FACTS, PROTOCOL)
 
 
 def test_a_correction_of_an_unknown_ae_is_not_found():
     subject, _ = with_ae()
     stranger = ae(day(2))
     with pytest.raises(NotFound, match=f"No adverse event {stranger.ae_id}"):
-        domain.correct_ae(subject, meta(day(2), "typo"), corrected(stranger, day(2)), PROTOCOL)
+        domain.correct_ae(subject, meta(day(2), "typo"), corrected(stranger, day(2)), FACTS, PROTOCOL)
 
 
 def test_a_correction_replaces_the_report_with_its_onset_and_keeps_the_reason():
     subject, reported = with_ae(grade=3)
     subject = domain.update_ae(subject, meta(day(3)), AEUpdated(ae_id=reported.ae_id, grade=4))
     fix = corrected(reported, day(1), term="CRS", grade=2)  # the onset was a day earlier
-    subject = domain.correct_ae(subject, meta(day(1), "Onset and grade mis-entered"), fix, PROTOCOL)
+    subject = domain.correct_ae(subject, meta(day(1), "Onset and grade mis-entered"), fix, FACTS, PROTOCOL)
     record = subject.aes[reported.ae_id]
     assert (record.fields, record.onset_on, record.grade) == (fix, day(1), 2)
     assert events(subject)[-1][0].reason == "Onset and grade mis-entered"
     with pytest.raises(InvalidCommand, match="aware_at .* is before the onset"):
-        domain.correct_ae(subject, meta(day(3), "again"), corrected(reported, day(2)), PROTOCOL)
+        domain.correct_ae(subject, meta(day(3), "again"), corrected(reported, day(2)), FACTS, PROTOCOL)
 
 
 def test_a_correction_whose_findings_disagree_opens_a_query_caused_by_it():
     subject, reported = with_ae(grade=3)
     fix = corrected(reported, day(2), grade=2, crs=CRS_G3)
     [(fix_meta, _), (query_meta, query)] = events(domain.correct_ae(subject, meta(day(2), "findings added"), fix,
-                                                                    PROTOCOL))
+                                                                    FACTS, PROTOCOL))
     assert isinstance(query, DataQueryOpened) and (query.recorded_value, query.expected_value) == ("2", "3")
     assert (query_meta.causation_id, query_meta.recorded_by.user_id, query_meta.reason) == (
         fix_meta.event_id, "ucart-rules", None)
@@ -399,7 +399,7 @@ def test_a_susar_report_needs_serious_suspected_and_unexpected(changes):
 def test_expectedness_corrected_to_unexpected_makes_a_susar_reportable():
     subject, reported = with_ae(sae(day(2), expected=None))
     fix = AECorrected(ae_id=reported.ae_id, **sae(day(2), expected=False).model_dump(exclude={"ae_id"}))
-    subject = domain.correct_ae(subject, meta(day(2), "Not in the investigator's brochure"), fix, PROTOCOL)
+    subject = domain.correct_ae(subject, meta(day(2), "Not in the investigator's brochure"), fix, FACTS, PROTOCOL)
     assert submit(subject, reported.ae_id, "susar_to_regulator", at(day(3)))
 
 
@@ -738,3 +738,24 @@ def test_answering_a_query_is_not_contact_with_the_subject():
     subject = domain.FollowupSubject.record_into(subject, meta(day(21)), query)
     subject = domain.answer_query(subject, meta(day(40)), DataQueryAnswered(query_id=query.query_id, answer="ok"))
     assert died(day(30), subject).died_on == day(30)
+
+
+def test_not_specified_seriousness_is_only_for_upcast_v1_events():
+    with pytest.raises(InvalidCommand, match="not_specified"):
+        report(None, day(1), sae(day(1), seriousness_criteria=("not_specified",)))
+
+
+def test_a_corrected_onset_is_checked_against_the_infusion():
+    reported = ae(day(2))
+    subject = report(None, day(2), reported)
+    with pytest.raises(RuleViolation, match="before the infusion"):
+        domain.correct_ae(subject, meta(day(-1), "onset was earlier"),
+                          AECorrected(ae_id=reported.ae_id, **ae_fields(day(-1))), FACTS, PROTOCOL)
+
+
+def test_a_week12_remission_without_the_ltfu_event_still_counts_as_long_term_follow_up():
+    # A week-12 CR stored as schema v1 (before LongTermFollowUpStarted existed) has no such event.
+    subject = domain.FollowupSubject.record_into(None, meta(day(84)), response("W12", "CR"))
+    with pytest.raises(RuleViolation, match="in long-term follow-up"):
+        complete(subject, day(90))
+    assert complete(subject, day(365), "long_term_follow_up").completed_on == day(365)
