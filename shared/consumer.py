@@ -112,7 +112,8 @@ class IdempotentConsumer:
         )
         await self.projection.apply(conn, envelope, payload)
 
-    async def reconcile(self, sources: tuple[str, ...], batch: int = 500) -> int:
+    async def reconcile(self, sources: tuple[str, ...], batch: int = 500,
+                        progress: Callable[[int], None] | None = None) -> int:
         """Apply, from the source event stores, every event this consumer has not applied yet.
 
         Kafka is the fast path; this is the safety net that makes the read models converge even
@@ -135,6 +136,8 @@ class IdempotentConsumer:
                         await self._record_dead_letter(f"store:{source}", -1, notification_id, str(exc))
                 if not rows:
                     break
+                if progress:
+                    progress(len(rows))
                 after = rows[-1][0]
                 await self.pool.execute(
                     f"""INSERT INTO {self.schema}.reconcile_position (consumer, source, last_notification_id)

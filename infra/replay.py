@@ -1,0 +1,149 @@
+"""Rebuilding, comparing and replaying read models (for operators and auditors).
+
+- rebuild: empty a live projection and apply every event of the stores again (progress bar, count);
+  the live consumers keep running (their tracking makes the two meet without doubling anything).
+- compare: build a replica of a projection from the event stores in a scratch schema and compare it
+  row by row with the live one.
+- replay from Kafka: build the replica from the topics, from the earliest offset, instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared import db
+from shared import facts as subject_facts
+from shared.consumer import IdempotentConsumer
+from shared.contract.envelope import Envelope
+from shared.contract.topics import SOURCES, topic_for
+from shared.contract.upcasting import upcast
+
+from services.followup.projections.store import JourneyProjection
+
+
+@dataclass(frozen=True)
+class Projected:
+    """A projection the tools know: where it lives, how to make one, what it reads."""
+
+    schema: str
+    table: str
+    make: Callable[[str], object]
+    sources: tuple[str, ...]
+
+
+PROJECTIONS: dict[str, Projected] = {
+    "journey": Projected("followup", "journeys", JourneyProjection, SOURCES),
+    "treatment-facts": Projected("treatment", "subject_facts", subject_facts.SubjectFactsProjection,
+                                 ("enrollment", "followup")),
+    "followup-facts": Projected("followup", "subject_facts", subject_facts.SubjectFactsProjection,
+                                ("enrollment", "treatment")),
+    "enrollment-facts": Projected("enrollment", "subject_facts", subject_facts.SubjectFactsProjection, ("followup",)),
+}
+
+
+def _ddl(name: str, schema: str) -> str:
+    from services.followup.projections import store
+
+    return db.plumbing_ddl(schema) + (store.ddl(schema) if name == "journey" else subject_facts.ddl(schema))
+
+
+async def count_events(pool: asyncpg.Pool, sources: tuple[str, ...]) -> int:
+    total = 0
+    for source in sources:
+        if await pool.fetchval("SELECT to_regclass($1)", f"{source}.{source}_events"):
+            total += await pool.fetchval(f"SELECT count(*) FROM {source}.{source}_events")
+    return total
+
+
+def _consumer(name: str, pool: asyncpg.Pool, schema: str) -> IdempotentConsumer:
+    async def no_dead_letter_topic(message, reason):  # tools park nothing on Kafka: dead_letters keeps it
+        return None
+
+    return IdempotentConsumer(PROJECTIONS[name].make(schema), pool, schema=schema, dead_letter=no_dead_letter_topic)
+
+
+async def rebuild(pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None) -> int:
+    """Rebuild the live projection in place; return how many events were applied."""
+    spec = PROJECTIONS[name]
+    consumer = _consumer(name, pool, spec.schema)
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("consumer_applied", "reconcile_position"):
+            await conn.execute(f"DELETE FROM {spec.schema}.{table} WHERE consumer = $1", consumer.name)
+        await consumer.projection.reset(conn)
+    return await consumer.reconcile(spec.sources, progress=progress)
+
+
+async def _scratch(pool: asyncpg.Pool, name: str) -> tuple[str, IdempotentConsumer]:
+    schema = f"replica_{uuid.uuid4().hex[:8]}"
+    await pool.execute(_ddl(name, schema))
+    return schema, _consumer(name, pool, schema)
+
+
+async def differences(pool: asyncpg.Pool, name: str, replica_schema: str) -> list[str]:
+    """Rows of the live projection that differ from the replica's (empty: equal)."""
+    spec = PROJECTIONS[name]
+    key = "subject_id"
+    live = {r[key]: dict(r) for r in await pool.fetch(f"SELECT * FROM {spec.schema}.{spec.table}")}
+    replica = {r[key]: dict(r) for r in await pool.fetch(f"SELECT * FROM {replica_schema}.{spec.table}")}
+    ignore = {"updated_at"}
+    out = [f"{k}: only in the live projection" for k in live.keys() - replica.keys()]
+    out += [f"{k}: missing from the live projection" for k in replica.keys() - live.keys()]
+    out += [f"{k}: differs" for k in live.keys() & replica.keys()
+            if {c: v for c, v in live[k].items() if c not in ignore}
+            != {c: v for c, v in replica[k].items() if c not in ignore}]
+    return sorted(out)
+
+
+async def compare_with_stores(pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None,
+                              keep: bool = False) -> list[str]:
+    schema, consumer = await _scratch(pool, name)
+    try:
+        await consumer.reconcile(PROJECTIONS[name].sources, progress=progress)
+        return await differences(pool, name, schema)
+    finally:
+        if not keep:
+            await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, prefix: str = "",
+                             progress: Callable[[int], None] | None = None) -> list[str]:
+    """Replay the topics from the earliest offset into a replica; compare it with the live one.
+    (The embedded broker keeps only what was published since it started.)"""
+    schema, consumer = await _scratch(pool, name)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                              auto_offset_reset="earliest")
+    await reader.start()
+    try:
+        topics = [topic_for(s, prefix) for s in PROJECTIONS[name].sources]  # type: ignore[arg-type]
+        partitions = await _partitions(bootstrap, topics)
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        end = await reader.end_offsets(partitions)
+        while [tp for tp in partitions if await reader.position(tp) < end[tp]]:
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                for record in records:
+                    envelope = Envelope.model_validate_json(record.value)
+                    await consumer.apply(envelope, upcast(envelope.typed_payload(), envelope.occurred_at))
+                if progress:
+                    progress(len(records))
+        return await differences(pool, name, schema)
+    finally:
+        await reader.stop()
+        await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"]
+            for p in t["partitions"]]
