@@ -13,6 +13,7 @@ from eventsourcing.persistence import (
     DecimalAsStr,
     IntegrityError,
     JSONTranscoder,
+    OperationalError,
     Transcoding,
     UUIDAsHex,
 )
@@ -63,7 +64,10 @@ def postgres_env(database_url: str, schema: str) -> dict[str, str]:
         "POSTGRES_USER": unquote(url.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_SCHEMA": schema,
-        "POSTGRES_CONNECT_TIMEOUT": "5",
+        # How long to wait for a pooled connection. eventsourcing tries every read and write 10 times,
+        # so this bounds how long a command waits before answering 503 when PostgreSQL is down
+        # (10 x 5 s was longer than clients wait).
+        "POSTGRES_CONNECT_TIMEOUT": "1",
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_PRE_PING": "y",
         "APPLICATION_RECORDER_TOPIC": "shared.eventstore.chain:ChainedRecorder",  # tamper evidence
@@ -118,11 +122,18 @@ class SubjectApplication(Application, Generic[S]):
 
     def commit(self, subject: S) -> list[Envelope]:
         """Save the subject's new events; a concurrent writer (same stream version) gets a 409."""
+        loaded_at = subject.version - len(subject.pending_events)
+        concurrent = ConcurrentChange(f"Subject {subject.subject_id} was changed by another request at the same "
+                                      "time; reload it and try again.")
         try:
             recordings = self.save(subject)
         except IntegrityError:
-            raise ConcurrentChange(
-                f"Subject {subject.subject_id} was changed by another request at the same time; "
-                "reload it and try again."
-            ) from None
+            raise concurrent from None
+        except OperationalError:
+            # eventsourcing inserts in a psycopg pipeline, which sometimes reports the unique violation
+            # of a concurrent writer as "pipeline aborted" (an OperationalError, so a 503): if the
+            # stream moved past the version this save started from, the save lost that race.
+            if self.recorder.select_events(subject.id, gt=loaded_at, limit=1):
+                raise concurrent from None
+            raise
         return [to_envelope(r.domain_event, self.source) for r in recordings]

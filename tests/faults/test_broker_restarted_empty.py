@@ -1,0 +1,48 @@
+"""Events published but not yet consumed are lost with the broker (it keeps nothing on disk): the
+reconciliation against the event stores brings them back, once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient
+from faults_support import SOURCES, Ledger, assert_converged, event_counts, fault_stack, journeys, own_broker, read_records, restart
+
+from shared.contract.topics import topic_for
+
+SUBJECTS = [f"UCT-23-{n:03d}" for n in range(1, 5)]
+
+
+def test_what_the_broker_lost_comes_back_from_the_event_stores(servers, tmp_path):
+    with own_broker(tmp_path) as broker, fault_stack(servers, tmp_path, bootstrap=broker.bootstrap_servers) as stack:
+        stack.group["followup"].kill()  # the journey projection consumes nothing for now
+        ledger = Ledger()
+        journeys(stack, ledger, SUBJECTS, aes=0, visits=())  # treatment learns enrolments from Kafka
+        assert ledger.count(201) == len(ledger.sent) == len(SUBJECTS) * 5
+        stored = event_counts(stack.database_url)
+        assert stored == {"enrollment": 4, "treatment": 16, "followup": 0}
+        for source in ("enrollment", "treatment"):  # published, and so far only on the broker
+            topic = topic_for(source, stack.prefix)
+            assert len(asyncio.run(read_records(stack.bootstrap, topic, stored[source]))) == stored[source]
+
+        broker.kill()
+        broker.start()
+        assert not asyncio.run(topics(stack.bootstrap)) & {topic_for(s, stack.prefix) for s in SOURCES}, "not empty"
+
+        restart(stack, "followup")
+        models = assert_converged(stack.database_url)
+        assert set(models["followup-journey"]) == set(models["followup-subject-facts"]) == set(SUBJECTS)
+        for s in SUBJECTS:
+            journey = models["followup-journey"][s]
+            assert journey["enrolled_on"] and len(journey["lymphodepletion_days"]) == 3 and journey["infused_at"]
+            assert models["followup-subject-facts"][s]["infused_on"]
+        assert event_counts(stack.database_url) == stored
+
+
+async def topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()

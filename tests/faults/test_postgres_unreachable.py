@@ -1,0 +1,71 @@
+"""PostgreSQL stopped under running services: commands answer 503 (retryable) and store nothing;
+readiness names the database; once it is back, the services recover by themselves and converge."""
+
+from __future__ import annotations
+
+from faults_support import (
+    SOURCES,
+    Client,
+    Ledger,
+    concurrently,
+    assert_converged,
+    event_counts,
+    fault_stack,
+    journeys,
+    own_postgres,
+    wait_caught_up,
+)
+from support import eventually
+
+LYMPHODEPLETING, INFUSED, NEW = "UCT-24-001", "UCT-24-002", "UCT-24-003"
+
+
+def test_postgres_outage_answers_503_stores_nothing_and_recovers(servers, tmp_path):
+    with own_postgres(tmp_path) as (postgres, url), fault_stack(servers, tmp_path, database_url=url) as stack:
+        ledger = Ledger()
+        journeys(stack, ledger, [INFUSED], aes=1, visits=())
+        client = Client(stack, ledger)
+        client.enrol(LYMPHODEPLETING)
+        for day in (8, 7, 6):
+            client.lymphodepletion(LYMPHODEPLETING, day)
+        client.close()
+        assert ledger.count(201) == len(ledger.sent) == 10
+        wait_caught_up(url)
+        before = event_counts(url)
+
+        postgres.stop()
+        refused = concurrently(stack, ledger, lambda c: c.enrol(NEW), lambda c: c.lymphodepletion(LYMPHODEPLETING, 5),
+                               lambda c: c.adverse_event(INFUSED), lambda c: c.visit(INFUSED, "D1"), retry_for=0)
+        for answer in refused:
+            assert answer.status == 503, (answer.service, answer.status, answer.body)
+            assert answer.body["retryable"] is True and answer.body["status"] == 503
+            assert "nothing was stored" in answer.body["detail"].lower()
+        for service in SOURCES:
+            ready = stack.get(service, "/ready")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["checks"]["database"] != "ok" and ready.json()["status"] == "not ready"
+
+        postgres.start()  # same data directory, same socket
+        assert event_counts(url) == before, "a refused command left something behind"
+        # The connection pools recover by themselves: the same commands, resent, are stored once.
+        client = Client(stack, ledger, retry_for=30)
+        try:
+            assert client.enrol(NEW).status == 201
+            assert client.lymphodepletion(LYMPHODEPLETING, 5).status == 201
+            assert client.adverse_event(INFUSED).status == 201
+            assert client.visit(INFUSED, "D1").status == 201
+            client.infuse(LYMPHODEPLETING)
+            client.journey(NEW, enrol=False, aes=0, visits=())
+        finally:
+            client.close()
+        assert ledger.count(201) == len(ledger.sent) - len(refused)
+        ledger.assert_stored_exactly(url, allowed=(201, 503))  # each refused command stored nothing
+        for service in SOURCES:
+            eventually(lambda: stack.get(service, "/ready").status_code == 200, timeout=30)
+
+        models = assert_converged(url)
+        journey = models["followup-journey"]
+        assert set(journey) == {LYMPHODEPLETING, INFUSED, NEW}
+        assert len(journey[LYMPHODEPLETING]["lymphodepletion_days"]) == 4 and journey[LYMPHODEPLETING]["infused_at"]
+        assert list(journey[INFUSED]["visits_completed"]) == ["D1"] and len(journey[INFUSED]["adverse_events"]) == 2
+        assert journey[NEW]["infused_at"] and models["followup-subject-facts"][NEW]["infused_on"]
