@@ -6,7 +6,17 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient
-from faults_support import SOURCES, Ledger, assert_converged, event_counts, fault_stack, journeys, own_broker, read_records, restart
+from faults_support import (
+    SOURCES,
+    Ledger,
+    assert_converged,
+    event_counts,
+    fault_stack,
+    journeys,
+    own_broker,
+    read_records,
+    restart,
+)
 
 from shared.contract.topics import topic_for
 
