@@ -23,6 +23,7 @@ from shared.consumer import IdempotentConsumer
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES, topic_for
 from shared.contract.upcasting import upcast
+from shared.eventstore.reader import store_exists
 
 from services.followup.projections.store import JourneyProjection
 
@@ -55,9 +56,10 @@ def _ddl(name: str, schema: str) -> str:
 
 async def count_events(pool: asyncpg.Pool, sources: tuple[str, ...]) -> int:
     total = 0
-    for source in sources:
-        if await pool.fetchval("SELECT to_regclass($1)", f"{source}.{source}_events"):
-            total += await pool.fetchval(f"SELECT count(*) FROM {source}.{source}_events")
+    async with pool.acquire() as conn:
+        for source in sources:
+            if await store_exists(conn, source):  # type: ignore[arg-type]
+                total += await conn.fetchval(f"SELECT count(*) FROM {source}.{source}_events")
     return total
 
 
@@ -72,10 +74,7 @@ async def rebuild(pool: asyncpg.Pool, name: str, progress: Callable[[int], None]
     """Rebuild the live projection in place; return how many events were applied."""
     spec = PROJECTIONS[name]
     consumer = _consumer(name, pool, spec.schema)
-    async with pool.acquire() as conn, conn.transaction():
-        for table in ("consumer_applied", "reconcile_position"):
-            await conn.execute(f"DELETE FROM {spec.schema}.{table} WHERE consumer = $1", consumer.name)
-        await consumer.projection.reset(conn)
+    await consumer.reset()
     return await consumer.reconcile(spec.sources, progress=progress)
 
 

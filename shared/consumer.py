@@ -112,6 +112,13 @@ class IdempotentConsumer:
         )
         await self.projection.apply(conn, envelope, payload)
 
+    async def reset(self) -> None:
+        """Forget everything applied: empty the projection, its tracking and its reconcile watermarks."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            for table in ("consumer_applied", "reconcile_position"):
+                await conn.execute(f"DELETE FROM {self.schema}.{table} WHERE consumer = $1", self.name)
+            await self.projection.reset(conn)
+
     async def reconcile(self, sources: tuple[str, ...], batch: int = 500,
                         progress: Callable[[int], None] | None = None) -> int:
         """Apply, from the source event stores, every event this consumer has not applied yet.
@@ -236,10 +243,7 @@ async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[str, 
     if await pool.fetchval(f"SELECT version FROM {table} WHERE projection = $1", consumer.name) == version:
         return None
     log.warning("%s: read model version %s is new; rebuilding it from the event stores", consumer.name, version)
-    async with pool.acquire() as conn, conn.transaction():
-        for table_name in ("consumer_applied", "reconcile_position"):
-            await conn.execute(f"DELETE FROM {consumer.schema}.{table_name} WHERE consumer = $1", consumer.name)
-        await projection.reset(conn)
+    await consumer.reset()
     applied = await consumer.reconcile(sources)
     await pool.execute(f"""INSERT INTO {table} (projection, version) VALUES ($1, $2)
                            ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""", consumer.name, version)

@@ -110,12 +110,8 @@ async def _journey_at(request: Request, subject_id: str, as_of: datetime | None,
         events = await history.subject_history(conn, subject_id)
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
-    if as_of is not None:
-        events = [e for e in events if e.recorded_at <= as_of]
-    if effective is not None:
-        events = [e for e in events if e.occurred_at.date() <= effective]
     day = effective or (as_of.date() if as_of else today_utc())
-    return history.fold(subject_id, events), day
+    return history.fold(subject_id, history.select(events, as_of, effective)), day
 
 
 @read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses")

@@ -40,12 +40,10 @@ def fold(subject_id: str, events: list[Envelope]) -> journeys.Journey:
     return journey
 
 
-def known_as_of(subject_id: str, events: list[Envelope], moment: datetime) -> journeys.Journey:
-    return fold(subject_id, [e for e in events if e.recorded_at <= moment])
-
-
-def effective_on(subject_id: str, events: list[Envelope], day: date) -> journeys.Journey:
-    return fold(subject_id, [e for e in events if e.occurred_at.date() <= day])
+def select(events: list[Envelope], as_of: datetime | None, effective_on: date | None) -> list[Envelope]:
+    """The events recorded by `as_of` (system time) that had happened by `effective_on` (clinical)."""
+    return [e for e in events if (as_of is None or e.recorded_at <= as_of)
+            and (effective_on is None or e.occurred_at.date() <= effective_on)]
 
 
 def as_jsonl(events: list[Envelope]) -> str:
