@@ -63,3 +63,41 @@ def compare(projection: ProjectionName = ProjectionName.journey,
     from infra import tools
 
     raise typer.Exit(0 if tools.compare(_settings(), projection.value, from_kafka) else 1)
+
+
+parked = typer.Typer(help="Events a consumer could never apply: list them, retry them after a fix, dismiss them.",
+                     no_args_is_help=True)
+app.add_typer(parked, name="parked")
+
+
+@parked.command("list")
+def parked_list() -> None:
+    """Every parked event of every service, with its id, where it came from and why it was parked."""
+    from infra import tools
+
+    tools.parked_list(_settings())
+
+
+def _refs(ids: list[str], everything: bool) -> list[str] | None:
+    if everything == bool(ids):
+        raise typer.BadParameter("name parked events by id (as `ucart parked list` shows them), or give --all")
+    return None if everything else ids
+
+
+@parked.command("retry")
+def parked_retry(ids: list[str] = typer.Argument(None, help="Ids such as followup:12"),
+                 everything: bool = typer.Option(False, "--all", help="Every parked event.")) -> None:
+    """Apply parked events again; exits 1 if any is still parked."""
+    from infra import tools
+
+    raise typer.Exit(0 if tools.parked_retry(_settings(), _refs(ids or [], everything)) else 1)
+
+
+@parked.command("dismiss")
+def parked_dismiss(ids: list[str] = typer.Argument(None, help="Ids such as followup:12"),
+                   everything: bool = typer.Option(False, "--all", help="Every parked event."),
+                   note: str = typer.Option(..., help="Why it will never be applied (kept with it).")) -> None:
+    """Close parked events that must never be applied (e.g. a forged or garbled message)."""
+    from infra import tools
+
+    tools.parked_dismiss(_settings(), _refs(ids or [], everything), note)

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from shared.config import Settings
+from shared.redact import mask_url
 
 from infra import seed
 from infra.stack import Stack
@@ -58,8 +59,8 @@ def print_where_to_look(settings: Settings, stack: Stack) -> None:
     table.add_row("Efficacy table (ORR, Kaplan-Meier)", f"{followup}/study/efficacy")
     for name in ("enrollment", "treatment", "followup"):
         table.add_row(f"{name} API (OpenAPI)", f"{settings.url(name)}/docs")
-    table.add_row("Kafka bootstrap", stack.bootstrap_servers)
-    table.add_row("PostgreSQL", stack.database_url)
+    table.add_row("Kafka bootstrap", mask_url(stack.bootstrap_servers))
+    table.add_row("PostgreSQL", mask_url(stack.database_url))  # a configured password never shows
     table.add_row("Logs", str(stack.log_dir))
     console.print(table)
     console.print("Press Ctrl-C to stop (data is kept; run again to continue).")

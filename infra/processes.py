@@ -28,6 +28,8 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_PROTOCOL_FILE=str(settings.protocol_file),
         UCART_RELAY_POLL_SECONDS=str(settings.relay_poll_seconds),
         UCART_RECONCILE_SECONDS=str(settings.reconcile_seconds),
+        UCART_READY_RELAY_FAILING_SECONDS=str(settings.ready_relay_failing_seconds),
+        UCART_READY_LAG_WINDOW_SECONDS=str(settings.ready_lag_window_seconds),
         **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SERVICES},
     )
     return env

@@ -5,6 +5,10 @@
 - compare: build a replica of a projection from the event stores in a scratch schema and compare it
   row by row with the live one.
 - replay from Kafka: build the replica from the topics, from the earliest offset, instead.
+- parked: list what the consumers parked, retry it after a fix, or dismiss it.
+
+An event that cannot be applied is parked (in the replica's own schema, for a comparison) and the
+work goes on; a comparison reports what it parked.
 """
 
 from __future__ import annotations
@@ -17,12 +21,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared import db
+from shared import db, parking
 from shared import facts as subject_facts
-from shared.consumer import IdempotentConsumer
-from shared.contract.envelope import Envelope
+from shared.consumer import IdempotentConsumer, KafkaOrigin, Outcome
 from shared.contract.topics import SOURCES, topic_for
-from shared.contract.upcasting import upcast
 from shared.eventstore.reader import store_exists
 
 from services.followup.projections.store import JourneyProjection
@@ -64,10 +66,14 @@ async def count_events(pool: asyncpg.Pool, sources: tuple[str, ...]) -> int:
 
 
 def _consumer(name: str, pool: asyncpg.Pool, schema: str) -> IdempotentConsumer:
-    async def no_dead_letter_topic(message, reason):  # tools park nothing on Kafka: dead_letters keeps it
-        return None
+    # No dead-letter topic: the tools park in the table only.
+    return IdempotentConsumer(PROJECTIONS[name].make(schema), pool, schema=schema)  # type: ignore[arg-type]
 
-    return IdempotentConsumer(PROJECTIONS[name].make(schema), pool, schema=schema, dead_letter=no_dead_letter_topic)
+
+@dataclass(frozen=True)
+class Comparison:
+    differences: list[str]  # rows of the live projection that differ from the replica's
+    parked: list[parking.Parked]  # events the replica could not apply
 
 
 async def rebuild(pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None) -> int:
@@ -99,19 +105,24 @@ async def differences(pool: asyncpg.Pool, name: str, replica_schema: str) -> lis
     return sorted(out)
 
 
+async def _compared(pool: asyncpg.Pool, name: str, schema: str) -> Comparison:
+    parked = await parking.unresolved(pool, schema)
+    return Comparison(await differences(pool, name, schema), parked)
+
+
 async def compare_with_stores(pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None,
-                              keep: bool = False) -> list[str]:
+                              keep: bool = False) -> Comparison:
     schema, consumer = await _scratch(pool, name)
     try:
         await consumer.reconcile(PROJECTIONS[name].sources, progress=progress)
-        return await differences(pool, name, schema)
+        return await _compared(pool, name, schema)
     finally:
         if not keep:
             await pool.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, prefix: str = "",
-                             progress: Callable[[int], None] | None = None) -> list[str]:
+                             progress: Callable[[int], None] | None = None) -> Comparison:
     """Replay the topics from the earliest offset into a replica; compare it with the live one.
     (The embedded broker keeps only what was published since it started.)"""
     schema, consumer = await _scratch(pool, name)
@@ -126,15 +137,65 @@ async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, pref
         end = await reader.end_offsets(partitions)
         while [tp for tp in partitions if await reader.position(tp) < end[tp]]:
             for records in (await reader.getmany(timeout_ms=500)).values():
-                for record in records:
-                    envelope = Envelope.model_validate_json(record.value)
-                    await consumer.apply(envelope, upcast(envelope.typed_payload(), envelope.occurred_at))
+                for r in records:
+                    await consumer.receive(KafkaOrigin(r.topic, r.partition, r.offset, r.value or b"", r.key))
                 if progress:
                     progress(len(records))
-        return await differences(pool, name, schema)
+        return await _compared(pool, name, schema)
     finally:
         await reader.stop()
         await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def consumer_named(pool: asyncpg.Pool, consumer: str) -> IdempotentConsumer | None:
+    """The live consumer of that name (as parked events name it)."""
+    for name, spec in PROJECTIONS.items():
+        candidate = _consumer(name, pool, spec.schema)
+        if candidate.name == consumer:
+            return candidate
+    return None
+
+
+async def parked(pool: asyncpg.Pool, refs: list[str] | None = None) -> list[tuple[str, parking.Parked]]:
+    """Unresolved parked events of every service, as (reference, event); `refs` picks some by
+    reference (`service:id`, as listed)."""
+    found = []
+    async with pool.acquire() as conn:
+        for schema in SOURCES:
+            if not await conn.fetchval("SELECT to_regclass($1)", f"{schema}.parked_events"):
+                continue
+            for event in await parking.unresolved(conn, schema):
+                ref = f"{schema}:{event.id}"
+                if refs is None or ref in refs:
+                    found.append((ref, event))
+    return found
+
+
+async def retry_parked(pool: asyncpg.Pool, refs: list[str] | None) -> list[tuple[str, Outcome | str]]:
+    """Apply parked events again (all of them with refs None): each ends applied, duplicate, or
+    still parked with its new reason. A relay's parked event is not retried here (see the text)."""
+    results: list[tuple[str, Outcome | str]] = []
+    for ref, event in await parked(pool, refs):
+        consumer = consumer_named(pool, event.consumer)
+        if consumer is None:
+            results.append((ref, RELAY_NOT_RETRIED))
+            continue
+        results.append((ref, await consumer.retry(event)))
+    return results
+
+
+RELAY_NOT_RETRIED = ("not retried: the relay did not publish this stored event; once the row reads again, "
+                     "move the relay's position back before it (docs/operations.md, \"Parked events\") and "
+                     "dismiss it")
+
+
+async def dismiss_parked(pool: asyncpg.Pool, refs: list[str] | None, note: str) -> list[str]:
+    """Mark parked events as dealt with, without applying them (the note says why)."""
+    dismissed = []
+    for ref, event in await parked(pool, refs):
+        await parking.resolve(pool, ref.split(":")[0], event.id, f"dismissed: {note}")
+        dismissed.append(ref)
+    return dismissed
 
 
 async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:

@@ -1,4 +1,4 @@
-"""The operator and auditor commands behind `ucart verify | rebuild | compare | replay-kafka`."""
+"""The operator and auditor commands behind `ucart verify | rebuild | compare | parked`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared import db
+from shared import db, parking
 from shared.config import Settings
 from shared.contract.topics import SOURCES
 from shared.eventstore.chain import verify_store
@@ -90,7 +90,7 @@ def rebuild(settings: Settings, name: str) -> int:
 
 
 def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
-    async def work(pool: asyncpg.Pool) -> list[str]:
+    async def work(pool: asyncpg.Pool) -> replay.Comparison:
         total = await replay.count_events(pool, replay.PROJECTIONS[name].sources)
         with _progress(f"Replaying {'Kafka' if from_kafka else 'the event stores'} into a replica", total) as advance:
             if from_kafka:
@@ -98,9 +98,51 @@ def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
                                                        settings.topic_prefix, progress=advance)
             return await replay.compare_with_stores(pool, name, progress=advance)
 
-    diffs = _run(settings, work)
-    for line in diffs:
+    result = _run(settings, work)
+    for line in result.differences:
         console.print(f"[red]{line}[/red]")
-    console.print(f"[green]{name}: the replica equals the live projection.[/green]" if not diffs else
-                  f"[red]{name}: {len(diffs)} row(s) differ.[/red]")
-    return not diffs
+    for event in result.parked:
+        console.print(f"[yellow]not applicable[/yellow] {_describe(event)}")
+    if result.parked:
+        console.print(f"[yellow]{len(result.parked)} event(s) could not be applied to the replica either "
+                      "(see `ucart parked list` for the live ones).[/yellow]")
+    console.print(f"[green]{name}: the replica equals the live projection.[/green]" if not result.differences else
+                  f"[red]{name}: {len(result.differences)} row(s) differ.[/red]")
+    return not result.differences
+
+
+def _describe(event: parking.Parked) -> str:
+    what = f"{event.event_type or 'unreadable'} {event.subject_id or ''} v{event.stream_version or '?'}"
+    return f"{what} ({event.where}): {event.reason[:300]}"
+
+
+def parked_list(settings: Settings) -> int:
+    events = _run(settings, replay.parked)
+    table = Table(title="Parked events (not applied; each consumer went on without them)")
+    for column in ("id", "consumer", "event", "subject", "where", "parked at", "reason"):
+        table.add_column(column, overflow="fold")
+    for ref, e in events:
+        table.add_row(ref, e.consumer, f"{e.event_type or 'unreadable'} v{e.stream_version or '?'}",
+                      e.subject_id or "", e.where, f"{e.parked_at:%Y-%m-%d %H:%M:%S}" if e.parked_at else "",
+                      e.reason[:300])
+    console.print(table)
+    console.print(f"{len(events)} parked event(s). After a fix: `ucart parked retry ID` or `--all`; "
+                  "to close one that should never apply: `ucart parked dismiss ID --note WHY`.")
+    return len(events)
+
+
+def parked_retry(settings: Settings, refs: list[str] | None) -> bool:
+    results = _run(settings, lambda pool: replay.retry_parked(pool, refs))
+    for ref, outcome in results:
+        settled = outcome in ("applied", "duplicate")
+        colour = "green" if settled else "yellow"
+        console.print(f"[{colour}]{ref}: {'still parked' if outcome == 'parked' else outcome}[/{colour}]")
+    still = sum(outcome not in ("applied", "duplicate") for _, outcome in results)
+    console.print(f"Retried {len(results)} parked event(s); {still} still parked.")
+    return still == 0
+
+
+def parked_dismiss(settings: Settings, refs: list[str] | None, note: str) -> int:
+    dismissed = _run(settings, lambda pool: replay.dismiss_parked(pool, refs, note))
+    console.print(f"Dismissed {len(dismissed)} parked event(s): {', '.join(dismissed) or 'none'}.")
+    return len(dismissed)

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         30.0, gt=0, description="How often consumers check the event stores for events Kafka did not deliver."
     )
+    ready_relay_failing_seconds: float = Field(
+        30.0, gt=0, description="/ready reports degraded once the outbox relay has kept failing for this long."
+    )
+    ready_lag_window_seconds: float = Field(
+        60.0, gt=0, description="/ready reports degraded when the relay or a consumer lag grew over this window "
+        "without ever reaching zero.",
+    )
 
     def port(self, service: Source) -> int:
         return getattr(self, f"{service}_port")

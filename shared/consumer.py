@@ -1,10 +1,14 @@
-"""Idempotent Kafka consumers: at-least-once in, exactly-once effects.
+"""Idempotent Kafka consumers: at-least-once in, exactly-once effects, and nothing halts them.
 
 Each message is applied in one PostgreSQL transaction together with the consumer's tracking row
 (per subject and source, the last stream_version applied). A duplicate changes nothing; a gap is
-recorded. The Kafka offset is committed only after that transaction (FastStream's NACK_ON_ERROR:
-ack after the handler, seek back on an error). A message that can never be applied goes to the
-consumer's dead-letter topic with the reason in its headers, and the partition keeps flowing.
+filled from the source's event store and recorded. The Kafka offset is committed only after that
+transaction (FastStream's NACK_ON_ERROR: ack after the handler, seek back on an error).
+
+A passing fault (the database unreachable, a deadlock) is retried for as long as it lasts. Any other
+failure is tried once more; failing the same way again, the event is parked (`shared.parking`): a
+row with the reason, a copy on the consumer's dead-letter topic, and the partition, reconciliation,
+rebuilds and start-up all go on. A message that cannot even be read is parked on sight.
 """
 
 from __future__ import annotations
@@ -12,21 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import asyncpg
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from pydantic import ValidationError
 
+from shared import db, parking
 from shared.contract.envelope import Envelope
-from shared.contract.events import Payload, UnknownEventType
+from shared.contract.events import Payload
 from shared.contract.upcasting import upcast
-from shared.eventstore.reader import read_after, read_stream
+from shared.eventstore.aggregate import subject_uuid
+from shared.eventstore.reader import StoredRow, rows_after, stream_rows
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["applied", "duplicate", "dead-lettered", "reconciled"]
+Outcome = Literal["applied", "duplicate", "parked"]
+
+# Faults that pass: never a reason to park an event.
+TRANSIENT = (*db.UNREACHABLE, asyncpg.exceptions.TransactionRollbackError)  # + deadlock, serialization failure
 
 
 class PoisonMessage(Exception):
@@ -39,41 +48,129 @@ class Projection(Protocol):
     async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
         """Apply one event; `payload` is the envelope's payload upcast to its latest version."""
 
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        """Empty the read model (before a rebuild)."""
 
-DeadLetter = Callable[[KafkaMessage, str], Awaitable[None]]
+
+def read_message(body: bytes) -> tuple[Envelope, Payload]:
+    """Parse an envelope and upcast its payload to the latest version; ValueError if it cannot be."""
+    try:
+        envelope = Envelope.model_validate_json(body)
+        return envelope, upcast(envelope.typed_payload(), envelope.occurred_at)
+    except Exception as exc:
+        raise ValueError(f"invalid event: {exc}") from exc
+
+
+def read_row(row: StoredRow) -> tuple[Envelope, Payload]:
+    try:
+        envelope = row.envelope()
+        return envelope, upcast(envelope.typed_payload(), envelope.occurred_at)
+    except Exception as exc:
+        raise ValueError(f"stored event cannot be read: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class KafkaOrigin:
+    """Where a message came from, to park it with and to dead-letter it."""
+
+    topic: str
+    partition: int
+    offset: int
+    body: bytes
+    key: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Origin = KafkaOrigin | StoredRow
+
+
+class Failure(Exception):
+    """An event failed to apply, and not because a dependency is down: it may be poison."""
+
+    def __init__(self, envelope: Envelope | None, row: StoredRow | None, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.envelope, self.row, self.cause = envelope, row, cause
+
+    @property
+    def key(self) -> tuple:
+        if self.row is not None:
+            return self.row.source, self.row.stream_id, self.row.version
+        assert self.envelope is not None
+        return self.envelope.source, subject_uuid(self.envelope.subject_id), self.envelope.stream_version
+
+
+# (what was parked, the message key, the headers saying why and where from)
+DeadLetter = Callable[[parking.Parcel, bytes | None, dict[str, str]], Awaitable[None]]
 
 
 class IdempotentConsumer:
-    def __init__(self, projection: Projection, pool: asyncpg.Pool, *, schema: str, dead_letter: DeadLetter):
+    def __init__(self, projection: Projection, pool: asyncpg.Pool, *, schema: str,
+                 dead_letter: DeadLetter | None = None):
         self.projection = projection
         self.pool = pool
         self.schema = schema
         self.dead_letter = dead_letter
-        self.counts: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "dead-lettered": 0}  # from Kafka
+        self.counts: dict[str, int] = {"applied": 0, "duplicate": 0, "parked": 0}  # messages from Kafka
+        self._failures: dict[tuple, tuple[str, int]] = {}  # event -> (last error, attempts)
 
     @property
     def name(self) -> str:
         return self.projection.name
 
     async def handle(self, message: KafkaMessage) -> Outcome:
-        outcome = await self._handle(message)
+        raw = message.raw_message
+        headers = {k: v for k, v in message.headers.items() if isinstance(v, str)}
+        origin = KafkaOrigin(raw.topic, raw.partition, raw.offset, message.body, raw.key, headers)
+        outcome = await self.receive(origin, redelivered=True)
         self.counts[outcome] += 1
         return outcome
 
-    async def _handle(self, message: KafkaMessage) -> Outcome:
+    async def receive(self, origin: KafkaOrigin, *, redelivered: bool = False) -> Outcome:
+        """One message. `redelivered`: the broker delivers a failed message again (a failure is
+        raised); otherwise it is tried again at once."""
         try:
-            envelope = Envelope.model_validate_json(message.body)
-            payload = upcast(envelope.typed_payload(), envelope.occurred_at)
-        except (ValidationError, UnknownEventType) as exc:
-            return await self._park(message, f"invalid event: {exc}")
-        try:
-            return await self.apply(envelope, payload)
-        except PoisonMessage as exc:
-            return await self._park(message, str(exc))
+            envelope, payload = read_message(origin.body)
+        except ValueError as exc:
+            return await self._park(self._unreadable(origin, str(exc)), key=origin.key)
+        return await self._apply_or_park(envelope, payload, origin, retry_now=not redelivered)
 
-    async def apply(self, envelope: Envelope, payload: Payload) -> Outcome:
+    async def _apply_or_park(self, envelope: Envelope, payload: Payload, origin: Origin, *, retry_now: bool,
+                             unpark: bool = False, park_itself: bool = True) -> Outcome:
+        while True:
+            try:
+                outcome = await self.apply(envelope, payload, unpark=unpark)
+            except Failure as failure:
+                if not self._failed_again(failure):
+                    if retry_now:
+                        continue
+                    raise
+                itself = failure.row is None or origin == failure.row
+                if itself and not park_itself:
+                    raise
+                await self._park(await self._parcel(failure, origin if itself else failure.row))
+                if itself:
+                    return "parked"
+                continue  # an earlier event of the stream was parked: this one can go on
+            self._failures.pop((envelope.source, subject_uuid(envelope.subject_id), envelope.stream_version), None)
+            return outcome
+
+    def _failed_again(self, failure: Failure) -> bool:
+        """True when this event failed before with the same error (or has failed three times)."""
+        error = str(failure)
+        previous, attempts = self._failures.get(failure.key, (None, 0))
+        if previous == error or attempts >= 2:
+            self._failures.pop(failure.key, None)
+            return True
+        self._failures[failure.key] = (error, attempts + 1)
+        log.warning("%s: could not apply %s (%s); trying again", self.name, failure.key, parking.clean(error, 500))
+        return False
+
+    async def apply(self, envelope: Envelope, payload: Payload, *, unpark: bool = False) -> Outcome:
         """Apply one event exactly once. Events missing before it (a gap: lost by a broker that
-        restarted empty, say) are read from the source's event store and applied first."""
+        restarted empty, say) are read from the source's event store and applied first. Raises
+        `Failure` when it (or one of those) cannot be applied. `unpark`: the event was parked; apply
+        it now, and resolve it with it."""
+        stream_id = subject_uuid(envelope.subject_id)
         async with self.pool.acquire() as conn, conn.transaction():
             last = await conn.fetchval(
                 f"""SELECT last_version FROM {self.schema}.consumer_applied
@@ -82,14 +179,25 @@ class IdempotentConsumer:
             ) or 0
             if envelope.stream_version <= last:
                 return "duplicate"
+            holes = await parking.holes(conn, self.schema, self.name, envelope.source, stream_id, last,
+                                        envelope.stream_version)
             if envelope.stream_version > last + 1:
-                await self._fill_gap(conn, envelope, last)
-            await self._advance(conn, envelope, payload)
-        return "applied"
+                await self._fill_gap(conn, envelope, stream_id, last, holes)
+            if unpark:
+                holes.discard(envelope.stream_version)
+            hole = envelope.stream_version in holes
+            await self._advance(conn, envelope, payload, skip=hole)
+            if unpark:
+                await parking.resolve_hole(conn, self.schema, self.name, envelope.source, stream_id,
+                                           envelope.stream_version, "retried: applied")
+        return "parked" if hole else "applied"
 
-    async def _fill_gap(self, conn: asyncpg.Connection, envelope: Envelope, last: int) -> None:
-        missing = await read_stream(conn, envelope.source, envelope.subject_id, last, envelope.stream_version)
-        repaired = [e.stream_version for e in missing] == list(range(last + 1, envelope.stream_version))
+    async def _fill_gap(self, conn: asyncpg.Connection, envelope: Envelope, stream_id, last: int,
+                        holes: set[int]) -> None:
+        if set(range(last + 1, envelope.stream_version)) <= holes:
+            return  # only parked events before it: stepped over, not a gap
+        rows = await stream_rows(conn, envelope.source, stream_id, last, envelope.stream_version)
+        repaired = [r.version for r in rows] == list(range(last + 1, envelope.stream_version))
         log.warning("%s: gap in %s/%s: expected version %d, got %d; %s from the event store",
                     self.name, envelope.source, envelope.subject_id, last + 1, envelope.stream_version,
                     "filled" if repaired else "could NOT be filled")
@@ -99,29 +207,52 @@ class IdempotentConsumer:
                 VALUES ($1, $2, $3, $4, $5, $6)""",
             self.name, envelope.subject_id, envelope.source, last + 1, envelope.stream_version, repaired,
         )
-        for earlier in missing:
-            await self._advance(conn, earlier, upcast(earlier.typed_payload(), earlier.occurred_at))
+        for row in rows:
+            if row.version in holes:
+                continue  # parked for good; the versions after it move the tracking on
+            try:
+                earlier, payload = read_row(row)
+            except ValueError as exc:
+                raise Failure(None, row, exc) from exc
+            await self._advance(conn, earlier, payload, row=row)
 
-    async def _advance(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
+    async def _advance(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload, *,
+                       skip: bool = False, row: StoredRow | None = None) -> None:
+        await self._track(conn, envelope.subject_id, envelope.source, envelope.stream_version)
+        if not skip:  # skip: parked for good, the stream goes on without it
+            await self._project(conn, envelope, payload, row)
+
+    async def _project(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload,
+                       row: StoredRow | None = None) -> None:
+        try:
+            await self.projection.apply(conn, envelope, payload)
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            raise Failure(envelope, row, exc) from exc
+
+    async def _track(self, conn: asyncpg.Connection, subject_id: str, source: str, version: int) -> None:
         await conn.execute(
             f"""INSERT INTO {self.schema}.consumer_applied (consumer, subject_id, source, last_version)
                 VALUES ($1, $2, $3, $4)
                 ON CONFLICT (consumer, subject_id, source)
                 DO UPDATE SET last_version = EXCLUDED.last_version, updated_at = now()""",
-            self.name, envelope.subject_id, envelope.source, envelope.stream_version,
+            self.name, subject_id, source, version,
         )
-        await self.projection.apply(conn, envelope, payload)
 
     async def reset(self) -> None:
-        """Forget everything applied: empty the projection, its tracking and its reconcile watermarks."""
+        """Forget everything applied: empty the projection, its tracking, its reconcile watermarks,
+        and the stored events it had parked (a rebuild tries them again)."""
         async with self.pool.acquire() as conn, conn.transaction():
             for table in ("consumer_applied", "reconcile_position"):
                 await conn.execute(f"DELETE FROM {self.schema}.{table} WHERE consumer = $1", self.name)
+            await parking.forget_holes(conn, self.schema, self.name)
             await self.projection.reset(conn)
 
     async def reconcile(self, sources: tuple[str, ...], batch: int = 500,
                         progress: Callable[[int], None] | None = None) -> int:
-        """Apply, from the source event stores, every event this consumer has not applied yet.
+        """Apply, from the source event stores, every event this consumer has not applied yet;
+        return how many were applied (parked ones are stepped over and counted apart).
 
         Kafka is the fast path; this is the safety net that makes the read models converge even
         when the broker lost messages (the embedded broker keeps nothing across a restart). Each
@@ -134,18 +265,14 @@ class IdempotentConsumer:
                     WHERE consumer = $1 AND source = $2""", self.name, source) or 0
             while True:
                 async with self.pool.acquire() as conn:
-                    rows = await read_after(conn, source, after, batch)  # type: ignore[arg-type]
-                for notification_id, envelope in rows:
-                    try:
-                        payload = upcast(envelope.typed_payload(), envelope.occurred_at)
-                        applied += await self.apply(envelope, payload) == "applied"
-                    except (ValidationError, UnknownEventType, PoisonMessage) as exc:  # never applicable: park it
-                        await self._record_dead_letter(f"store:{source}", -1, notification_id, str(exc))
+                    rows = await rows_after(conn, source, after, batch)  # type: ignore[arg-type]
                 if not rows:
                     break
+                for row in rows:
+                    applied += await self._reconcile_row(row) == "applied"
                 if progress:
                     progress(len(rows))
-                after = rows[-1][0]
+                after = rows[-1].notification_id
                 await self.pool.execute(
                     f"""INSERT INTO {self.schema}.reconcile_position (consumer, source, last_notification_id)
                         VALUES ($1, $2, $3) ON CONFLICT (consumer, source)
@@ -155,19 +282,120 @@ class IdempotentConsumer:
             self.counts["reconciled"] = self.counts.get("reconciled", 0) + applied
         return applied
 
-    async def _park(self, message: KafkaMessage, reason: str) -> Outcome:
-        raw = message.raw_message
-        await self.dead_letter(message, reason)
-        await self._record_dead_letter(raw.topic, raw.partition, raw.offset, reason)
-        return "dead-lettered"
+    async def _reconcile_row(self, row: StoredRow) -> Outcome:
+        try:
+            envelope, payload = read_row(row)
+        except ValueError as exc:  # the bytes will not change: park it now
+            return await self._park(await self._parcel(Failure(None, row, exc), row))
+        return await self._apply_or_park(envelope, payload, row, retry_now=True)
 
-    async def _record_dead_letter(self, topic: str, partition: int, offset: int, reason: str) -> None:
-        log.error("%s: dead letter %s[%s]@%s: %s", self.name, topic, partition, offset, reason)
-        await self.pool.execute(
-            f"""INSERT INTO {self.schema}.dead_letters (consumer, topic, kafka_partition, kafka_offset, reason)
-                VALUES ($1, $2, $3, $4, $5)""",
-            self.name, topic, partition, offset, reason[:2000],
-        )
+    async def retry(self, parked: parking.Parked) -> Outcome:
+        """Try a parked event again (after a fix). It stays parked, with the new reason, if it still fails."""
+        try:
+            envelope, payload, origin = await self._reread(parked)
+            if parked.in_store and await self._passed(envelope):
+                await self._apply_out_of_order(parked, envelope, payload)
+                return "applied"
+            # Not yet passed by its stream (or not from a store): in order, with what comes before it.
+            outcome = await self._apply_or_park(envelope, payload, origin, retry_now=True, unpark=parked.in_store,
+                                                park_itself=False)
+        except (ValueError, Failure) as exc:
+            await parking.still_failing(self.pool, self.schema, parked.id, str(exc))
+            return "parked"
+        if not parked.in_store:
+            await parking.resolve(self.pool, self.schema, parked.id, f"retried: {outcome}")
+        return outcome
+
+    async def _reread(self, parked: parking.Parked) -> tuple[Envelope, Payload, Origin]:
+        """The parked event as its store holds it now, or the message as it came."""
+        if not parked.in_store:
+            origin = KafkaOrigin(parked.topic or "", parked.kafka_partition or 0, parked.kafka_offset or 0,
+                                 parked.body)
+            return *read_message(parked.body), origin
+        assert parked.source and parked.stream_id and parked.stream_version
+        async with self.pool.acquire() as conn:
+            rows = await stream_rows(conn, parked.source, parked.stream_id,  # type: ignore[arg-type]
+                                     parked.stream_version - 1, parked.stream_version + 1)
+        if not rows:
+            raise ValueError("the event is no longer in its store")
+        return *read_row(rows[0]), rows[0]
+
+    async def _passed(self, envelope: Envelope) -> bool:
+        last = await self.pool.fetchval(
+            f"""SELECT last_version FROM {self.schema}.consumer_applied
+                WHERE consumer = $1 AND subject_id = $2 AND source = $3""",
+            self.name, envelope.subject_id, envelope.source) or 0
+        return last >= envelope.stream_version
+
+    async def _apply_out_of_order(self, parked: parking.Parked, envelope: Envelope, payload: Payload) -> None:
+        """The stream went on without the event: apply it now, where the read model stands."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._project(conn, envelope, payload)
+            await parking.resolve(conn, self.schema, parked.id, "applied after its stream went on")
+
+    def _unreadable(self, origin: KafkaOrigin, reason: str) -> parking.Parcel:
+        return parking.Parcel(body=origin.body, reason=reason, topic=origin.topic, kafka_partition=origin.partition,
+                              kafka_offset=origin.offset)
+
+    async def _parcel(self, failure: Failure, origin: Origin) -> parking.Parcel:
+        """What to park: the stored row (in_store), or the message as it came from Kafka (in_store only
+        if it is exactly the event its source's store holds)."""
+        envelope = failure.envelope
+        if isinstance(origin, StoredRow):
+            row: StoredRow | None = origin
+            body, where = origin.state, {"notification_id": origin.notification_id}
+        else:
+            row = await self._stored_copy(envelope) if envelope else None
+            body = origin.body
+            where = {"topic": origin.topic, "kafka_partition": origin.partition, "kafka_offset": origin.offset,
+                     "notification_id": row.notification_id if row else None}
+        identity = {} if envelope is None else {
+            "subject_id": envelope.subject_id, "event_id": envelope.event_id, "event_type": envelope.event_type,
+            "source": envelope.source, "stream_id": subject_uuid(envelope.subject_id),
+            "stream_version": envelope.stream_version}
+        if row is not None:
+            identity.update(source=row.source, stream_id=row.stream_id, stream_version=row.version)
+        return parking.Parcel(body=body, reason=str(failure), in_store=row is not None, **identity, **where)
+
+    async def _stored_copy(self, envelope: Envelope) -> StoredRow | None:
+        """The store's row for this event, if the message is exactly that event."""
+        async with self.pool.acquire() as conn:
+            rows = await stream_rows(conn, envelope.source, subject_uuid(envelope.subject_id),
+                                     envelope.stream_version - 1, envelope.stream_version + 1)
+        for row in rows:
+            try:
+                if row.envelope() == envelope:
+                    return row
+            except Exception:  # an unreadable row is not this message
+                return None
+        return None
+
+    async def _park(self, parcel: parking.Parcel, key: bytes | None = None) -> Outcome:
+        parked_id = await parking.park(self.pool, self.schema, self.name, parcel)
+        if parked_id is None:
+            return "parked"  # that stored event was already parked
+        log.error("%s: parked event %s (%s/%s v%s): %s", self.name, parked_id, parcel.source, parcel.subject_id,
+                  parcel.stream_version, parking.clean(parcel.reason, 500))
+        if self.dead_letter is not None:
+            try:
+                key = key or (parcel.subject_id.encode() if parcel.subject_id else None)
+                await self.dead_letter(parcel, key, _dead_letter_headers(parcel))
+            except Exception as exc:  # the row keeps it; the topic copy is for outside eyes
+                log.warning("%s: could not copy parked event %s to the dead-letter topic: %s", self.name,
+                            parked_id, exc)
+        return "parked"
+
+
+def _dead_letter_headers(parcel: parking.Parcel) -> dict[str, str]:
+    headers = {"dead_letter_reason": parking.clean(parcel.reason, 1000)}
+    if parcel.topic is not None:
+        headers.update(original_topic=parcel.topic, original_partition=str(parcel.kafka_partition),
+                       original_offset=str(parcel.kafka_offset))
+    if parcel.notification_id is not None:
+        headers.update(original_source=str(parcel.source), original_notification_id=str(parcel.notification_id))
+    if parcel.event_id is not None:
+        headers.update(event_id=str(parcel.event_id), event_type=parking.clean(parcel.event_type or "", 200))
+    return headers
 
 
 def subscribe(
@@ -204,20 +432,13 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str, consumer: str) -> Dea
     publisher = broker.publisher(
         topic,
         title=f"{topic}:publish",
-        description=f"Messages {consumer} could never process; headers dead_letter_reason, "
-        "original_topic, original_partition, original_offset.",
+        description=f"Events {consumer} could never apply (the message as received, or the stored event), "
+        "parked with the reason; headers dead_letter_reason, and original_topic, original_partition, "
+        "original_offset or original_source, original_notification_id.",
     )
 
-    async def dead_letter(message: KafkaMessage, reason: str) -> None:
-        raw = message.raw_message
-        headers = {k: v for k, v in message.headers.items() if isinstance(v, str)}
-        headers.update(
-            dead_letter_reason=reason[:1000],
-            original_topic=raw.topic,
-            original_partition=str(raw.partition),
-            original_offset=str(raw.offset),
-        )
-        await publisher.publish(message.body, key=raw.key, headers=headers)
+    async def dead_letter(parcel: parking.Parcel, key: bytes | None, headers: dict[str, str]) -> None:
+        await publisher.publish(parcel.body, key=key, headers=headers)
 
     return dead_letter
 

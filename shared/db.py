@@ -1,16 +1,43 @@
-"""asyncpg access: the pool, and the plumbing tables every service keeps in its own schema."""
+"""asyncpg access: the pool, a fast reachability check, and the plumbing tables every service keeps
+in its own schema."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
+
+from shared.errors import DependencyUnavailable
+
+# What PostgreSQL being down or overloaded looks like to a client (not a bug, not bad data).
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionError, a socket that is not there
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, cannot connect now, cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
 
 
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
     return await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size, timeout=10)
 
 
+async def check_reachable(pool: asyncpg.Pool, timeout: float = 0.5) -> None:
+    """Raise DependencyUnavailable unless PostgreSQL answers within `timeout` seconds.
+
+    Commands check first: the event store's own client retries a dead server for seconds before it
+    gives up, and a coordinator should hear at once that nothing was stored."""
+    try:
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout)
+    except UNREACHABLE as exc:
+        raise DependencyUnavailable("The database is unreachable; nothing was stored. Retry in a moment.",
+                                    retryable=True) from exc
+
+
 def plumbing_ddl(schema: str) -> str:
-    """Outbox position, consumer tracking, dead letters and idempotency keys of one service."""
+    """Outbox position, consumer tracking, parked events and idempotency keys of one service."""
     return f"""
     CREATE SCHEMA IF NOT EXISTS {schema};
 
@@ -54,15 +81,33 @@ def plumbing_ddl(schema: str) -> str:
         version text NOT NULL
     );
 
-    CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
+    -- Events a consumer could never apply, with the reason, kept until an operator retries or
+    -- dismisses them (`ucart parked`). in_store: the row is the event its source's store holds, so the
+    -- consumer steps over it and its stream goes on; a message no store holds (unreadable, forged) is
+    -- only recorded.
+    CREATE TABLE IF NOT EXISTS {schema}.parked_events (
         id bigserial PRIMARY KEY,
         consumer text NOT NULL,
-        topic text NOT NULL,
-        kafka_partition integer NOT NULL,
-        kafka_offset bigint NOT NULL,
+        in_store boolean NOT NULL,
+        source text,
+        stream_id uuid,
+        stream_version integer,
+        subject_id text,
+        event_id uuid,
+        event_type text,
+        topic text,
+        kafka_partition integer,
+        kafka_offset bigint,
+        notification_id bigint,
+        body bytea NOT NULL,
         reason text NOT NULL,
-        received_at timestamptz NOT NULL DEFAULT now()
+        parked_at timestamptz NOT NULL DEFAULT now(),
+        retried_at timestamptz,
+        resolved_at timestamptz,
+        resolution text
     );
+    CREATE UNIQUE INDEX IF NOT EXISTS parked_events_one_hole ON {schema}.parked_events
+        (consumer, source, stream_id, stream_version) WHERE in_store AND resolved_at IS NULL;
 
     CREATE TABLE IF NOT EXISTS {schema}.idempotency_keys (
         key text PRIMARY KEY,

@@ -5,17 +5,25 @@ committed there, whether Kafka is up or not. The relay reads the log after its s
 publishes each event keyed by subject id, and only then advances the position (at-least-once: a
 crash between the two republishes a batch, and consumers drop the copies). One relay per service
 publishes at a time, guarded by a PostgreSQL advisory lock.
+
+After a failed send the relay saves the position of what the broker already acknowledged, and waits
+longer after each failure in a row (`backoff`) before it resumes from there: a broker that refuses
+one event is not sent the rest of the batch again and again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import asyncpg
+from eventsourcing.persistence import Notification
 
+from shared import parking
 from shared.contract.envelope import Envelope
 from shared.eventstore.application import SubjectApplication, to_envelope
 
@@ -40,6 +48,13 @@ class BrokerWasReset(RuntimeError):
     pass
 
 
+def backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: doubling from `base` up to `cap`, the
+    upper half random, so that relays that failed together do not retry in step."""
+    ceiling = min(cap, base * 2 ** min(failures - 1, 32))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -51,6 +66,8 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         prepare: Prepare = _nothing_to_prepare,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 10.0,
     ):
         self.app = app
         self.pool = pool
@@ -63,8 +80,16 @@ class OutboxRelay:
         # from a restart with no topics, and silently drops a produce to a topic it has not yet
         # re-created, so the topics must exist before anything is sent.
         self.prepare = prepare
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._offsets: dict[int, int] = {}  # partition -> last offset the broker acknowledged
-        self.published = 0  # since start, for metrics and tests
+        self._attempted = 0  # the highest notification id this relay has tried to send
+        # Since start, for metrics, /ready and tests:
+        self.published = 0  # events the broker acknowledged
+        self.republished = 0  # events sent again, after a failure or a broker reset
+        self.errors = 0  # failed attempts
+        self.failures = 0  # failed attempts since the last batch that went out whole
+        self.failing_since: float | None = None  # monotonic time of the first of those failures
+        self.last_error = ""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -79,32 +104,68 @@ class OutboxRelay:
         return value or 0
 
     async def publish_pending(self) -> int:
-        """Publish one batch after the saved position; return how many events went out."""
+        """Publish one batch after the saved position; return how many events went out. If a send
+        fails, the position is saved after the events the broker acknowledged before it."""
         start = await self.position()
         notifications = await asyncio.to_thread(
             self.app.recorder.select_notifications, start + 1, self.batch_size
         )
-        for notification in notifications:
-            domain_event = self.app.mapper.to_domain_event(notification)
-            ack = await self.publish(to_envelope(domain_event, self.app.source))
-            self._check_not_reset(ack)
-            self.published += 1
+        acknowledged = None
+        try:
+            for notification in notifications:
+                if notification.id <= self._attempted:
+                    self.republished += 1
+                self._attempted = max(self._attempted, notification.id)
+                try:
+                    envelope = to_envelope(self.app.mapper.to_domain_event(notification), self.app.source)
+                except Exception as exc:  # a row no code can read (written behind the application's back)
+                    await self._park(notification, exc)
+                    acknowledged = notification.id
+                    continue
+                ack = await self.publish(envelope)
+                self._check_not_reset(ack)
+                acknowledged = notification.id
+                self.published += 1
+        except BrokerWasReset:
+            raise  # the whole batch goes again: the restarted broker dropped what it acknowledged
+        except Exception:
+            if acknowledged is not None:
+                await self._save_position(acknowledged)
+            raise
         if notifications:
-            await self.pool.execute(
-                f"""INSERT INTO {self.schema}.outbox_position (relay, last_notification_id) VALUES ($1, $2)
-                    ON CONFLICT (relay) DO UPDATE SET last_notification_id = EXCLUDED.last_notification_id,
-                                                      updated_at = now()""",
-                self.name,
-                notifications[-1].id,
-            )
+            await self._save_position(notifications[-1].id)
+        self._not_failing()
         return len(notifications)
+
+    async def _park(self, notification: Notification, exc: Exception) -> None:
+        """Set an unreadable stored event aside (reported by /ready and `ucart parked list`) rather
+        than stop publishing the service's events at it."""
+        reason = f"stored event cannot be read: {type(exc).__name__}: {exc}"
+        await parking.park(self.pool, self.schema, self.name, parking.Parcel(
+            body=bytes(notification.state), reason=reason, in_store=True, source=self.app.source,
+            stream_id=notification.originator_id, stream_version=notification.originator_version,
+            notification_id=notification.id))
+        log.error("%s: parked notification %d, not published: %s", self.name, notification.id,
+                  parking.clean(reason, 500))
+
+    async def _save_position(self, notification_id: int) -> None:
+        await self.pool.execute(
+            f"""INSERT INTO {self.schema}.outbox_position (relay, last_notification_id) VALUES ($1, $2)
+                ON CONFLICT (relay) DO UPDATE SET last_notification_id = EXCLUDED.last_notification_id,
+                                                  updated_at = now()""",
+            self.name,
+            notification_id,
+        )
 
     def _check_not_reset(self, ack: Acknowledged) -> None:
         """Offsets only grow on a broker that kept its data. One that went back means the broker
         restarted empty, and a memory-only broker acknowledges, then drops, writes to a topic it no
-        longer has: publish the batch again once the topic exists (consumers drop the copies)."""
+        longer has: publish the batch again once the topic exists (consumers drop the copies).
+        The offsets are kept across failures: a broker that came back empty while the relay was
+        failing is noticed at its first answer."""
         last = self._offsets.get(ack.partition, -1)
         if ack.offset <= last:
+            self._offsets.clear()  # the restarted broker's offsets are the ones to compare with now
             raise BrokerWasReset(f"partition {ack.partition} offset went back from {last} to {ack.offset}")
         self._offsets[ack.partition] = ack.offset
 
@@ -112,6 +173,10 @@ class OutboxRelay:
         """Events committed but not yet published."""
         latest = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
         return max(0, latest - await self.position())
+
+    def failing_for(self) -> float:
+        """How long the relay has been failing without a break (0 while it publishes, or has nothing to)."""
+        return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
 
     async def run(self) -> None:
         """Relay until stopped: take the leadership lock, then publish whenever there is something new."""
@@ -121,17 +186,34 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database down: keep the position, retry later
-                log.warning("%s paused: %s; retrying", self.name, exc)
-                await asyncio.sleep(min(5.0, self.poll_seconds * 2))
+                delay = self._failed(exc)
+                log.warning("%s paused: %s; retrying in %.1f s", self.name, self.last_error, delay)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+
+    def _failed(self, exc: Exception) -> float:
+        """Count the failure; return how long to wait before trying again."""
+        self.errors += 1
+        self.failures += 1
+        name, text = type(exc).__name__, str(exc)
+        self.last_error = text if text.startswith(name) else f"{name}: {text}" if text else name
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        return backoff(self.failures, self.backoff_base, self.backoff_cap)
+
+    def _not_failing(self) -> None:
+        self.failures, self.failing_since = 0, None
 
     async def _lead(self) -> None:
         conn: asyncpg.Connection = await self.pool.acquire()
         channel = f"{self.app.name}_events"  # eventsourcing NOTIFYs on its table's name at every insert
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.name):
+                self._not_failing()  # another relay publishes; this one has nothing to fail at
                 await asyncio.sleep(self.poll_seconds)
             await self.prepare()
-            self._offsets.clear()
             await conn.add_listener(channel, self._on_notify)
             try:
                 while not self._stopping.is_set():

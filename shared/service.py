@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from shared import db, ops
+from shared import db, ops, parking
 from shared import facts as subject_facts
 from shared.config import Settings
 from shared.consumer import IdempotentConsumer, Projection, dead_letter_publisher, rebuild_if_outdated, subscribe
@@ -32,6 +32,7 @@ from shared.http import problems
 from shared.http.idempotency import IdempotencyStore
 from shared.outbox import OutboxRelay
 from shared.protocol import Protocol, load_protocol
+from shared.redact import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,10 @@ def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
     (The AsyncAPI document is generated from this.)"""
     broker = KafkaBroker(settings.bootstrap_servers, client_id=f"ucart-{spec.name}", acks="all",
                          enable_idempotence=False,  # the embedded broker refuses idempotent producers
-                         request_timeout_ms=10_000)  # fail a send to a dead broker soon; the relay retries
+                         request_timeout_ms=10_000,  # fail a send to a dead broker soon; the relay retries
+                         # A topic re-created with another layout after a broker restart fails sends
+                         # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
+                         metadata_max_age_ms=10_000)
     runtime = Runtime(spec=spec, settings=settings, protocol=load_protocol(settings.protocol_file), broker=broker)
     prefix = settings.topic_prefix
     for sub in spec.subscriptions(runtime.protocol):
@@ -178,7 +182,7 @@ async def _connect_broker(runtime: Runtime) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("Kafka not reachable at %s (%s); retrying", runtime.settings.bootstrap_servers, exc)
+            log.warning("Kafka not reachable at %s (%s); retrying", mask_url(runtime.settings.bootstrap_servers), exc)
             await asyncio.sleep(2)
 
 
@@ -190,6 +194,9 @@ async def _reconcile_forever(runtime: Runtime) -> None:
                 if applied := await consumer.reconcile(subscription.sources):
                     log.warning("%s: applied %d event(s) from the event stores that Kafka had not delivered",
                                 consumer.name, applied)
+                if parked := (await parking.counts(runtime.pool, runtime.schema)).get(consumer.name):
+                    log.warning("%s: %d event(s) parked and stepped over; see `ucart parked list`",
+                                consumer.name, parked)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -219,6 +226,8 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
                                     prepare=lambda: ensure_topics(settings, own_topic))
         relay_task = asyncio.create_task(runtime.relay.run())
         tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(_reconcile_forever(runtime))]
+        app.state.lag_monitor = ops.LagMonitor(runtime, settings.ready_lag_window_seconds)  # read by /ready
+        tasks.append(asyncio.create_task(app.state.lag_monitor.run()))
         log.info("%s service ready", spec.name)
         try:
             yield

@@ -418,24 +418,19 @@ async def _read_model(conn: asyncpg.Connection, watched: Watched, schema: str) -
     return {r["subject_id"]: _row(watched, r) for r in rows}
 
 
-async def _no_dead_letter_topic(message, reason: str) -> None:  # a replica reads no topic
-    raise AssertionError(f"a replica got a message from Kafka: {reason}")
-
-
-async def rebuilt(database_url: str, watched: Watched) -> dict[str, object]:
-    """The consumer's read model built afresh from the event stores, in a schema of its own."""
+async def rebuilt(database_url: str, watched: Watched) -> tuple[dict[str, object], int]:
+    """The consumer's read model built afresh from the event stores, in a schema of its own, and how
+    many stored events it parked doing so."""
     replica = f"replica_{watched.schema}"
     pool = await db.create_pool(database_url)
     try:
         await pool.execute(f"DROP SCHEMA IF EXISTS {replica} CASCADE")
         await pool.execute(db.plumbing_ddl(replica) + watched.ddl(replica))
-        consumer = IdempotentConsumer(watched.projection(replica), pool, schema=replica,
-                                      dead_letter=_no_dead_letter_topic)
+        consumer = IdempotentConsumer(watched.projection(replica), pool, schema=replica)
         await consumer.reconcile(watched.sources)
-        parked = await pool.fetch(f"SELECT topic, kafka_offset, reason FROM {replica}.dead_letters")
-        assert not parked, f"events in the stores that {watched.consumer} cannot apply: {parked}"
+        parked = await pool.fetchval(f"SELECT count(*) FROM {replica}.parked_events")
         async with pool.acquire() as conn:
-            return await _read_model(conn, watched, replica)
+            return await _read_model(conn, watched, replica), parked
     finally:
         await pool.close()
 
@@ -471,27 +466,33 @@ def wait_caught_up(database_url: str, timeout: float = 60.0) -> None:
     eventually(caught_up, timeout=timeout)
 
 
-def assert_converged(database_url: str, *, dead_letters: dict[str, int] | None = None,
+def assert_converged(database_url: str, *, parked: dict[str, int] | None = None,
                      timeout: float = 60.0) -> dict[str, dict[str, object]]:
     """Wait until every consumer has applied every stored event exactly once (per stream, the last
-    version applied is the last version stored: nothing missing, nothing beyond); then check that each
-    read model rebuilt from the event stores equals the live one, that no valid event was parked as a
-    dead letter (beyond `dead_letters`, per service) and that every gap was filled. Returns the live
-    read models."""
+    version applied is the last version stored: nothing missing, nothing beyond; parked events are
+    stepped over); then check that each read model rebuilt from the event stores equals the live one
+    and parked the same stored events, that nothing else was parked (`parked`: the expected count
+    per consumer) and that every gap was filled. Returns the live read models."""
     wait_caught_up(database_url, timeout)
     assert journey_caught_up(database_url)  # the suite's shared check agrees
     models = snapshot(database_url)
     for watched in CONSUMERS:
-        replica = asyncio.run(rebuilt(database_url, watched))
+        replica, replica_parked = asyncio.run(rebuilt(database_url, watched))
+        live_parked = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.schema}.parked_events
+            WHERE consumer = '{watched.consumer}' AND in_store AND resolved_at IS NULL"""))
+        assert replica_parked == live_parked, \
+            f"{watched.consumer}: the rebuild parked {replica_parked} stored event(s), the live consumer {live_parked}"
         current = models[watched.consumer]
         assert current.keys() == replica.keys(), f"{watched.consumer}: subjects differ"
         different = [s for s in current if current[s] != replica[s]]
         assert not different, f"{watched.consumer}: live != rebuilt for {different[:3]}: " \
                               f"{current[different[0]]} != {replica[different[0]]}"
-    expected_dead = dead_letters or {}
+    expected_parked = parked or {}
+    for watched in CONSUMERS:
+        count = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.schema}.parked_events
+            WHERE consumer = '{watched.consumer}' AND resolved_at IS NULL"""))
+        assert count == expected_parked.get(watched.consumer, 0), f"{watched.consumer}: {count} parked event(s)"
     for service in SOURCES:
-        parked = asyncio.run(_count(database_url, f"SELECT count(*) FROM {service}.dead_letters"))
-        assert parked == expected_dead.get(service, 0), f"{service}: {parked} dead letter(s)"
         unrepaired = asyncio.run(_count(database_url,
                                         f"SELECT count(*) FROM {service}.consumer_gaps WHERE NOT repaired"))
         assert unrepaired == 0, f"{service}: {unrepaired} gap(s) could not be filled"

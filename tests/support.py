@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -71,6 +74,36 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
     finally:
         await consumer.stop()
     return found
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.1)
+
+
+async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, dict]]:
+    from aiokafka import AIOKafkaConsumer
+
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"dlq-{uuid.uuid4().hex}",
+                              auto_offset_reset="earliest")
+    await reader.start()
+    found = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < expected:
+                for records in (await reader.getmany(timeout_ms=500)).values():
+                    found += [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
+    finally:
+        await reader.stop()
+    return found
+
+
+def ucart(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess:
+    """The operator command line (`python -m infra ...`), as a person runs it."""
+    environment = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200", **env}
+    return subprocess.run([sys.executable, "-m", "infra", *args], env=environment, capture_output=True, text=True,
+                          timeout=120)
 
 
 class RunningStack:
@@ -158,3 +191,49 @@ def journey_caught_up(database_url: str) -> bool:
             await conn.close()
 
     return asyncio.run(check())
+
+
+POISONED, OTHER = "UCT-31-001", "UCT-31-002"
+
+
+def poisoned_followup_store(database_url: str) -> dict[str, list[Envelope]]:
+    """Fill a real follow-up event store: POISONED has an AE whose term holds a NUL (PostgreSQL's jsonb
+    refuses it, so the journey can never apply it), then a clean one; OTHER has one clean AE."""
+    from services.followup.app import FollowupApplication
+    from services.followup.domain import FollowupSubject
+    from services.followup.projections import store
+    from shared import db
+    from shared.contract.envelope import RecordedBy
+    from shared.contract.events import AEReported
+    from shared.eventstore import EventMeta
+    from shared.eventstore.application import postgres_env
+
+    async def tables() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(db.plumbing_ddl("followup") + store.ddl("followup"))
+        finally:
+            await conn.close()
+
+    asyncio.run(tables())
+    now = datetime.now(UTC)
+    app = FollowupApplication(postgres_env(database_url, "followup"))
+
+    def record(subject, subject_id: str, term: str) -> tuple:
+        fields = dict(ae_id=uuid.uuid4(), term=term, category="OTHER", grade=1, serious=False,
+                      seriousness_criteria=(), relatedness="possible", expected=None, aware_at=now - timedelta(days=2),
+                      crs=None, icans=None, gvhd=None)
+        # A NUL cannot come in through the API any more; events stored before that may still hold one.
+        payload = AEReported.model_construct(**fields) if "\x00" in term else AEReported(**fields)
+        meta = EventMeta(subject_id=subject_id, occurred_at=now - timedelta(days=2), protocol_version="t@1",
+                         recorded_by=RecordedBy(user_id="u1", role="coordinator"))
+        subject = FollowupSubject.record_into(subject, meta, payload)
+        return subject, app.commit(subject)[0]
+
+    try:
+        subject, poison = record(None, POISONED, "Rash\x00")
+        _, after = record(subject, POISONED, "Fever")
+        _, other = record(None, OTHER, "Nausea")
+    finally:
+        app.close()
+    return {POISONED: [poison, after], OTHER: [other]}

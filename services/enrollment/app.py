@@ -6,6 +6,7 @@ from shared.contract.envelope import Envelope
 from shared.contract.events import ConsentWithdrawn, Enrolled, ScreenFailed
 from shared.eventstore import EventMeta, SubjectApplication
 from shared.facts import SubjectFacts
+from shared.protocol import Protocol
 
 from services.enrollment import domain
 
@@ -14,8 +15,8 @@ class EnrollmentApplication(SubjectApplication[domain.EnrollmentSubject]):
     name = "enrollment"
     source = "enrollment"
 
-    def enrol(self, meta: EventMeta, payload: Enrolled) -> list[Envelope]:
-        return self.record(domain.enrol, meta, payload)
+    def enrol(self, meta: EventMeta, payload: Enrolled, protocol: Protocol) -> list[Envelope]:
+        return self.record(domain.enrol, meta, payload, protocol)
 
     def screen_fail(self, meta: EventMeta, payload: ScreenFailed) -> list[Envelope]:
         return self.record(domain.screen_fail, meta, payload)

@@ -8,6 +8,7 @@ from shared.contract.events import ConsentWithdrawn, Enrolled, Payload, ScreenFa
 from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta, SubjectStream
 from shared.facts import SubjectFacts
+from shared.protocol import Enrolment, Protocol
 
 
 class EnrollmentSubject(SubjectStream):
@@ -35,7 +36,25 @@ def _code_is_free(subject: EnrollmentSubject | None) -> None:
         )
 
 
-def enrol(subject: EnrollmentSubject | None, meta: EventMeta, payload: Enrolled) -> EnrollmentSubject:
+def _plausible_for_the_protocol(payload: Enrolled, rules: Enrolment) -> None:
+    """Dates a typing error would give: consent before the study, a birth after consent, an age
+    outside the protocol's range (counted in calendar years: only the year of birth is recorded)."""
+    consented = payload.consent_signed_on
+    if consented < rules.study_start_date:
+        raise InvalidCommand(f"consent_signed_on ({consented}) is before the study started "
+                             f"({rules.study_start_date}): correct the date of consent.")
+    if payload.year_of_birth > consented.year:
+        raise InvalidCommand(f"year_of_birth ({payload.year_of_birth}) is after the year consent was signed "
+                             f"({consented.year}): correct the year of birth or consent_signed_on.")
+    age = consented.year - payload.year_of_birth
+    if not rules.min_age_years <= age <= rules.max_age_years:
+        raise InvalidCommand(f"year_of_birth ({payload.year_of_birth}) gives an age of {age} at consent; the "
+                             f"protocol enrols ages {rules.min_age_years} to {rules.max_age_years}. Check the "
+                             "year of birth; a subject outside that range is recorded as a screening failure.")
+
+
+def enrol(subject: EnrollmentSubject | None, meta: EventMeta, payload: Enrolled,
+          protocol: Protocol) -> EnrollmentSubject:
     _code_is_free(subject)
     enrolled_on = meta.occurred_at.date()
     if payload.consent_signed_on > enrolled_on:
@@ -43,6 +62,7 @@ def enrol(subject: EnrollmentSubject | None, meta: EventMeta, payload: Enrolled)
             f"consent_signed_on ({payload.consent_signed_on}) is after the enrolment date ({enrolled_on}): "
             "informed consent must be signed on or before enrolment. Correct either date."
         )
+    _plausible_for_the_protocol(payload, protocol.enrolment)
     if not payload.cd19_positive:
         raise RuleViolation(
             "Not eligible: CD19 expression on blasts must be confirmed before enrolment. "

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime
 
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AECorrected,
     AEReported,
@@ -28,6 +28,8 @@ from shared.contract.events import (
 from shared.errors import SubjectNotFound
 from shared.http.access import Caller, caller
 from shared.http.commands import SubjectPath, add_command
+from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
+from shared.http.problems import responses
 from shared.service import use_case
 from shared.time import now_utc, today_utc
 
@@ -69,7 +71,11 @@ COMMANDS = [
 for path, payload, run, summary in COMMANDS:
     add_command(router, f"/subjects/{{subject_id}}/{path}", payload, run, summary=summary)
 
-OnDate = Annotated[date | None, Query(description="Evaluate statuses on this date (default: today, UTC).")]
+OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, "
+                                                "UTC).")]
+# What each kind of read can answer besides 200.
+READ = responses(422, 503)
+READ_SUBJECT = responses(404, 422, 503)
 
 
 def _runtime(request: Request):
@@ -85,7 +91,7 @@ async def _journey(request: Request, subject_id: str) -> journeys.Journey:
     return found
 
 
-@read_router.get("/subjects", summary="Every subject with its status")
+@read_router.get("/subjects", summary="Every subject with its status", responses=READ)
 async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
     rt = _runtime(request)
     today = on or today_utc()
@@ -96,9 +102,9 @@ async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
     ]
 
 
-AsOf = Annotated[AwareDatetime | None, Query(description="What the system knew at this moment (system time, "
-                                                          "ISO 8601 with a UTC offset).")]
-EffectiveOn = Annotated[date | None, Query(description="The subject's clinical state on this date.")]
+AsOf = Annotated[QueryDatetime, Query(description="What the system knew at this moment (system time, ISO 8601 "
+                                                   "with a UTC offset, e.g. 2026-03-02T09:30:00+01:00).")]
+EffectiveOn = Annotated[QueryDate, Query(description="The subject's clinical state on this date, YYYY-MM-DD.")]
 
 
 async def _journey_at(request: Request, subject_id: str, as_of: datetime | None,
@@ -114,7 +120,8 @@ async def _journey_at(request: Request, subject_id: str, as_of: datetime | None,
     return history.fold(subject_id, history.select(events, as_of, effective)), day
 
 
-@read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses")
+@read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses",
+                 responses=READ_SUBJECT)
 async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
                       effective_on: EffectiveOn = None) -> journeys.JourneyView:
     protocol = _runtime(request).protocol
@@ -126,15 +133,22 @@ async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = No
     return view
 
 
-@read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status")
+@read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status",
+                 responses=READ_SUBJECT)
 async def get_schedule(request: Request, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
                        effective_on: EffectiveOn = None) -> list[schedules.ScheduledVisit]:
     journey, day = await _journey_at(request, subject_id, as_of, effective_on)
     return schedules.schedule(journey, _runtime(request).protocol, on or day)
 
 
+HISTORY_FORMATS = {"model": list[Envelope], "description": "The events in the format asked for: JSON (default), "
+                   "JSON Lines or CSV", "content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                                                   "text/csv": {"schema": {"type": "string"}}}}
+
+
 @read_router.get("/subjects/{subject_id}/history", tags=["audit"],
-                 summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)")
+                 summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)",
+                 responses={200: HISTORY_FORMATS, **READ_SUBJECT})
 async def get_history(request: Request, subject_id: SubjectPath, reader: Annotated[Caller, Depends(caller)],
                       format: Literal["json", "jsonl", "csv"] = "json") -> Response:
     async with _runtime(request).pool.acquire() as conn:
@@ -156,9 +170,10 @@ class StudyVisit(schedules.ScheduledVisit):
     site_id: str | None
 
 
-@read_router.get("/followups", summary="Planned visits across the study, e.g. ?status=overdue")
+@read_router.get("/followups", summary="Planned visits across the study, e.g. ?status=overdue", responses=READ)
 async def list_followups(request: Request, on: OnDate = None,
-                         status: Annotated[list[schedules.VisitStatus] | None, Query()] = None) -> list[StudyVisit]:
+                         status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None
+                         ) -> list[StudyVisit]:
     rt = _runtime(request)
     today = on or today_utc()
     return [StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
@@ -171,20 +186,22 @@ class StudyQuery(journeys.DataQuery):
     site_id: str | None
 
 
-@read_router.get("/queries", summary="Data queries across the study, e.g. ?status=open")
+@read_router.get("/queries", summary="Data queries across the study, e.g. ?status=open", responses=READ)
 async def list_queries(request: Request, status: Annotated[list[Literal["open", "answered", "closed"]] | None,
-                                                           Query()] = None) -> list[StudyQuery]:
+                                                           NeverNull(), Query()] = None) -> list[StudyQuery]:
     rt = _runtime(request)
     return [StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
             for j in await store.all_journeys(rt.pool, rt.schema)
             for q in j.queries.values() if not status or q.status in status]
 
 
-@read_router.get("/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)")
+@read_router.get("/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)",
+                 responses=READ)
 async def list_safety_reports(
     request: Request,
-    at: Annotated[AwareDatetime | None, Query(description="Evaluate at this time, with a UTC offset (default: now).")] = None,
-    status: Annotated[list[reporting.ReportStatus] | None, Query()] = None,
+    at: Annotated[QueryDatetime, Query(description="Evaluate at this time, ISO 8601 with a UTC offset (default: "
+                                                   "now).")] = None,
+    status: Annotated[list[reporting.ReportStatus] | None, NeverNull(), Query()] = None,
 ) -> list[reporting.ReportDue]:
     rt = _runtime(request)
     now = at or now_utc()
@@ -192,7 +209,8 @@ async def list_safety_reports(
             for r in reporting.reports_due(j, rt.protocol, now) if not status or r.status in status]
 
 
-@read_router.get("/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs")
+@read_router.get("/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs",
+                 responses=READ)
 async def study_safety(request: Request, on: OnDate = None) -> safety_tables.SafetyTable:
     rt = _runtime(request)
     as_of = on or today_utc()
@@ -200,7 +218,7 @@ async def study_safety(request: Request, on: OnDate = None) -> safety_tables.Saf
     return safety_tables.safety_table([s for s in summaries if s is not None])
 
 
-@read_router.get("/study/efficacy", summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR")
+@read_router.get("/study/efficacy", summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR", responses=READ)
 async def study_efficacy(request: Request, on: OnDate = None) -> efficacy_tables.EfficacyTable:
     rt = _runtime(request)
     as_of = on or today_utc()

@@ -8,6 +8,7 @@ from shared import facts
 from shared.contract.events import InfusionCorrected, LymphodepletionGiven, UCARTInfused
 from shared.errors import SubjectNotFound
 from shared.http.commands import SubjectPath, add_command
+from shared.http.problems import responses
 from shared.service import use_case
 
 from services.treatment.app import TreatmentApplication as App
@@ -23,7 +24,7 @@ add_command(router, "/subjects/{subject_id}/infusion-corrections", InfusionCorre
             summary="Correct the infusion record (reason required)")
 
 
-@router.get("/subjects/{subject_id}", summary="The subject as treatment knows it")
+@router.get("/subjects/{subject_id}", summary="The subject as treatment knows it", responses=responses(404, 422, 503))
 async def get_subject(request: Request, subject_id: SubjectPath) -> dict:
     rt = request.app.state.runtime
     subject = await rt.call(rt.app.find, subject_id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
+
+from shared.contract.strict import ContractModel, IsoAwareDatetime
 
 Source = Literal["enrollment", "treatment", "followup"]
 
@@ -20,20 +22,16 @@ SubjectId = Annotated[
 ]
 
 
-class RecordedBy(BaseModel):
+class RecordedBy(ContractModel):
     """Who entered the data (ALCOA+: attributable)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     user_id: str = Field(min_length=1, max_length=128)
     role: str = Field(min_length=1, max_length=64)
 
 
-class Envelope(BaseModel):
+class Envelope(ContractModel):
     """One event as published on Kafka. ``payload`` is validated against its model by
     :meth:`typed_payload`, so a consumer sees exactly the model the producer stored."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_id: UUID
     event_type: str
@@ -41,8 +39,8 @@ class Envelope(BaseModel):
     subject_id: SubjectId
     source: Source
     stream_version: int = Field(ge=1, description="Position in the subject's stream at the source, from 1.")
-    occurred_at: AwareDatetime = Field(description="Clinical time: when it happened.")
-    recorded_at: AwareDatetime = Field(description="System time (UTC): when it was stored.")
+    occurred_at: IsoAwareDatetime = Field(description="Clinical time: when it happened.")
+    recorded_at: IsoAwareDatetime = Field(description="System time (UTC): when it was stored.")
     recorded_by: RecordedBy
     correlation_id: UUID
     causation_id: UUID | None = None

@@ -7,19 +7,17 @@ the envelope's ``occurred_at``; payloads hold the clinical facts.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import ClassVar, Literal
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from shared.contract.envelope import Source
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
+from shared.contract.strict import ContractModel, IsoAwareDatetime, IsoDate
 
 
-class Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Payload(ContractModel):
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
     source: ClassVar[Source]
@@ -35,11 +33,11 @@ class Enrolled(Payload):
     source: ClassVar[Source] = "enrollment"
 
     site_id: str = Field(pattern=r"^[A-Z0-9]{2,8}$", description="Study site code, e.g. 01.")
-    consent_signed_on: date
-    year_of_birth: int = Field(ge=1900, le=2100)
+    consent_signed_on: IsoDate
+    year_of_birth: StrictInt = Field(ge=1900, le=2100)
     sex: Literal["F", "M", "U"]
     disease_status: Literal["relapsed", "refractory"]
-    cd19_positive: bool = Field(description="CD19 expression on blasts confirmed at screening.")
+    cd19_positive: StrictBool = Field(description="CD19 expression on blasts confirmed at screening.")
 
 
 class ScreenFailed(Payload):
@@ -47,6 +45,7 @@ class ScreenFailed(Payload):
 
     event_type: ClassVar[str] = "ScreenFailed"
     source: ClassVar[Source] = "enrollment"
+    free_text: ClassVar[frozenset[str]] = frozenset({"failure_reason"})
 
     site_id: str = Field(pattern=r"^[A-Z0-9]{2,8}$")
     failure_reason: str = Field(min_length=3, max_length=500)
@@ -57,6 +56,7 @@ class ConsentWithdrawn(Payload):
 
     event_type: ClassVar[str] = "ConsentWithdrawn"
     source: ClassVar[Source] = "enrollment"
+    free_text: ClassVar[frozenset[str]] = frozenset({"withdrawal_reason"})
 
     withdrawal_reason: str = Field(min_length=3, max_length=500)
 
@@ -64,11 +64,9 @@ class ConsentWithdrawn(Payload):
 # --- treatment ----------------------------------------------------------------------------------
 
 
-class AgentDose(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class AgentDose(ContractModel):
     agent: Literal["fludarabine", "cyclophosphamide", "alemtuzumab"]
-    dose: float = Field(gt=0, le=10_000)
+    dose: StrictFloat = Field(gt=0, le=10_000)
     unit: Literal["mg/m2", "mg/kg", "mg"]
 
 
@@ -94,8 +92,8 @@ class UCARTInfused(Payload):
     event_type: ClassVar[str] = "UCARTInfused"
     source: ClassVar[Source] = "treatment"
 
-    dose_cells_per_kg: float = Field(gt=0, le=1e9, description="Viable CAR+ cells per kg, e.g. 1e7.")
-    dose_level: int = Field(ge=1, le=10)
+    dose_cells_per_kg: StrictFloat = Field(gt=0, le=1e9, description="Viable CAR+ cells per kg, e.g. 1e7.")
+    dose_level: StrictInt = Field(ge=1, le=10)
     product_lot: str = Field(min_length=1, max_length=64)
     donor_id: str = Field(min_length=1, max_length=64)
 
@@ -107,8 +105,8 @@ class InfusionCorrected(Payload):
     event_type: ClassVar[str] = "InfusionCorrected"
     source: ClassVar[Source] = "treatment"
 
-    dose_cells_per_kg: float = Field(gt=0, le=1e9)
-    dose_level: int = Field(ge=1, le=10)
+    dose_cells_per_kg: StrictFloat = Field(gt=0, le=1e9)
+    dose_level: StrictInt = Field(ge=1, le=10)
     product_lot: str = Field(min_length=1, max_length=64)
     donor_id: str = Field(min_length=1, max_length=64)
 
@@ -128,8 +126,8 @@ class AEReportedV1(Payload):
     ae_id: UUID = Field(default_factory=uuid4, description="Identifies the AE for later updates.")
     term: str = Field(min_length=2, max_length=200)
     category: Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
-    grade: int = Field(ge=1, le=5, description="CTCAE v5 / ASTCT grade, 1 (mild) to 5 (death).")
-    serious: bool = Field(description="ICH E2A seriousness, independent of the grade.")
+    grade: StrictInt = Field(ge=1, le=5, description="CTCAE v5 / ASTCT grade, 1 (mild) to 5 (death).")
+    serious: StrictBool = Field(description="ICH E2A seriousness, independent of the grade.")
     relatedness: Literal["unrelated", "unlikely", "possible", "probable", "definite"]
 
 
@@ -142,23 +140,21 @@ SeriousnessCriterion = Literal[
 ]
 
 
-class AEFields(BaseModel):
+class AEFields(ContractModel):
     """What the investigator records of an adverse event (reported, or corrected)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     term: str = Field(min_length=2, max_length=200)
     category: AECategory
-    grade: int = Field(ge=1, le=5, description="The investigator's CTCAE v5 / ASTCT grade, 1 to 5 (death).")
-    serious: bool = Field(description="ICH E2A seriousness, independent of the grade.")
+    grade: StrictInt = Field(ge=1, le=5, description="The investigator's CTCAE v5 / ASTCT grade, 1 to 5 (death).")
+    serious: StrictBool = Field(description="ICH E2A seriousness, independent of the grade.")
     seriousness_criteria: tuple[SeriousnessCriterion, ...] = Field(
         default=(), description="Why it is serious (ICH E2A); required when serious."
     )
     relatedness: Relatedness = Field(description="To the UCAR-T product; possible and above = suspected.")
-    expected: bool | None = Field(
+    expected: StrictBool | None = Field(
         default=None, description="Listed in the investigator's brochure; None until assessed."
     )
-    aware_at: AwareDatetime = Field(description="When the site became aware of the AE (starts the SAE clock).")
+    aware_at: IsoAwareDatetime = Field(description="When the site became aware of the AE (starts the SAE clock).")
     crs: CRSFindings | None = Field(default=None, description="Findings for a CRS (grade derived by ASTCT).")
     icans: ICANSFindings | None = Field(default=None, description="Findings for ICANS (grade derived by ASTCT).")
     gvhd: GvHDStaging | None = Field(default=None, description="Organ staging for GvHD (MAGIC).")
@@ -197,7 +193,7 @@ class AEUpdated(Payload):
     source: ClassVar[Source] = "followup"
 
     ae_id: UUID
-    grade: int | None = Field(default=None, ge=1, le=5, description="The grade from now on.")
+    grade: StrictInt | None = Field(default=None, ge=1, le=5, description="The grade from now on.")
     outcome: Literal["recovering", "recovered", "recovered_with_sequelae", "not_recovered", "fatal"] | None = None
 
     @model_validator(mode="after")
@@ -225,6 +221,7 @@ class DataQueryOpened(Payload):
 
     event_type: ClassVar[str] = "DataQueryOpened"
     source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"text"})
 
     query_id: UUID = Field(default_factory=uuid4)
     ae_id: UUID | None = None
@@ -237,6 +234,7 @@ class DataQueryOpened(Payload):
 class DataQueryAnswered(Payload):
     event_type: ClassVar[str] = "DataQueryAnswered"
     source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"answer"})
 
     query_id: UUID
     answer: str = Field(min_length=2, max_length=1000)
@@ -245,6 +243,7 @@ class DataQueryAnswered(Payload):
 class DataQueryClosed(Payload):
     event_type: ClassVar[str] = "DataQueryClosed"
     source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"resolution"})
 
     query_id: UUID
     resolution: str = Field(min_length=2, max_length=1000)
@@ -258,7 +257,7 @@ class SafetyReportSubmitted(Payload):
 
     ae_id: UUID
     report: Literal["sae_to_sponsor", "susar_to_regulator"]
-    received_at: AwareDatetime = Field(description="When the recipient received it (sponsor receipt starts "
+    received_at: IsoAwareDatetime = Field(description="When the recipient received it (sponsor receipt starts "
                                                    "the SUSAR clock).")
 
 
@@ -273,8 +272,8 @@ class ResponseAssessedV1(Payload):
 
     timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
     response: Literal["CR", "CRi", "NR", "RELAPSE"]
-    marrow_blasts_pct: float = Field(ge=0, le=100)
-    mrd_negative: bool | None = Field(default=None, description="Flow MRD < 0.01%, if measured.")
+    marrow_blasts_pct: StrictFloat = Field(ge=0, le=100)
+    mrd_negative: StrictBool | None = Field(default=None, description="Flow MRD < 0.01%, if measured.")
     cd19_status: Literal["CD19+", "CD19-", "lineage_switch"] | None = Field(
         default=None, description="Blast CD19 status, for a relapse."
     )
@@ -298,15 +297,15 @@ class ResponseAssessed(Payload):
 
     timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
     response: Literal["CR", "CRi", "NR", "RELAPSE"]
-    marrow_blasts_pct: float = Field(ge=0, le=100)
-    circulating_blasts: bool | None = None
-    extramedullary_disease: bool | None = None
-    anc_10e9_per_l: float | None = Field(default=None, ge=0, le=500, description="Absolute neutrophil count.")
-    platelets_10e9_per_l: float | None = Field(default=None, ge=0, le=5000)
-    mrd_pct: float | None = Field(default=None, ge=0, le=100, description="Measurable residual disease, %.")
+    marrow_blasts_pct: StrictFloat = Field(ge=0, le=100)
+    circulating_blasts: StrictBool | None = None
+    extramedullary_disease: StrictBool | None = None
+    anc_10e9_per_l: StrictFloat | None = Field(default=None, ge=0, le=500, description="Absolute neutrophil count.")
+    platelets_10e9_per_l: StrictFloat | None = Field(default=None, ge=0, le=5000)
+    mrd_pct: StrictFloat | None = Field(default=None, ge=0, le=100, description="Measurable residual disease, %.")
     mrd_assay: Literal["flow", "qpcr", "ngs"] | None = None
-    mrd_sensitivity_pct: float | None = Field(default=None, gt=0, le=100, description="Assay sensitivity, %.")
-    mrd_negative: bool | None = Field(default=None, description="As reported (v1), when no MRD value is given.")
+    mrd_sensitivity_pct: StrictFloat | None = Field(default=None, gt=0, le=100, description="Assay sensitivity, %.")
+    mrd_negative: StrictBool | None = Field(default=None, description="As reported (v1), when no MRD value is given.")
     cd19_status: Literal["CD19+", "CD19-", "lineage_switch"] | None = Field(
         default=None, description="Blast CD19 status, for a relapse."
     )
@@ -328,8 +327,8 @@ class PersistenceSampled(Payload):
 
     visit_code: str | None = Field(default=None, pattern=r"^PERS_[A-Z0-9]{2,8}$",
                                    description="The persistence visit this sample completes, if any.")
-    qpcr_copies_per_ug_dna: float | None = Field(default=None, ge=0)
-    flow_car_pct_of_cd3: float | None = Field(default=None, ge=0, le=100)
+    qpcr_copies_per_ug_dna: StrictFloat | None = Field(default=None, ge=0)
+    flow_car_pct_of_cd3: StrictFloat | None = Field(default=None, ge=0, le=100)
 
     @model_validator(mode="after")
     def _has_a_result(self) -> PersistenceSampled:
@@ -343,6 +342,7 @@ class SubsequentTherapyStarted(Payload):
 
     event_type: ClassVar[str] = "SubsequentTherapyStarted"
     source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"details"})
 
     therapy: Literal["allo_hsct", "chemotherapy", "blinatumomab", "inotuzumab", "car_t", "other"]
     details: str | None = Field(default=None, max_length=500)
@@ -363,8 +363,9 @@ class LostToFollowUp(Payload):
 
     event_type: ClassVar[str] = "LostToFollowUp"
     source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"details"})
 
-    last_contact_on: date
+    last_contact_on: IsoDate
     details: str | None = Field(default=None, max_length=500)
 
 
@@ -391,6 +392,7 @@ class SubjectDied(Payload):
 
     event_type: ClassVar[str] = "SubjectDied"
     source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"details"})
 
     primary_cause: Literal["disease_progression", "adverse_event", "other", "unknown"]
     details: str | None = Field(default=None, max_length=500)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
-
-class _Findings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+from shared.contract.strict import ContractModel
 
 OxygenDelivery = Literal[
     "none",
@@ -28,18 +25,18 @@ OxygenDelivery = Literal[
 ]
 
 
-class CRSFindings(_Findings):
+class CRSFindings(ContractModel):
     """The worst values of the episode (ASTCT: grade by the worse of hypotension and hypoxia)."""
 
-    max_temperature_c: float = Field(ge=30, le=45)
-    fever_masked: bool = Field(
+    max_temperature_c: StrictFloat = Field(ge=30, le=45)
+    fever_masked: StrictBool = Field(
         default=False, description="Fever no longer present because of antipyretics, tocilizumab or steroids."
     )
-    hypotension: bool = False
-    vasopressors: int = Field(default=0, ge=0, le=6, description="Vasopressors needed, not counting vasopressin.")
-    vasopressin: bool = False
+    hypotension: StrictBool = False
+    vasopressors: StrictInt = Field(default=0, ge=0, le=6, description="Vasopressors needed, not counting vasopressin.")
+    vasopressin: StrictBool = False
     oxygen_delivery: OxygenDelivery = "none"
-    oxygen_flow_l_min: float | None = Field(default=None, ge=0, le=80)
+    oxygen_flow_l_min: StrictFloat | None = Field(default=None, ge=0, le=80)
 
     @model_validator(mode="after")
     def _consistent(self) -> CRSFindings:
@@ -52,21 +49,21 @@ class CRSFindings(_Findings):
         return self
 
 
-class ICANSFindings(_Findings):
+class ICANSFindings(ContractModel):
     """ASTCT ICANS domains; the grade is the worst domain."""
 
-    ice_score: int | None = Field(default=None, ge=0, le=10, description="ICE score 0-10; None if not done.")
+    ice_score: StrictInt | None = Field(default=None, ge=0, le=10, description="ICE score 0-10; None if not done.")
     consciousness: Literal["awake", "awakens_spontaneously", "awakens_to_voice", "awakens_to_touch",
                            "unarousable"] = "awake"
     seizure: Literal["none", "resolving_rapidly", "prolonged_or_repetitive"] = "none"
-    deep_focal_motor_weakness: bool = False
+    deep_focal_motor_weakness: StrictBool = False
     cerebral_oedema: Literal["none", "focal", "diffuse_or_posturing"] = "none"
 
 
-class GvHDStaging(_Findings):
+class GvHDStaging(ContractModel):
     """Acute GvHD organ stages (MAGIC): skin 0-4, liver 0-4, upper GI 0-1, lower GI 0-4."""
 
-    skin_stage: int = Field(default=0, ge=0, le=4)
-    liver_stage: int = Field(default=0, ge=0, le=4)
-    upper_gi_stage: int = Field(default=0, ge=0, le=1)
-    lower_gi_stage: int = Field(default=0, ge=0, le=4)
+    skin_stage: StrictInt = Field(default=0, ge=0, le=4)
+    liver_stage: StrictInt = Field(default=0, ge=0, le=4)
+    upper_gi_stage: StrictInt = Field(default=0, ge=0, le=1)
+    lower_gi_stage: StrictInt = Field(default=0, ge=0, le=4)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -27,6 +28,15 @@ from shared.eventstore.aggregate import SubjectStream, subject_uuid
 from shared.eventstore.meta import EventMeta
 
 S = TypeVar("S", bound=SubjectStream)
+
+# A statement and its parameters (psycopg style).
+Write = tuple[str, Sequence[Any]]
+
+# Writes the caller wants committed in the same transaction as the events, computed from them (an
+# HTTP request's idempotent answer: it is stored exactly when the events are). A context variable
+# because it belongs to the request, not to the use case; `asyncio.to_thread` carries it along.
+WITH_THE_EVENTS: ContextVar[Callable[[list[Envelope]], list[Write]] | None] = ContextVar(
+    "WITH_THE_EVENTS", default=None)
 
 
 class PydanticTranscoding(Transcoding):
@@ -107,6 +117,13 @@ class SubjectApplication(Application, Generic[S]):
 
     source: ClassVar[Source]
 
+    def __init__(self, env: dict[str, str] | None = None):
+        super().__init__(env)
+        # psycopg's pool retries a lost server with a growing back-off (minutes between tries in the
+        # end), so it could serve again long after PostgreSQL is back. Give a lost connection up after
+        # a second instead: the pool then grows afresh on the next request.
+        self.recorder.datastore.pool.reconnect_timeout = 1.0  # type: ignore[attr-defined]
+
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         register_transcodings(transcoder)
 
@@ -125,8 +142,10 @@ class SubjectApplication(Application, Generic[S]):
         loaded_at = subject.version - len(subject.pending_events)
         concurrent = ConcurrentChange(f"Subject {subject.subject_id} was changed by another request at the same "
                                       "time; reload it and try again.")
+        writes = WITH_THE_EVENTS.get()
+        also = writes([to_envelope(e, self.source) for e in subject.pending_events]) if writes else []
         try:
-            recordings = self.save(subject)
+            recordings = self.save(subject, also=also)  # ChainedRecorder runs `also` in the insert transaction
         except IntegrityError:
             raise concurrent from None
         except OperationalError:

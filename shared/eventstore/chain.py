@@ -47,6 +47,8 @@ class ChainedRecorder(PostgresApplicationRecorder):
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        for statement, params in kwargs.get("also", ()):  # the caller's writes that go with these events
+            curs.execute(statement.encode(), params)
         table = SQL("{schema}.{table}").format(schema=Identifier(self.datastore.schema),
                                                table=Identifier(self.chain_table))
         rows = []

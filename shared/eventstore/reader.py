@@ -7,7 +7,9 @@ needed: any service's store can be read from anywhere with access to its schema.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import cache
+from uuid import UUID
 
 import asyncpg
 from eventsourcing.persistence import JSONTranscoder
@@ -25,6 +27,50 @@ def _transcoder() -> JSONTranscoder:
 
 async def store_exists(conn: asyncpg.Connection, source: Source) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass($1)", f"{source}.{source}_events"))
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One row of an event store, not yet decoded: a row that cannot be decoded is still a row."""
+
+    source: Source
+    notification_id: int
+    stream_id: UUID
+    version: int
+    state: bytes
+
+    def envelope(self) -> Envelope:
+        """Decode the row (raises when it cannot be: the caller decides what to do with it)."""
+        return _envelope(self.source, self.version, self.state)
+
+
+_ROW = "notification_id, originator_id, originator_version, state"
+
+
+def _row(source: Source, record: asyncpg.Record) -> StoredRow:
+    return StoredRow(source, record["notification_id"], record["originator_id"], record["originator_version"],
+                     bytes(record["state"]))
+
+
+async def rows_after(conn: asyncpg.Connection, source: Source, after: int, limit: int) -> list[StoredRow]:
+    """Up to `limit` rows stored after notification id `after`, undecoded."""
+    if not await store_exists(conn, source):
+        return []
+    records = await conn.fetch(f"""SELECT {_ROW} FROM {source}.{source}_events
+                                   WHERE notification_id > $1 ORDER BY notification_id LIMIT $2""", after, limit)
+    return [_row(source, r) for r in records]
+
+
+async def stream_rows(conn: asyncpg.Connection, source: Source, stream_id: UUID, after_version: int,
+                      before_version: int | None = None) -> list[StoredRow]:
+    """One stream's rows after a version (and before another, if given), undecoded."""
+    if not await store_exists(conn, source):
+        return []
+    records = await conn.fetch(
+        f"""SELECT {_ROW} FROM {source}.{source}_events
+            WHERE originator_id = $1 AND originator_version > $2 AND originator_version < $3
+            ORDER BY originator_version""", stream_id, after_version, before_version or 2**31 - 1)
+    return [_row(source, r) for r in records]
 
 
 async def read_events(conn: asyncpg.Connection, source: Source, batch: int = 500) -> AsyncIterator[Envelope]:

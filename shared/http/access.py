@@ -8,9 +8,8 @@ issue replaces the headers with authenticated identities and refuses other roles
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Header
+from shared.http.inputs import Role, UserId
 
 AUDIT_ROLES = frozenset({"auditor", "monitor", "data_manager", "investigator", "coordinator"})
 
@@ -25,8 +24,5 @@ class Caller:
         return self.role in AUDIT_ROLES
 
 
-def caller(
-    x_user_id: Annotated[str, Header(min_length=1, description="Who is reading.")],
-    x_user_role: Annotated[str, Header(min_length=1, description="Their study role (auditor, monitor, ...).")],
-) -> Caller:
+def caller(x_user_id: UserId, x_user_role: Role) -> Caller:
     return Caller(x_user_id, x_user_role)

@@ -6,20 +6,24 @@ issue replaces them with authenticated identities), and an optional ``Idempotenc
 safe.
 """
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from shared import db
 from shared.contract.envelope import Envelope, RecordedBy, SubjectId
 from shared.contract.events import Payload
+from shared.contract.strict import ClientInput, IsoAwareDatetime
 from shared.errors import InvalidCommand
+from shared.eventstore.application import WITH_THE_EVENTS
 from shared.eventstore.meta import EventMeta
-from shared.http.idempotency import fingerprint
+from shared.http.idempotency import CREATED, fingerprint
+from shared.http.inputs import CausationId, CorrelationId, IdempotencyKey, Role, UserId
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.time import now_utc
 
@@ -27,10 +31,10 @@ P = TypeVar("P", bound=Payload)
 CLOCK_SKEW = timedelta(minutes=5)  # tolerated between a site's clock and ours
 
 
-class CommandRequest(BaseModel, Generic[P]):
-    model_config = ConfigDict(extra="forbid")
+class CommandRequest(ClientInput, Generic[P]):
+    free_text: ClassVar[frozenset[str]] = frozenset({"reason"})
 
-    occurred_at: AwareDatetime = Field(
+    occurred_at: IsoAwareDatetime = Field(
         description="Clinical time, ISO 8601 with a UTC offset, e.g. 2026-03-02T09:30:00+01:00."
     )
     reason: str | None = Field(default=None, max_length=500, description="Why (required on corrections).")
@@ -67,6 +71,26 @@ UseCase = Callable[[Any, EventMeta, Any], Awaitable[list[Envelope]]]
 SubjectPath = Annotated[SubjectId, Path(description="Pseudonymous study code, e.g. UCT-01-007")]
 
 
+def _nothing_in_the_future(body: CommandRequest) -> None:
+    """A command records what has happened: no time in it (when, awareness, receipt, last contact...)
+    may lie ahead. A date may be a day ahead of UTC: a site's local date at UTC+14."""
+    latest = now_utc() + CLOCK_SKEW
+    for where, value in _moments(body, ""):
+        late = value > latest if isinstance(value, datetime) else value > (latest + timedelta(days=1)).date()
+        if late:
+            raise InvalidCommand(f"{where} {value.isoformat()} is in the future; record events once they have "
+                                 "happened, with their UTC offset.")
+
+
+def _moments(model: BaseModel, prefix: str) -> Iterator[tuple[str, date]]:
+    for name, value in model:
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, date):  # and so a datetime
+                yield f"{prefix}{name}", item
+            elif isinstance(item, BaseModel):
+                yield from _moments(item, f"{prefix}{name}.")
+
+
 def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCase, *, summary: str) -> None:
     body_model = CommandRequest[payload]  # type: ignore[valid-type]
 
@@ -74,16 +98,14 @@ def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCa
         request: Request,
         subject_id: SubjectPath,
         body: body_model,  # type: ignore[valid-type]
-        x_user_id: Annotated[str, Header(min_length=1, description="Who is entering the data.")],
-        x_user_role: Annotated[str, Header(min_length=1, description="Their study role.")],
-        x_correlation_id: Annotated[UUID | None, Header()] = None,
-        x_causation_id: Annotated[UUID | None, Header()] = None,
-        idempotency_key: Annotated[str | None, Header(min_length=8, max_length=200)] = None,
+        x_user_id: UserId,
+        x_user_role: Role,
+        x_correlation_id: CorrelationId = None,
+        x_causation_id: CausationId = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         runtime = request.app.state.runtime
-        if body.occurred_at > now_utc() + CLOCK_SKEW:
-            raise InvalidCommand(f"occurred_at {body.occurred_at.isoformat()} is in the future; "
-                                 "record events once they have happened, with their UTC offset.")
+        _nothing_in_the_future(body)
         meta_fields = dict(
             subject_id=subject_id,
             occurred_at=body.occurred_at,
@@ -96,6 +118,11 @@ def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCa
             meta_fields["correlation_id"] = x_correlation_id
         meta = EventMeta(**meta_fields)
 
+        def answer(envelopes: list[Envelope]) -> dict:
+            return CommandAccepted.of(subject_id, meta.correlation_id, envelopes).model_dump(mode="json")
+
+        await db.check_reachable(runtime.pool)  # answer 503 at once, not after the store's retries
+        token = None
         if idempotency_key:
             replay = await runtime.idempotency.claim(
                 idempotency_key, fingerprint("POST", request.url.path, await request.body())
@@ -103,17 +130,18 @@ def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCa
             if replay is not None:
                 status, stored = replay
                 return JSONResponse(stored, status_code=status, headers={"Idempotent-Replayed": "true"})
+            token = WITH_THE_EVENTS.set(runtime.idempotency.answer_with_the_events(idempotency_key, answer))
         try:
             envelopes = await run(runtime, meta, body.payload)
         except BaseException:
             if idempotency_key:
                 await runtime.idempotency.release(idempotency_key)
             raise
+        finally:
+            if token is not None:
+                WITH_THE_EVENTS.reset(token)
         runtime.relay_nudge()
-        answer = CommandAccepted.of(subject_id, meta.correlation_id, envelopes).model_dump(mode="json")
-        if idempotency_key:
-            await runtime.idempotency.complete(idempotency_key, 201, answer)
-        return JSONResponse(answer, status_code=201)
+        return JSONResponse(answer(envelopes), status_code=CREATED)
 
     router.post(
         path,

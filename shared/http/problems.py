@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import asyncpg
 from eventsourcing.persistence import InterfaceError as ESInterfaceError
@@ -18,22 +19,77 @@ log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 
-# Documented on every command in OpenAPI.
-PROBLEM_RESPONSES = {
-    status: {"description": text, "content": {PROBLEM: {}}}
-    for status, text in {
-        404: "Unknown subject",
-        409: "Not allowed by the protocol, or changed concurrently",
-        422: "Invalid input (nothing stored)",
-        503: "A dependency is down (nothing stored); retry later",
-    }.items()
+# The body of every error answer, as documented in OpenAPI (components/schemas/Problem).
+PROBLEM_SCHEMA = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `detail` says what is wrong and what to do.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The path asked for."},
+        "errors": {
+            "type": "array",
+            "description": "Invalid input: each field (body, path, query or header) and what is wrong with it.",
+            "items": {"type": "object", "required": ["field", "message"],
+                      "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+        },
+        "retryable": {"type": "boolean",
+                      "description": "True when the refusal may clear by itself: retry after a moment."},
+    },
+}
+
+_MEANING = {
+    400: "The body is not JSON in UTF-8 (nothing stored)",
+    404: "Unknown subject (or an AE or data query not recorded for it)",
+    409: "Not allowed by the protocol, or changed concurrently",
+    422: "Invalid input, each wrong field named (nothing stored)",
+    503: "A dependency is down (nothing stored); retry later",
 }
 
 
-def problem(status: int, title: str, detail: str, request: Request, **extra: object) -> JSONResponse:
+def responses(*statuses: int) -> dict:
+    """The OpenAPI `responses` of a route for the error statuses it can answer."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {status: {"description": _MEANING[status], "content": {PROBLEM: {"schema": schema}}}
+            for status in statuses}
+
+
+# Documented on every command in OpenAPI.
+PROBLEM_RESPONSES = responses(400, 404, 409, 422, 503)
+
+
+def problem(status: int, title: str, detail: str, request: Request, headers: dict[str, str] | None = None,
+            **extra: object) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
             "instance": request.url.path, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _http_detail(request: Request, exc: HTTPException) -> str:
+    """What to do about an error raised by the framework rather than by our code."""
+    if exc.status_code == 404:
+        return f"There is nothing at {request.url.path}: check the path against the OpenAPI document (/docs)."
+    if exc.status_code == 405:
+        return f"{request.method} is not answered here; use {(exc.headers or {}).get('Allow', 'another method')}."
+    if exc.status_code == 400:
+        return "The body could not be read: send JSON encoded in UTF-8. Nothing was stored."
+    return str(exc.detail)
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Put the Problem schema, which `responses` refers to, into the app's OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            generate().setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _where(loc: tuple) -> str:
@@ -44,12 +100,14 @@ def _where(loc: tuple) -> str:
 
 
 def install(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": _where(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, "Invalid input", f"Nothing was stored. Fix and resend: {detail}", request,
-                       errors=errors)
+        stored = "Nothing was stored. " if request.method == "POST" else ""
+        return problem(422, "Invalid input", f"{stored}Fix and resend: {detail}", request, errors=errors)
 
     @app.exception_handler(DomainError)
     async def refused(request: Request, exc: DomainError) -> JSONResponse:
@@ -58,7 +116,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, "Request failed", str(exc.detail), request)
+        # exc.headers carries what the answer needs, e.g. Allow on a 405.
+        return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, _http_detail(request, exc), request,
+                       headers=exc.headers)
 
     for error in (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
                   ESOperationalError, ESInterfaceError, TimeoutError):

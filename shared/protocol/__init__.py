@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,12 @@ class _Frozen(BaseModel):
 class ProtocolId(_Frozen):
     id: str
     version: str
+
+
+class Enrolment(_Frozen):
+    study_start_date: date
+    min_age_years: int = Field(ge=0)
+    max_age_years: int = Field(ge=0)
 
 
 class Lymphodepletion(_Frozen):
@@ -98,6 +105,7 @@ class SafetyReporting(_Frozen):
 
 class Protocol(_Frozen):
     protocol: ProtocolId
+    enrolment: Enrolment
     lymphodepletion: Lymphodepletion
     infusion: Infusion
     response: ResponseCriteria
@@ -120,6 +128,8 @@ class Protocol(_Frozen):
         ld = self.lymphodepletion
         if ld.min_days > ld.max_days:
             raise ValueError("lymphodepletion.min_days is greater than max_days")
+        if self.enrolment.min_age_years > self.enrolment.max_age_years:
+            raise ValueError("enrolment.min_age_years is greater than max_age_years")
         unknown = set(self.response_visits.values()) - self.visit_codes
         if unknown:
             raise ValueError(f"response_visits name visits not in the schedule: {sorted(unknown)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from support import RunningStack, at, enrolment, eventually
 
+from shared.ops import LagMonitor
+
 
 def samples(stack: RunningStack, service: str) -> dict[tuple[str, tuple], float]:
     text = stack.get(service, "/metrics").text
@@ -16,7 +18,9 @@ def test_every_service_is_alive_and_becomes_ready(stack: RunningStack):
     for service in ("enrollment", "treatment", "followup"):
         assert stack.get(service, "/health").json() == {"status": "ok", "service": service}
         ready = eventually(lambda: (r := stack.get(service, "/ready")).status_code == 200 and r.json())
-        assert ready["checks"] == {"database": "ok", "broker": "ok", "consumers": "ok"}
+        assert ready["status"] == "ready"
+        assert ready["checks"] == {"database": "ok", "broker": "ok", "consumers": "ok", "relay": "ok", "lag": "ok",
+                                   "parked": "ok"}
 
 
 def test_metrics_show_relay_and_consumer_progress(stack: RunningStack):
@@ -28,7 +32,11 @@ def test_metrics_show_relay_and_consumer_progress(stack: RunningStack):
         return m[("ucart_relay_lag_events", (("service", "enrollment"),))] == 0 and m
 
     enrollment = eventually(relay_caught_up)
-    assert enrollment[("ucart_relay_published_total", (("service", "enrollment"),))] >= 1
+    service = (("service", "enrollment"),)
+    assert enrollment[("ucart_relay_published_total", service)] >= 1
+    assert enrollment[("ucart_relay_errors_total", service)] >= 0
+    assert enrollment[("ucart_relay_republished_total", service)] >= 0
+    assert enrollment[("ucart_relay_failing_seconds", service)] == 0
 
     def journey_applied():
         m = samples(stack, "followup")
@@ -38,3 +46,18 @@ def test_metrics_show_relay_and_consumer_progress(stack: RunningStack):
     followup = eventually(journey_applied)
     lags = [v for (name, _), v in followup.items() if name == "ucart_consumer_lag_messages"]
     assert lags and all(v >= 0 for v in lags)
+
+
+def test_a_lag_is_growing_when_it_rose_over_the_whole_window_without_reaching_zero():
+    monitor = LagMonitor(runtime=None, window=60)
+    samples = [(0, 2, 4), (20, 5, 0), (40, 9, 6), (55, 12, 9)]  # (seconds, relay lag, consumer lag)
+    for at_second, relay, consumer in samples:
+        monitor.record(at_second, {"relay": relay, "consumer group g": consumer})
+    assert monitor.growing() == []  # not watched for a whole window yet
+    monitor.record(61, {"relay": 14, "consumer group g": 11})
+    # The consumer's lag reached zero in the window: it keeps up between bursts.
+    assert monitor.growing() == ["relay lag grew from 2 to 14 in 60 s without reaching 0"]
+    monitor.record(90, {"relay": 3, "consumer group g": 20})
+    assert monitor.growing() == []  # the relay came down; the consumer was at zero when this window began
+    monitor.record(100, {"relay": 3, "consumer group g": 25})
+    assert monitor.growing() == ["consumer group g lag grew from 6 to 25 in 60 s without reaching 0"]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import asyncio
 
 import asyncpg
-from support import RunningStack, at, eventually, journey_caught_up, treat
+from support import RunningStack, at, eventually, journey_caught_up, treat, ucart
 
 from shared.eventstore import subject_uuid
 
@@ -20,12 +16,6 @@ async def sql(stack: RunningStack, query: str, *args):
         return await conn.fetchrow(query, *args)
     finally:
         await conn.close()
-
-
-def ucart(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "infra", *args], env=environment, capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_verify_passes_then_names_a_tampered_event(stack: RunningStack):

@@ -15,8 +15,11 @@ from shared.contract.events import ConsentWithdrawn, Enrolled
 from shared.eventstore import EventMeta, subject_uuid
 from shared.eventstore.application import postgres_env
 from shared.eventstore.chain import verify_store
+from shared.protocol import load_protocol
 
 SUBJECTS = ["UCT-07-001", "UCT-07-002", "UCT-07-003"]
+
+PROTOCOL = load_protocol()
 
 
 def meta(subject: str, days_ago: int) -> EventMeta:
@@ -33,7 +36,7 @@ async def conn(database_url):
     enrolled = Enrolled(site_id="07", consent_signed_on=(datetime.now(UTC) - timedelta(days=9)).date(),
                         year_of_birth=1970, sex="F", disease_status="relapsed", cd19_positive=True)
     for subject in SUBJECTS:
-        await asyncio.to_thread(app.enrol, meta(subject, 8), enrolled)
+        await asyncio.to_thread(app.enrol, meta(subject, 8), enrolled, PROTOCOL)
         await asyncio.to_thread(app.withdraw, meta(subject, 2), ConsentWithdrawn(withdrawal_reason="moved"), None)
     app.close()
     connection = await asyncpg.connect(database_url)

@@ -9,14 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
+from support import read_dead_letters, until
 
 from services.followup.projections import store
 from shared import db
 from shared.consumer import IdempotentConsumer, dead_letter_publisher, subscribe
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
+from shared.protocol import load_protocol
 
 SUBJECT = "UCT-08-001"
+PROTOCOL = load_protocol()
 
 
 def envelope(event_type: str, version: int, payload: dict, source: str = "enrollment", days_ago: int = 5) -> Envelope:
@@ -65,12 +68,6 @@ async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
         await producer.stop()
 
 
-async def until(condition, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.1)
-
-
 async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer, bootstrap_servers):
     consumer, pool, prefix = journey_consumer
     enrollment, followup = topic_for("enrollment", prefix), topic_for("followup", prefix)
@@ -82,7 +79,7 @@ async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer,
         return sum(consumer.counts.values()) == 7
 
     await until(all_seen)
-    assert consumer.counts == {"applied": 4, "duplicate": 3, "dead-lettered": 0}
+    assert consumer.counts == {"applied": 4, "duplicate": 3, "parked": 0}
     journey = await store.get(pool, "followup", SUBJECT)
     # Schema v1 AEs on the wire are read through the upcaster (the awareness time defaults to the onset).
     assert len(journey.adverse_events) == 2 and journey.worst_grade("CRS") == 2 and journey.worst_grade("ICANS") == 1
@@ -92,7 +89,7 @@ async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer,
     assert [tuple(g) for g in gaps] == [("followup", 2, 3)]
 
 
-async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing(journey_consumer, bootstrap_servers):
+async def test_unreadable_messages_are_parked_and_the_partition_keeps_flowing(journey_consumer, bootstrap_servers):
     consumer, pool, prefix = journey_consumer
     topic = topic_for("enrollment", prefix)
     unknown = ENROLLED.model_copy(update={"event_type": "Teleported"}).model_dump_json().encode()
@@ -103,32 +100,15 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
         return sum(consumer.counts.values()) == 4
 
     await until(all_seen)
-    assert consumer.counts == {"applied": 1, "duplicate": 0, "dead-lettered": 3}
+    assert consumer.counts == {"applied": 1, "duplicate": 0, "parked": 3}
     assert (await store.get(pool, "followup", SUBJECT)).enrolled_on is not None
-    assert await pool.fetchval("SELECT count(*) FROM followup.dead_letters") == 3
+    assert await pool.fetchval("SELECT count(*) FROM followup.parked_events WHERE NOT in_store") == 3
 
     parked = await read_dead_letters(bootstrap_servers, dead_letter_topic(consumer.name, prefix), 3)
     assert [p[0] for p in parked] == [b"{not json", unknown, future_version]
     reasons = [p[1]["dead_letter_reason"] for p in parked]
     assert "invalid event" in reasons[0] and "Teleported" in reasons[1] and "v99" in reasons[2]
     assert all(p[1]["original_topic"] == topic for p in parked)
-
-
-async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, dict]]:
-    from aiokafka import AIOKafkaConsumer
-
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"dlq-{uuid.uuid4().hex}",
-                              auto_offset_reset="earliest")
-    await reader.start()
-    found = []
-    try:
-        async with asyncio.timeout(30):
-            while len(found) < expected:
-                for records in (await reader.getmany(timeout_ms=500)).values():
-                    found += [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
-    finally:
-        await reader.stop()
-    return found
 
 
 @pytest.fixture
@@ -149,7 +129,7 @@ async def enrollment_store(database_url):
                                   recorded_by=RecordedBy(user_id="u1", role="coordinator"), protocol_version="t@1")
     enrolled = Enrolled(site_id="08", consent_signed_on=(now - timedelta(days=9)).date(), year_of_birth=1970,
                         sex="F", disease_status="relapsed", cd19_positive=True)
-    stored = await asyncio.to_thread(app.enrol, meta(8), enrolled)
+    stored = await asyncio.to_thread(app.enrol, meta(8), enrolled, PROTOCOL)
     stored += await asyncio.to_thread(app.withdraw, meta(2), ConsentWithdrawn(withdrawal_reason="moved"), None)
     yield stored
     app.close()

@@ -1,10 +1,14 @@
 """The public event contract: payload models, the envelope, and the event catalogue."""
 
+import json
 from datetime import UTC, date, datetime
 from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import JSONTranscoder
 from pydantic import TypeAdapter, ValidationError
+
+from infra import docs
 
 from shared.contract import PAYLOADS, Envelope, RecordedBy, SubjectId, payload_model
 from shared.contract.events import (
@@ -40,6 +44,8 @@ from shared.contract.events import (
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.contract.upcasting import upcast
 from shared.eventstore import EventMeta
+from shared.eventstore.application import register_transcodings
+from shared.http.commands import CommandRequest
 
 FLU = AgentDose(agent="fludarabine", dose=30, unit="mg/m2")
 ONSET = datetime(2025, 3, 14, 2, tzinfo=UTC)
@@ -346,3 +352,110 @@ def test_a_stored_v1_envelope_reads_as_the_latest_model():
     latest = upcast(stored.typed_payload(), stored.occurred_at)
     assert type(latest) is LATEST[stored.event_type]
     assert latest.aware_at == stored.occurred_at
+
+
+# --- strict input -------------------------------------------------------------------------------
+
+
+def sent(model: type[Payload], body: str) -> Payload:
+    """A command's payload as the HTTP API reads it: JSON text (Python's parser, as FastAPI's), then
+    the command body model."""
+    text = f'{{"occurred_at": "2025-03-14T09:00:00+01:00", "payload": {body}}}'
+    return CommandRequest[model].model_validate(json.loads(text)).payload
+
+
+def enrolment_json(**changes: str) -> str:
+    fields = {"site_id": '"01"', "consent_signed_on": '"2025-03-01"', "year_of_birth": "1980", "sex": '"F"',
+              "disease_status": '"relapsed"', "cd19_positive": "true"} | changes
+    return "{" + ", ".join(f'"{name}": {value}' for name, value in fields.items()) + "}"
+
+
+def test_a_valid_command_payload_is_read_as_sent():
+    assert sent(Enrolled, enrolment_json()) == EXAMPLES[Enrolled].model_copy(update={"sex": "F"})
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("year_of_birth", '"1980"'), ("year_of_birth", "1980.0"), ("year_of_birth", "true"),
+    ("cd19_positive", "1"), ("cd19_positive", '"yes"'), ("cd19_positive", '"true"'),
+    ("consent_signed_on", "0"), ("consent_signed_on", '"0"'), ("consent_signed_on", '"20250301"'),
+    ("consent_signed_on", '"2025-03-01T00:00:00Z"'),
+])
+def test_types_are_strict(field, value):
+    with pytest.raises(ValidationError, match=f"payload.{field}"):
+        sent(Enrolled, enrolment_json(**{field: value}))
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_numbers_are_finite(number):
+    with pytest.raises(ValidationError, match="payload.dose_cells_per_kg\n.*(finite number|than)"):
+        sent(UCARTInfused, f'{{"dose_cells_per_kg": {number}, "dose_level": 1, "product_lot": "L", "donor_id": "D"}}')
+    with pytest.raises(ValidationError, match="payload.qpcr_copies_per_ug_dna\n.*(finite number|than)"):
+        sent(PersistenceSampled, f'{{"qpcr_copies_per_ug_dna": {number}}}')
+    with pytest.raises(ValidationError, match="payload.agents.0.dose\n.*(finite number|than)"):
+        sent(LymphodepletionGiven, f'{{"agents": [{{"agent": "fludarabine", "dose": {number}, "unit": "mg"}}]}}')
+
+
+def test_an_event_stored_before_the_input_rules_still_loads():
+    # Accepted before input was strict, and stored: reading it back must not stop the relay or a rebuild.
+    stored = PersistenceSampled.model_validate({"qpcr_copies_per_ug_dna": float("inf")})
+    assert stored.qpcr_copies_per_ug_dna == float("inf")
+    assert AEReportedV1.model_validate({"term": "Rash\x00", "category": "OTHER", "grade": 1, "serious": False,
+                                        "relatedness": "possible"}).term == "Rash\x00"
+
+
+def test_times_in_a_payload_are_iso_text_only():
+    with pytest.raises(ValidationError, match="payload.received_at\n.*ISO 8601"):
+        sent(SafetyReportSubmitted, f'{{"ae_id": "{AE_ID}", "report": "sae_to_sponsor", "received_at": 0}}')
+    with pytest.raises(ValidationError, match="occurred_at\n.*ISO 8601"):
+        CommandRequest[SubjectDied].model_validate({"occurred_at": "1741939200", "payload": {"primary_cause": "other"}})
+    received = sent(SafetyReportSubmitted, f'{{"ae_id": "{AE_ID}", "report": "sae_to_sponsor", '
+                                           '"received_at": "2025-03-14T20:00:00Z"}')
+    assert received == EXAMPLES[SafetyReportSubmitted]
+
+
+@pytest.mark.parametrize("term", ["Rash\\u0000", "Rash\\u0007", "Rash\\u001b[31m", "Rash\\u0085", "Rash\\ud800",
+                                  "Rash\\nFever", "Rash\\tFever"])
+def test_client_text_refuses_nul_and_control_characters(term):
+    with pytest.raises(ValidationError, match="payload.term\n.*(NUL|control character|unicode)"):
+        sent(AEReportedV1, f'{{"term": "{term}", "category": "OTHER", "grade": 1, "serious": false, '
+                           '"relatedness": "possible"}')
+
+
+def test_free_text_may_hold_line_breaks_and_tabs_but_no_other_control_character():
+    died = sent(SubjectDied, '{"primary_cause": "other", "details": "Line 1\\r\\nLine 2\\tend"}')
+    assert died.details == "Line 1\r\nLine 2\tend"
+    with pytest.raises(ValidationError, match="payload.details\n.*U\\+0007"):
+        sent(SubjectDied, '{"primary_cause": "other", "details": "bell \\u0007"}')
+    with pytest.raises(ValidationError, match="reason\n.*NUL"):
+        CommandRequest[SubjectDied].model_validate({"occurred_at": "2025-03-14T09:00:00Z", "reason": "typo\x00",
+                                                    "payload": {"primary_cause": "other"}})
+
+
+@pytest.mark.parametrize("aware_at", ["9999-12-31T23:59:59-14:00", "1899-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"])
+def test_client_dates_lie_in_the_study_years(aware_at):
+    fields = {k: v for k, v in EXAMPLES[AEReported].model_dump(mode="json").items() if k != "aware_at"}
+    with pytest.raises(ValidationError, match="payload.aware_at\n.*is not a date of this study"):
+        CommandRequest[AEReported].model_validate({"occurred_at": "2025-03-14T09:00:00Z",
+                                                   "payload": fields | {"aware_at": aware_at}})
+    assert AEReported(**fields, aware_at=aware_at).aware_at.year in (1, 1899, 9999)  # stored ones still load
+
+
+def stored(payload: Payload) -> Payload:
+    """Through the event store's transcoding: what a service reads back."""
+    transcoder = JSONTranscoder()
+    register_transcodings(transcoder)
+    return transcoder.decode(transcoder.encode(payload))
+
+
+def test_stored_events_still_load():
+    assert stored(EXAMPLES[Enrolled]) == EXAMPLES[Enrolled]  # an int year, a date as text
+    assert stored(EXAMPLES[AEReportedV1]) == EXAMPLES[AEReportedV1]
+    assert stored(EXAMPLES[PersistenceSampled]) == EXAMPLES[PersistenceSampled]
+    # Stored before the text rules: loads as it was (the projections park what they cannot write).
+    garbled = AEReported.model_construct(**(EXAMPLES[AEReported].__dict__ | {"term": "Rash\x00"}))
+    assert stored(garbled).term == "Rash\x00"
+
+
+def test_published_schemas_keep_their_fingerprints():
+    published = docs.published_fingerprints()
+    assert published and {name: docs.schema_fingerprints().get(name) for name in published} == published

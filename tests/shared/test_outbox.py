@@ -1,9 +1,10 @@
-"""The outbox relay against real PostgreSQL and a real broker: order, restarts, one leader."""
+"""The outbox relay against real PostgreSQL and a real broker: order, restarts, one leader, backoff."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from support import read_topic
 
 from services.enrollment.app import EnrollmentApplication
-from shared import db, facts
+from shared import db, facts, parking
 from shared.consumer import IdempotentConsumer
 from shared.contract.envelope import Envelope, RecordedBy
 from shared.contract.events import ConsentWithdrawn, Enrolled
@@ -19,11 +20,14 @@ from shared.contract.topics import topic_for
 from shared.eventstore import EventMeta
 from shared.eventstore.application import postgres_env
 from shared.config import Settings
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, backoff
+from shared.protocol import load_protocol
 from shared.service import ensure_topics
 
 SUBJECTS = [f"UCT-09-{n:03d}" for n in range(1, 13)]
 WITHDRAWN = SUBJECTS[::3]  # 4 subjects get a second event
+
+PROTOCOL = load_protocol()
 
 
 def meta(subject: str, days_ago: int) -> EventMeta:
@@ -35,6 +39,10 @@ class Crash(Exception):
     pass
 
 
+class Died(BaseException):
+    """The relay's process died: nothing after the send runs (unlike after an error it catches)."""
+
+
 @pytest.fixture
 async def store(database_url):
     pool = await db.create_pool(database_url)
@@ -43,7 +51,7 @@ async def store(database_url):
     for subject in SUBJECTS:
         enrolled = Enrolled(site_id="09", consent_signed_on=(datetime.now(UTC) - timedelta(days=9)).date(),
                             year_of_birth=1970, sex="M", disease_status="relapsed", cd19_positive=True)
-        await asyncio.to_thread(app.enrol, meta(subject, 8), enrolled)
+        await asyncio.to_thread(app.enrol, meta(subject, 8), enrolled, PROTOCOL)
     for subject in WITHDRAWN:
         await asyncio.to_thread(app.withdraw, meta(subject, 2), ConsentWithdrawn(withdrawal_reason="test"), None)
     yield app, pool
@@ -65,7 +73,7 @@ def publisher(producer: AIOKafkaProducer, topic: str, crash_after: int | None = 
     async def publish(envelope: Envelope) -> None:
         nonlocal sent
         if crash_after is not None and sent == crash_after:
-            raise Crash("relay process died mid-batch")
+            raise Died("relay process died mid-batch")
         ack = await producer.send_and_wait(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
         sent += 1
         return ack
@@ -89,7 +97,7 @@ async def test_relay_restarted_midway_republishes_at_most_once_more(store, produ
     assert await first.position() > 0 and await first.lag() == total - 5
 
     crashing = OutboxRelay(app, pool, publisher(producer, topic, crash_after=2), schema="enrollment", batch_size=5)
-    with pytest.raises(Crash):
+    with pytest.raises(Died):
         await crashing.publish_pending()  # 2 published, position not advanced
 
     restarted = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", batch_size=5,
@@ -114,7 +122,7 @@ async def test_relay_restarted_midway_republishes_at_most_once_more(store, produ
     # A consumer fed the duplicated stream ends in the state the store describes.
     await pool.execute("CREATE SCHEMA IF NOT EXISTS replica;" + db.plumbing_ddl("replica") + facts.ddl("replica"))
     consumer = IdempotentConsumer(facts.SubjectFactsProjection("replica"), pool, schema="replica",
-                                  dead_letter=None)  # type: ignore[arg-type]
+                                  )
     outcomes = Counter([await consumer.apply(m, m.typed_payload()) for m in messages])
     assert outcomes == {"applied": total, "duplicate": 2}
     rows = {r["subject_id"]: r for r in await pool.fetch("SELECT * FROM replica.subject_facts")}
@@ -147,7 +155,7 @@ async def test_new_events_are_published_promptly_after_commit(store, producer, b
     await until_caught_up(relay)
     late = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=1),
                     year_of_birth=1990, sex="F", disease_status="refractory", cd19_positive=True)
-    await asyncio.to_thread(app.enrol, meta("UCT-09-099", 0), late)
+    await asyncio.to_thread(app.enrol, meta("UCT-09-099", 0), late, PROTOCOL)
     # The poll interval is 30 s: only PostgreSQL's NOTIFY can wake the relay this fast.
     await until_caught_up(relay, timeout=5)
     task.cancel()
@@ -175,7 +183,7 @@ async def test_commands_commit_while_the_broker_is_down_and_the_relay_catches_up
         for subject in late:  # the write side does not need Kafka
             enrolled = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=2),
                                 year_of_birth=1980, sex="U", disease_status="relapsed", cd19_positive=True)
-            await asyncio.to_thread(app.enrol, meta(subject, 1), enrolled)
+            await asyncio.to_thread(app.enrol, meta(subject, 1), enrolled, PROTOCOL)
         await asyncio.sleep(1)
         assert await relay.lag() == len(late)
         broker.start()
@@ -208,3 +216,109 @@ async def test_a_stopped_relay_finishes_its_batch_and_saves_its_position(store, 
     await stopping
     assert task.done() and not task.cancelled()
     assert await relay.lag() == 0 and relay.published == len(SUBJECTS) + len(WITHDRAWN)
+
+
+def test_backoff_grows_is_bounded_and_jittered():
+    base, cap = 0.5, 10.0
+    lowest = [backoff(n, base, cap, rand=lambda: 0.0) for n in range(1, 12)]
+    highest = [backoff(n, base, cap, rand=lambda: 1.0) for n in range(1, 12)]
+    assert lowest[:6] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]  # doubles, then stays at half the cap
+    assert all(a <= b for a, b in zip(lowest, lowest[1:]))
+    assert highest[0] == base and max(highest) == cap == backoff(10_000, base, cap, rand=lambda: 1.0)
+    draws = [backoff(3, base, cap) for _ in range(200)]
+    assert all(1.0 <= d <= 2.0 for d in draws) and len(set(draws)) > 150  # spread over the upper half
+
+
+@dataclass
+class Ack:
+    partition: int
+    offset: int
+
+
+async def test_a_failed_send_resumes_after_what_the_broker_acknowledged(store, producer, bootstrap_servers,
+                                                                        topic_prefix):
+    app, pool = store
+    topic = topic_for("enrollment", topic_prefix)
+    total = len(SUBJECTS) + len(WITHDRAWN)
+    send = publisher(producer, topic)
+    attempts: Counter = Counter()
+
+    async def refuses_the_fourth_once(envelope: Envelope):
+        attempts[envelope.event_id] += 1
+        if len(attempts) == 4 and attempts[envelope.event_id] == 1:
+            raise Crash("the broker refused the 4th event")
+        return await send(envelope)
+
+    relay = OutboxRelay(app, pool, refuses_the_fourth_once, schema="enrollment", batch_size=10)
+    with pytest.raises(Crash):
+        await relay.publish_pending()
+    assert await relay.lag() == total - 3  # the 3 events the broker acknowledged are behind the position
+    while await relay.publish_pending():
+        pass
+    assert sorted(attempts.values()) == [1] * (total - 1) + [2] and relay.republished == 1
+    messages = await read_topic(bootstrap_servers, topic, total)
+    assert len({m.event_id for m in messages}) == len(messages) == total  # none twice, none missing
+
+
+async def test_a_broker_reset_sends_the_whole_batch_again(store):
+    app, pool = store
+    total = len(SUBJECTS) + len(WITHDRAWN)
+    sent: list = []
+
+    async def restarts_empty_after_the_third(envelope: Envelope):
+        sent.append(envelope.event_id)
+        offset = len(sent) - 1 if len(sent) <= 3 else len(sent) - 4  # the 4th goes to an empty broker
+        return Ack(partition=0, offset=offset)
+
+    relay = OutboxRelay(app, pool, restarts_empty_after_the_third, schema="enrollment", batch_size=5,
+                        poll_seconds=0.05, backoff_base=0.02)
+    task = asyncio.create_task(relay.run())
+    await until_caught_up(relay)
+    await relay.stop(task)
+    # Not only what followed the acknowledged prefix: the restarted broker may have dropped all of it.
+    assert sent[:4] == sent[4:8] and len(sent) == total + 4
+    assert relay.republished == 4 and relay.errors == 1
+
+
+async def test_a_failing_relay_backs_off_and_never_resends_what_was_acknowledged(store):
+    app, pool = store
+    total = len(SUBJECTS) + len(WITHDRAWN)
+    attempts: Counter = Counter()
+    refusing = True
+
+    async def refuses_the_third(envelope: Envelope):
+        attempts[envelope.event_id] += 1
+        if len(attempts) == 3 and refusing:
+            raise Crash("UnknownError")
+        return Ack(partition=0, offset=sum(attempts.values()))
+
+    relay = OutboxRelay(app, pool, refuses_the_third, schema="enrollment", poll_seconds=0.05,
+                        backoff_base=0.05, backoff_cap=0.4)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(2)
+    assert relay.failing_for() > 1.5 and relay.last_error == "Crash: UnknownError"
+    refusing = False
+    await until_caught_up(relay, timeout=5)
+    await relay.stop(task)
+    assert relay.failing_for() == 0
+    assert 3 <= relay.errors <= 12  # about 0.4 s apart once the cap is reached, not a tight loop
+    third = list(attempts)[2]
+    assert attempts[third] == relay.errors + 1 and relay.republished == relay.errors
+    assert sorted(attempts.values()) == [1] * (total - 1) + [attempts[third]]  # the others went once
+
+
+async def test_a_stored_row_no_code_can_read_is_parked_and_the_rest_is_published(store, producer, topic_prefix,
+                                                                                 bootstrap_servers):
+    app, pool = store
+    garbled = await pool.fetchval("SELECT min(notification_id) + 2 FROM enrollment.enrollment_events")
+    await pool.execute("UPDATE enrollment.enrollment_events SET state = $2 WHERE notification_id = $1",
+                       garbled, b'{"not": "an event"}')
+    topic = topic_for("enrollment", topic_prefix)
+    relay = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment")
+    total = len(SUBJECTS) + len(WITHDRAWN)
+    assert await relay.publish_pending() == total
+    published = await read_topic(bootstrap_servers, topic, total - 1)
+    assert len(published) == total - 1 and relay.published == total - 1
+    [parked] = await parking.unresolved(pool, "enrollment")
+    assert parked.consumer == "enrollment-relay" and parked.notification_id == garbled and parked.in_store
+    assert "cannot be read" in parked.reason and await relay.lag() == 0

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from services.enrollment import domain as enrollment
 from services.followup import domain as followup
 from services.treatment import domain
 from shared.contract.envelope import RecordedBy
-from shared.contract.events import AgentDose, LymphodepletionGiven, ResponseAssessed, UCARTInfused
+from shared.contract.events import AgentDose, Enrolled, LymphodepletionGiven, ResponseAssessed, UCARTInfused
 from shared.errors import InvalidCommand, RuleViolation
 from shared.eventstore import EventMeta
 from shared.facts import SubjectFacts
@@ -79,6 +80,26 @@ def test_dlt_rules_and_safety_clocks_load():
     clocks = SHIPPED.safety_reporting
     assert (clocks.sae_to_sponsor_hours, clocks.fatal_or_life_threatening_susar_days,
             clocks.other_susar_days) == (24, 7, 15)
+
+
+def test_enrolment_rules_load():
+    # Children and adults (1 to 75 years at consent, in calendar years), consents from the study start.
+    rules = SHIPPED.enrolment
+    assert (rules.min_age_years, rules.max_age_years, rules.study_start_date) == (1, 75, date(2024, 1, 1))
+
+
+def test_min_age_above_max_age_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="min_age_years is greater than max_age_years"):
+        load_protocol(amended(tmp_path, ("min_age_years = 1", "min_age_years = 80")))
+
+
+def test_study_start_comes_from_the_file(tmp_path):
+    later = load_protocol(amended(tmp_path, ("study_start_date = 2024-01-01", "study_start_date = 2025-03-01")))
+    enrolled = Enrolled(site_id="05", consent_signed_on=date(2025, 2, 28), year_of_birth=1980, sex="F",
+                        disease_status="relapsed", cd19_positive=True)
+    assert enrollment.enrol(None, meta(0, SHIPPED), enrolled, SHIPPED).status == "enrolled"
+    with pytest.raises(InvalidCommand, match="before the study started \\(2025-03-01\\)"):
+        enrollment.enrol(None, meta(0, later), enrolled, later)
 
 
 def test_a_dlt_rule_needs_a_known_relatedness(tmp_path):

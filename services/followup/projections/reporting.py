@@ -3,7 +3,7 @@ regulator within 7 days (fatal or life-threatening) or 15 days of sponsor receip
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -29,6 +29,15 @@ class ReportDue(BaseModel):
     status: ReportStatus
 
 
+def _after(moment: datetime, delta: timedelta) -> datetime:
+    """moment + delta, or the end of time for a moment stored before input years were checked
+    (9999-12-31 plus a day does not exist)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
 def _status(due_at: datetime, received_at: datetime | None, now: datetime) -> ReportStatus:
     if received_at is not None:
         return "submitted" if received_at <= due_at else "submitted_late"
@@ -42,7 +51,7 @@ def reports_due(journey: Journey, protocol: Protocol, now: datetime) -> list[Rep
         if not ae.report.serious:
             continue
         base = dict(subject_id=journey.subject_id, site_id=journey.site_id, ae_id=ae.ae_id, term=ae.report.term)
-        sae_due = ae.report.aware_at + timedelta(hours=clocks.sae_to_sponsor_hours)
+        sae_due = _after(ae.report.aware_at, timedelta(hours=clocks.sae_to_sponsor_hours))
         sponsor_received = ae.reports_submitted.get("sae_to_sponsor")
         due.append(ReportDue(**base, report="sae_to_sponsor", clock_started_at=ae.report.aware_at, due_at=sae_due,
                              received_at=sponsor_received, status=_status(sae_due, sponsor_received, now)))
@@ -63,6 +72,6 @@ def _susar(base: dict, ae: AdverseEvent, sponsor_received: datetime | None, prot
         return ReportDue(**base, report="susar_to_regulator", clock_started_at=None, due_at=None,
                          received_at=received, status="submitted" if received else "awaiting_sponsor_receipt")
     days = clocks.fatal_or_life_threatening_susar_days if fatal_or_life_threatening(ae) else clocks.other_susar_days
-    due_at = sponsor_received + timedelta(days=days)
+    due_at = _after(sponsor_received, timedelta(days=days))
     return ReportDue(**base, report="susar_to_regulator", clock_started_at=sponsor_received, due_at=due_at,
                      received_at=received, status=_status(due_at, received, now))

@@ -159,3 +159,14 @@ def test_a_correction_to_unexpected_makes_it_a_susar():
     fix = AECorrected(ae_id=reported.ae_id, **ae(expected=False).model_dump(exclude={"ae_id"}))
     assert [r.report for r in reports_due(journey(reported, fix), PROTOCOL, AWARE)] == ["sae_to_sponsor",
                                                                                         "susar_to_regulator"]
+
+
+def test_a_clock_started_at_the_end_of_time_does_not_overflow():
+    # Accepted before input years were checked: the due date is the end of time, not an error.
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    reported = ae(aware_at=late)
+    j = journey(reported, submitted(reported, "sae_to_sponsor", late))
+    reports = {r.report: r for r in reports_due(j, PROTOCOL, AWARE)}
+    assert {kind: r.status for kind, r in reports.items()} == {"sae_to_sponsor": "submitted",
+                                                               "susar_to_regulator": "due"}
+    assert all(r.due_at == datetime.max.replace(tzinfo=UTC) for r in reports.values())

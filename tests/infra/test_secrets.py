@@ -1,0 +1,78 @@
+"""Secrets never appear in what is printed or logged: a database password shows as ***."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from conftest import drop_database, new_database
+
+from infra.embedded import free_port
+from shared.redact import mask_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_mask_url_hides_the_password_wherever_a_url_carries_it():
+    assert mask_url("postgresql://ucart:s3cr%40t@db:5432/ucart") == "postgresql://ucart:***@db:5432/ucart"
+    assert mask_url("postgresql://ucart@/ucart?host=/run/pg&password=s3cret&sslmode=require") == \
+        "postgresql://ucart@/ucart?host=/run/pg&password=***&sslmode=require"
+    assert mask_url("host=db password=s3cret dbname=ucart") == "host=db password=*** dbname=ucart"
+    assert mask_url("postgresql://ucart@/ucart?host=/run/pg") == "postgresql://ucart@/ucart?host=/run/pg"
+    assert mask_url("127.0.0.1:9092,kafka-2:9092") == "127.0.0.1:9092,kafka-2:9092"
+
+
+def test_the_demo_never_prints_or_logs_the_database_password(servers, tmp_path):
+    database_url = new_database(servers[0])
+    try:
+        url, password = with_password(database_url)
+        data_dir, printed = tmp_path / "data", tmp_path / "demo.out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UCART_")} | {
+            "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": servers[1], "UCART_DATA_DIR": str(data_dir),
+            "UCART_TOPIC_PREFIX": f"s{uuid.uuid4().hex[:8]}.", "COLUMNS": "250",  # no URL cut by the table
+            **{f"UCART_{s}_PORT": str(free_port()) for s in ("ENROLLMENT", "TREATMENT", "FOLLOWUP")},
+        }
+        with printed.open("wb") as out:
+            demo = subprocess.Popen([sys.executable, "-m", "infra", "demo"], env=env, cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            wait_for(printed, "Press Ctrl-C", demo)
+            demo.send_signal(signal.SIGINT)
+            assert demo.wait(90) == 0, printed.read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
+
+        output = printed.read_text()
+        assert "Stopped." in output and mask_url(url) in output
+        assert password not in output
+        logs = [path for path in (data_dir / "logs").rglob("*") if path.is_file()]
+        assert {p.name for p in logs} >= {"enrollment.log", "treatment.log", "followup.log"}
+        assert not [p for p in logs if password.encode() in p.read_bytes()]
+    finally:
+        drop_database(servers[0], database_url)
+
+
+def with_password(url: str) -> tuple[str, str]:
+    """The URL with a password (the embedded server trusts local connections and ignores it)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url, parts.password
+    password = f"s3cret-{uuid.uuid4().hex[:12]}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{password}@{host}")), password
+
+
+def wait_for(printed: Path, text: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in printed.read_text():
+        assert process.poll() is None, f"the demo exited with {process.returncode}: {printed.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} after {timeout:.0f}s: {printed.read_text()}"
+        time.sleep(0.5)
