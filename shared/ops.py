@@ -42,7 +42,16 @@ async def _check(name: str, probe, timeout: float = 2.0) -> tuple[str, str | Non
     return name, None if result is True else result or "not ready"
 
 
-@router.get("/ready", summary="Readiness: database, broker and consumers; relay, lag and parked events")
+READY_ANSWERS = {
+    200: {"description": "Ready: every check is ok"},
+    503: {"description": "Not ready (database, broker or consumers failing) or degraded (relay failing, lag "
+                         "growing, events parked): each check says ok or what is wrong",
+          "content": {"application/json": {}}},
+}
+
+
+@router.get("/ready", summary="Readiness: database, broker and consumers; relay, lag and parked events",
+            responses=READY_ANSWERS)
 async def ready(request: Request) -> JSONResponse:
     rt = request.app.state.runtime
     monitor: LagMonitor | None = getattr(request.app.state, "lag_monitor", None)

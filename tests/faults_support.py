@@ -66,15 +66,17 @@ def own_postgres(tmp_path: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
 
 @contextmanager
 def fault_stack(servers: tuple[str, str], tmp_path: Path, *, database_url: str | None = None,
-                bootstrap: str | None = None, reconcile_seconds: float = RECONCILE_SECONDS) -> Iterator[RunningStack]:
+                bootstrap: str | None = None, reconcile_seconds: float = RECONCILE_SECONDS,
+                **settings: object) -> Iterator[RunningStack]:
     """The three services as processes, on a fresh database of the session's PostgreSQL (or on
-    `database_url`) and the session's broker (or `bootstrap`), with a topic prefix of their own."""
+    `database_url`) and the session's broker (or `bootstrap`), with a topic prefix of their own
+    (`settings`: any other Settings for them)."""
     with ExitStack() as cleanup:
         if database_url is None:
             database_url = new_database(servers[0])
             cleanup.callback(drop_database, servers[0], database_url)
         stack = RunningStack(database_url, bootstrap or servers[1], f"f{uuid.uuid4().hex[:8]}.",
-                             tmp_path / "logs", reconcile_seconds=reconcile_seconds)
+                             tmp_path / "logs", reconcile_seconds=reconcile_seconds, **settings)
         cleanup.enter_context(stack)
         cleanup.callback(stop_all, stack)  # before the stack's own (sequential) stop, which then has nothing to do
         yield stack

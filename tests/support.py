@@ -109,15 +109,13 @@ def ucart(*args: str, database_url: str, **env: str) -> subprocess.CompletedProc
 class RunningStack:
     """The three services as real processes, on free ports, against the test servers."""
 
-    def __init__(self, database_url: str, bootstrap: str, prefix: str, log_dir: Path, *,
-                 reconcile_seconds: float | None = None):
-        """`reconcile_seconds`: how often the consumers check the event stores (default: Settings')."""
+    def __init__(self, database_url: str, bootstrap: str, prefix: str, log_dir: Path, **settings: object):
+        """`settings`: any other Settings for the services (e.g. reconcile_seconds)."""
         self.database_url, self.bootstrap, self.prefix = database_url, bootstrap, prefix
-        optional = {} if reconcile_seconds is None else {"reconcile_seconds": reconcile_seconds}
         self.settings = Settings(
             _env_file=None, host="127.0.0.1", topic_prefix=prefix, relay_poll_seconds=0.5,
             enrollment_port=free_port(), treatment_port=free_port(), followup_port=free_port(),
-            database_url=database_url, kafka_bootstrap_servers=bootstrap, **optional,
+            database_url=database_url, kafka_bootstrap_servers=bootstrap, **settings,  # type: ignore[arg-type]
         )
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
         self.client = httpx.Client(timeout=30)

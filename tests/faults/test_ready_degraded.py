@@ -4,22 +4,16 @@ a relay that keeps failing, events left parked. Both answer 503 with the reason,
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import asyncpg
-from conftest import drop_database, new_database
-from faults_support import RECONCILE_SECONDS, stop_all
+from faults_support import fault_stack
 from support import RunningStack, at, enrolment, eventually
-
-from infra.processes import ServiceGroup
 
 RELAY_FAILING_SECONDS = 3
 
 
 def test_a_relay_failing_for_too_long_makes_its_service_degraded(servers, tmp_path):
-    with short_thresholds_stack(servers, tmp_path) as stack:
+    with fault_stack(servers, tmp_path, ready_relay_failing_seconds=RELAY_FAILING_SECONDS) as stack:
         all_ready(stack)
         sql(stack, "ALTER TABLE enrollment.outbox_position RENAME TO outbox_position_away")  # the relay fails
         response = stack.command("enrollment", "/subjects/UCT-25-001/enrolment", at(12), enrolment(12))
@@ -37,7 +31,7 @@ def test_a_relay_failing_for_too_long_makes_its_service_degraded(servers, tmp_pa
 
 
 def test_parked_events_make_their_service_degraded_until_resolved(servers, tmp_path):
-    with short_thresholds_stack(servers, tmp_path) as stack:
+    with fault_stack(servers, tmp_path, ready_relay_failing_seconds=RELAY_FAILING_SECONDS) as stack:
         all_ready(stack)
         # Three messages no event store holds (only recorded: nothing for the consumer to step over).
         sql(stack, """INSERT INTO followup.parked_events (consumer, in_store, body, reason)
@@ -50,25 +44,6 @@ def test_parked_events_make_their_service_degraded_until_resolved(servers, tmp_p
 
         sql(stack, "UPDATE followup.parked_events SET resolved_at = now()")
         assert stack.get("followup", "/ready").status_code == 200
-
-
-@contextmanager
-def short_thresholds_stack(servers, tmp_path) -> Iterator[RunningStack]:
-    """A stack of this test's own (like `fault_stack`) whose /ready reports a failing relay after
-    RELAY_FAILING_SECONDS."""
-    database_url = new_database(servers[0])
-    stack = RunningStack(database_url, servers[1], f"f{uuid.uuid4().hex[:8]}.", tmp_path / "logs",
-                         reconcile_seconds=RECONCILE_SECONDS)
-    stack.settings = stack.settings.model_copy(update={"ready_relay_failing_seconds": RELAY_FAILING_SECONDS})
-    stack.group = ServiceGroup(stack.settings, database_url, servers[1], tmp_path / "logs")
-    try:
-        with stack:
-            try:
-                yield stack
-            finally:
-                stop_all(stack)
-    finally:
-        drop_database(servers[0], database_url)
 
 
 def all_ready(stack: RunningStack) -> None:
