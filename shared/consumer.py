@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import asyncpg
+from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -118,7 +119,7 @@ class IdempotentConsumer:
         return self.projection.name
 
     async def handle(self, message: KafkaMessage) -> Outcome:
-        raw = message.raw_message
+        raw: ConsumerRecord = message.raw_message  # type: ignore[assignment]  # one record: not a batch subscriber
         headers = {k: v for k, v in message.headers.items() if isinstance(v, str)}
         origin = KafkaOrigin(raw.topic, raw.partition, raw.offset, message.body, raw.key, headers)
         outcome = await self.receive(origin, redelivered=True)
@@ -144,11 +145,11 @@ class IdempotentConsumer:
                     if retry_now:
                         continue
                     raise
-                itself = failure.row is None or origin == failure.row
-                if itself and not park_itself:
+                earlier = failure.row if failure.row is not None and failure.row != origin else None
+                if earlier is None and not park_itself:
                     raise
-                await self._park(await self._parcel(failure, origin if itself else failure.row))
-                if itself:
+                await self._park(await self._parcel(failure, earlier or origin))
+                if earlier is None:
                     return "parked"
                 continue  # an earlier event of the stream was parked: this one can go on
             self._failures.pop((envelope.source, subject_uuid(envelope.subject_id), envelope.stream_version), None)
@@ -343,19 +344,19 @@ class IdempotentConsumer:
         envelope = failure.envelope
         if isinstance(origin, StoredRow):
             row: StoredRow | None = origin
-            body, where = origin.state, {"notification_id": origin.notification_id}
+            parcel = parking.Parcel(body=origin.state, reason=str(failure))
         else:
             row = await self._stored_copy(envelope) if envelope else None
-            body = origin.body
-            where = {"topic": origin.topic, "kafka_partition": origin.partition, "kafka_offset": origin.offset,
-                     "notification_id": row.notification_id if row else None}
-        identity = {} if envelope is None else {
-            "subject_id": envelope.subject_id, "event_id": envelope.event_id, "event_type": envelope.event_type,
-            "source": envelope.source, "stream_id": subject_uuid(envelope.subject_id),
-            "stream_version": envelope.stream_version}
+            parcel = parking.Parcel(body=origin.body, reason=str(failure), topic=origin.topic,
+                                    kafka_partition=origin.partition, kafka_offset=origin.offset)
+        if envelope is not None:
+            parcel = replace(parcel, subject_id=envelope.subject_id, event_id=envelope.event_id,
+                             event_type=envelope.event_type, source=envelope.source,
+                             stream_id=subject_uuid(envelope.subject_id), stream_version=envelope.stream_version)
         if row is not None:
-            identity.update(source=row.source, stream_id=row.stream_id, stream_version=row.version)
-        return parking.Parcel(body=body, reason=str(failure), in_store=row is not None, **identity, **where)
+            parcel = replace(parcel, in_store=True, source=row.source, stream_id=row.stream_id,
+                             stream_version=row.version, notification_id=row.notification_id)
+        return parcel
 
     async def _stored_copy(self, envelope: Envelope) -> StoredRow | None:
         """The store's row for this event, if the message is exactly that event."""

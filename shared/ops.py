@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -42,7 +43,7 @@ async def _check(name: str, probe, timeout: float = 2.0) -> tuple[str, str | Non
     return name, None if result is True else result or "not ready"
 
 
-READY_ANSWERS = {
+READY_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Ready: every check is ok"},
     503: {"description": "Not ready (database, broker or consumers failing) or degraded (relay failing, lag "
                          "growing, events parked): each check says ok or what is wrong",

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from uuid import UUID
 
 import asyncpg
 from eventsourcing.persistence import Notification
@@ -143,7 +144,7 @@ class OutboxRelay:
         reason = f"stored event cannot be read: {type(exc).__name__}: {exc}"
         await parking.park(self.pool, self.schema, self.name, parking.Parcel(
             body=bytes(notification.state), reason=reason, in_store=True, source=self.app.source,
-            stream_id=notification.originator_id, stream_version=notification.originator_version,
+            stream_id=UUID(str(notification.originator_id)), stream_version=notification.originator_version,
             notification_id=notification.id))
         log.error("%s: parked notification %d, not published: %s", self.name, notification.id,
                   parking.clean(reason, 500))

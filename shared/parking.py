@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -93,7 +94,11 @@ async def unresolved(conn: asyncpg.Connection | asyncpg.Pool, schema: str, *, co
             WHERE resolved_at IS NULL AND ($1::text IS NULL OR consumer = $1)
               AND ($2::bigint[] IS NULL OR id = ANY($2)) ORDER BY id""",
         consumer, ids)
-    return [Parked(**{k: (bytes(v) if k == "body" else v) for k, v in row.items()}) for row in rows]
+    return [_parked(dict(row)) for row in rows]
+
+
+def _parked(values: dict[str, Any]) -> Parked:
+    return Parked(**{**values, "body": bytes(values["body"])})
 
 
 async def counts(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> dict[str, int]:
