@@ -27,7 +27,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from shared import db, parking
 from shared.contract.envelope import Envelope
 from shared.contract.events import Payload
-from shared.contract.upcasting import upcast
+from shared.contract.upcasting import latest_payload
 from shared.eventstore.aggregate import subject_uuid
 from shared.eventstore.reader import StoredRow, rows_after, stream_rows
 
@@ -57,7 +57,7 @@ def read_message(body: bytes) -> tuple[Envelope, Payload]:
     """Parse an envelope and upcast its payload to the latest version; ValueError if it cannot be."""
     try:
         envelope = Envelope.model_validate_json(body)
-        return envelope, upcast(envelope.typed_payload(), envelope.occurred_at)
+        return envelope, latest_payload(envelope)
     except Exception as exc:
         raise ValueError(f"invalid event: {exc}") from exc
 
@@ -65,7 +65,7 @@ def read_message(body: bytes) -> tuple[Envelope, Payload]:
 def read_row(row: StoredRow) -> tuple[Envelope, Payload]:
     try:
         envelope = row.envelope()
-        return envelope, upcast(envelope.typed_payload(), envelope.occurred_at)
+        return envelope, latest_payload(envelope)
     except Exception as exc:
         raise ValueError(f"stored event cannot be read: {exc}") from exc
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from uuid import UUID, uuid4
 
+from shared import clinical
 from shared.contract.envelope import RecordedBy
 from shared.contract.events import (
     AECorrected,
@@ -38,11 +39,6 @@ from services.followup.grading import derived_grade
 # to the rules engine, caused by the event that triggered them.
 RULES = RecordedBy(user_id="ucart-rules", role="system")
 
-# Records about the data rather than about the subject: their dates are not clinical contact.
-ADMINISTRATIVE = (DataQueryOpened, DataQueryAnswered, DataQueryClosed, SafetyReportSubmitted,
-                  LongTermFollowUpStarted, LostToFollowUp)
-
-
 @dataclass
 class AERecord:
     fields: AEFields
@@ -67,7 +63,7 @@ class FollowupSubject(SubjectStream):
 
     def when(self, meta: EventMeta, payload: Payload) -> None:
         day = meta.occurred_at.date()
-        if not isinstance(payload, ADMINISTRATIVE):  # queries and reports say nothing of the subject
+        if not clinical.administrative(payload.event_type):  # queries and reports say nothing of the subject
             self.last_record_on = max(self.last_record_on or day, day)
         match payload:
             case AEReported():
@@ -87,8 +83,8 @@ class FollowupSubject(SubjectStream):
             case ResponseAssessed():
                 self.assessed_timepoints.add(payload.timepoint)
                 if payload.timepoint == "W12":
-                    self.week12_remission = payload.response in ("CR", "CRi")
-                if payload.response in ("CR", "CRi"):
+                    self.week12_remission = clinical.in_remission(payload.response)
+                if clinical.in_remission(payload.response):
                     self.in_remission = True
                 elif payload.response == "RELAPSE":
                     self.in_remission = False
@@ -230,7 +226,8 @@ def submit_safety_report(subject: FollowupSubject | None, meta: EventMeta,
     ae = _known_ae(subject, meta, payload.ae_id)
     if not ae.fields.serious:
         raise RuleViolation(f"Adverse event {payload.ae_id} is not serious: no expedited report is due.")
-    if payload.report == "susar_to_regulator" and not (ae.fields.suspected and ae.fields.expected is False):
+    if payload.report == "susar_to_regulator" and not clinical.susar(ae.fields.serious, ae.fields.suspected,
+                                                                     ae.fields.expected):
         raise RuleViolation(f"Adverse event {payload.ae_id} is not a SUSAR (serious, suspected and unexpected); "
                             "record expectedness first if it has changed.")
     if payload.report in ae.reports:
@@ -251,7 +248,8 @@ def assess_response(subject: FollowupSubject | None, meta: EventMeta, payload: R
         raise RuleViolation(f"A relapse follows a CR or CRi, and {meta.subject_id} is not in remission on "
                             "record; record NR for refractory disease.")
     subject = FollowupSubject.record_into(subject, meta, payload)
-    if payload.timepoint == "W12" and payload.response in ("CR", "CRi") and not subject.long_term_follow_up:
+    if (payload.timepoint == "W12" and clinical.enters_long_term_follow_up(payload.response)
+            and not subject.long_term_follow_up):
         start = LongTermFollowUpStarted(week12_response=payload.response)
         subject = FollowupSubject.record_into(subject, _rules_meta(meta), start)
     return subject
@@ -260,7 +258,7 @@ def assess_response(subject: FollowupSubject | None, meta: EventMeta, payload: R
 def _check_response_criteria(r: ResponseAssessed, protocol: Protocol) -> None:
     c = protocol.response
     problems = []
-    if r.response in ("CR", "CRi"):
+    if clinical.in_remission(r.response):
         if r.marrow_blasts_pct >= c.cr_max_marrow_blasts_pct:
             problems.append(f"marrow blasts must be < {c.cr_max_marrow_blasts_pct}% (got {r.marrow_blasts_pct}%)")
         if r.circulating_blasts:

@@ -18,7 +18,7 @@ import asyncpg
 
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES
-from shared.contract.upcasting import upcast
+from shared.contract.upcasting import latest_payload
 from shared.eventstore.reader import read_stream
 
 from services.followup.projections import journey as journeys
@@ -36,7 +36,7 @@ async def subject_history(conn: asyncpg.Connection, subject_id: str) -> list[Env
 def fold(subject_id: str, events: list[Envelope]) -> journeys.Journey:
     journey = journeys.Journey(subject_id=subject_id)
     for envelope in events:
-        journey = journeys.apply(journey, envelope, upcast(envelope.typed_payload(), envelope.occurred_at))
+        journey = journeys.apply(journey, envelope, latest_payload(envelope))
     return journey
 
 

@@ -12,6 +12,8 @@ from uuid import UUID, uuid4
 
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
+from shared import clinical
+from shared.clinical import AECategory, Relatedness
 from shared.contract.envelope import Source
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.contract.strict import ContractModel, IsoAwareDatetime, IsoDate
@@ -131,8 +133,6 @@ class AEReportedV1(Payload):
     relatedness: Literal["unrelated", "unlikely", "possible", "probable", "definite"]
 
 
-AECategory = Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
-Relatedness = Literal["unrelated", "unlikely", "possible", "probable", "definite"]
 SeriousnessCriterion = Literal[
     "death", "life_threatening", "hospitalisation", "disability", "congenital_anomaly",
     "important_medical_event",
@@ -173,7 +173,7 @@ class AEFields(ContractModel):
 
     @property
     def suspected(self) -> bool:
-        return self.relatedness in ("possible", "probable", "definite")
+        return clinical.suspected(self.relatedness)
 
 
 class AEReported(AEFields, Payload):

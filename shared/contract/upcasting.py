@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared.contract.envelope import Envelope
 from shared.contract.events import AEReported, AEReportedV1, Payload, ResponseAssessed, ResponseAssessedV1
+
+
+def latest_payload(envelope: Envelope) -> Payload:
+    """The envelope's payload, validated against its (type, version) model and upcast to the latest
+    version: how every reader of an envelope gets its payload."""
+    return upcast(envelope.typed_payload(), envelope.occurred_at)
 
 
 def upcast(payload: Payload, occurred_at: datetime) -> Payload:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.clinical import AECategory, Relatedness
+
 DEFAULT_PROTOCOL_FILE = Path(__file__).with_name("ucart-protocol.toml")
 
 
@@ -53,8 +55,6 @@ class FollowUp(_Frozen):
     visits: tuple[PlannedVisit, ...]
 
 
-Relatedness = Literal["unrelated", "unlikely", "possible", "probable", "definite"]
-RELATEDNESS_ORDER: tuple[Relatedness, ...] = ("unrelated", "unlikely", "possible", "probable", "definite")
 
 
 class ResponseCriteria(_Frozen):
@@ -87,7 +87,7 @@ class Grading(_Frozen):
 
 
 class DLTRule(_Frozen):
-    category: Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
+    category: AECategory
     min_grade: int = Field(ge=1, le=5)
     min_relatedness: Relatedness
 

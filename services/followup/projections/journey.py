@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from shared import clinical
 from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AECorrected,
@@ -46,11 +47,6 @@ Status = Literal[
     "long_term_follow_up", "completed", "withdrawn", "lost_to_follow_up", "died",
 ]
 RESPONSE_RANK = {"CR": 3, "CRi": 2, "NR": 1, "RELAPSE": 0}
-# Records about the data rather than about the subject: their dates are not clinical contact
-# (a loss to follow-up carries its own last contact date).
-ADMINISTRATIVE = (DataQueryOpened, DataQueryAnswered, DataQueryClosed, SafetyReportSubmitted,
-                  LongTermFollowUpStarted, LostToFollowUp)
-REMISSION = ("CR", "CRi")
 
 
 class Response(BaseModel):
@@ -148,7 +144,7 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
     j = journey.model_copy(deep=True)
     at = envelope.occurred_at
     on = at.date()
-    if not isinstance(payload, ADMINISTRATIVE):
+    if not clinical.administrative(payload.event_type):
         j.last_event_on = max(j.last_event_on or on, on)
     match payload:
         case Enrolled():
@@ -223,7 +219,7 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
 def in_long_term_follow_up(journey: Journey, on: date | None = None) -> bool:
     """Long-term follow-up is for subjects in remission at the week-12 assessment."""
     w12 = journey.response_at("W12", on)
-    return w12 is not None and w12.response in REMISSION
+    return clinical.enters_long_term_follow_up(w12.response if w12 else None)
 
 
 def _by(day: date | None, today: date) -> bool:

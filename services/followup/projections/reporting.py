@@ -9,10 +9,10 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from shared import clinical
 from shared.protocol import Protocol
 
 from services.followup.projections.journey import AdverseEvent, Journey
-from services.followup.study.from_journeys import fatal_or_life_threatening
 
 ReportStatus = Literal["due", "overdue", "submitted", "submitted_late", "awaiting_sponsor_receipt"]
 
@@ -61,7 +61,7 @@ def reports_due(journey: Journey, protocol: Protocol, now: datetime) -> list[Rep
 
 
 def _is_susar(ae: AdverseEvent) -> bool:
-    return ae.report.serious and ae.report.suspected and ae.report.expected is False
+    return clinical.susar(ae.report.serious, ae.report.suspected, ae.report.expected)
 
 
 def _susar(base: dict, ae: AdverseEvent, sponsor_received: datetime | None, protocol: Protocol,
@@ -71,7 +71,8 @@ def _susar(base: dict, ae: AdverseEvent, sponsor_received: datetime | None, prot
     if sponsor_received is None:  # the regulator clock starts when the sponsor first knows
         return ReportDue(**base, report="susar_to_regulator", clock_started_at=None, due_at=None,
                          received_at=received, status="submitted" if received else "awaiting_sponsor_receipt")
-    days = clocks.fatal_or_life_threatening_susar_days if fatal_or_life_threatening(ae) else clocks.other_susar_days
+    severe = clinical.fatal_or_life_threatening(ae.worst_grade, ae.report.seriousness_criteria)
+    days = clocks.fatal_or_life_threatening_susar_days if severe else clocks.other_susar_days
     due_at = _after(sponsor_received, timedelta(days=days))
     return ReportDue(**base, report="susar_to_regulator", clock_started_at=sponsor_received, due_at=due_at,
                      received_at=received, status=_status(due_at, received, now))

@@ -20,10 +20,11 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
+from shared import clinical
+
 from services.followup.study.inputs import SubjectOutcome
 from services.followup.study.survival import KaplanMeier, kaplan_meier
 
-RESPONDED = ("CR", "CRi")
 ORR_TIMEPOINTS = ("W4", "W8", "W12")
 AT_RISK_WEEKS = (0, 4, 8, 12, 16, 20, 24)
 
@@ -97,7 +98,7 @@ def objective_response(outcomes: Sequence[SubjectOutcome], timepoint: str) -> Ob
     numerator = 0
     for o in outcomes:
         at_timepoint = [a for a in o.assessments if a.timepoint == timepoint]
-        if at_timepoint and max(at_timepoint, key=lambda a: a.assessed_on).response in RESPONDED:
+        if at_timepoint and max(at_timepoint, key=lambda a: a.assessed_on).response in clinical.REMISSION:
             numerator += 1
     denominator = len(outcomes)
     return ObjectiveResponse(
@@ -168,7 +169,7 @@ def pfs_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: 
 def dor_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
     result = []
     for o in (_cut(o, as_of) for o in outcomes):
-        response_on = _first(*(a.assessed_on for a in o.assessments if a.response in RESPONDED))
+        response_on = _first(*(a.assessed_on for a in o.assessments if clinical.in_remission(a.response)))
         if response_on is None:
             continue  # DOR is defined for responders only
         if o.relapsed_on is not None and o.relapsed_on < response_on:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from shared.protocol import RELATEDNESS_ORDER, Protocol
+from shared import clinical
+from shared.protocol import Protocol
 
 from services.followup.projections.journey import AdverseEvent, Journey
 from services.followup.study.inputs import AESummary, Assessment, SubjectOutcome, SubjectSafety
@@ -39,13 +40,8 @@ def is_dlt(ae: AdverseEvent, infused_on: date, protocol: Protocol) -> bool:
     """An AE matching a DLT rule of the protocol, with onset inside the DLT window."""
     if not 0 <= (ae.onset_on - infused_on).days <= protocol.dlt.window_days:
         return False
-    related = RELATEDNESS_ORDER.index(ae.report.relatedness)
     return any(ae.report.category == rule.category and ae.worst_grade >= rule.min_grade
-               and related >= RELATEDNESS_ORDER.index(rule.min_relatedness) for rule in protocol.dlt.rules)
-
-
-def fatal_or_life_threatening(ae: AdverseEvent) -> bool:
-    return ae.worst_grade >= 4 or bool({"death", "life_threatening"} & set(ae.report.seriousness_criteria))
+               and clinical.at_least(ae.report.relatedness, rule.min_relatedness) for rule in protocol.dlt.rules)
 
 
 def safety(journey: Journey, protocol: Protocol, as_of: date) -> SubjectSafety | None:
@@ -56,9 +52,12 @@ def safety(journey: Journey, protocol: Protocol, as_of: date) -> SubjectSafety |
     aes = tuple(
         AESummary(ae_id=str(ae.ae_id), category=ae.report.category, grade=ae.worst_grade, serious=ae.report.serious,
                   suspected=ae.report.suspected, expected=ae.report.expected,
-                  fatal_or_life_threatening=fatal_or_life_threatening(ae), dlt=is_dlt(ae, infused_on, protocol))
+                  fatal_or_life_threatening=clinical.fatal_or_life_threatening(ae.worst_grade,
+                                                                               ae.report.seriousness_criteria),
+                  dlt=is_dlt(ae, infused_on, protocol))
         for ae in journey.adverse_events.values() if ae.onset_on <= as_of
     )
-    window_closed = (as_of - infused_on).days > protocol.dlt.window_days
-    return SubjectSafety(subject_id=journey.subject_id, dlt_evaluable=window_closed or any(a.dlt for a in aes),
+    window_completed = (as_of - infused_on).days > protocol.dlt.window_days
+    evaluable = clinical.dlt_evaluable(window_completed, had_dlt=any(a.dlt for a in aes))
+    return SubjectSafety(subject_id=journey.subject_id, dlt_evaluable=evaluable,
                          aes=aes)

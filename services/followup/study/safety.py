@@ -7,9 +7,10 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from shared import clinical
+
 from services.followup.study.inputs import AESummary, SubjectSafety
 
-CATEGORIES = ("CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER")  # always listed, even at 0
 GRADES = (1, 2, 3, 4, 5)
 
 
@@ -94,7 +95,9 @@ def safety_table(subjects: Sequence[SubjectSafety]) -> SafetyTable:
     # so a DLT makes the subject evaluable even if the flag lags behind.
     evaluable = [s for s in subjects if s.dlt_evaluable or s.had_dlt]
     with_dlt = sum(s.had_dlt for s in evaluable)
-    categories = CATEGORIES + tuple(sorted({ae.category for ae in _all_aes(subjects)} - set(CATEGORIES)))
+    # Every category is listed, even at 0.
+    categories = clinical.CATEGORIES + tuple(sorted({ae.category for ae in _all_aes(subjects)}
+                                                    - set(clinical.CATEGORIES)))
     return SafetyTable(
         subjects=len(subjects),
         dlt=DLTRate(
@@ -106,6 +109,6 @@ def safety_table(subjects: Sequence[SubjectSafety]) -> SafetyTable:
         icans=_max_grade(subjects, "ICANS"),
         ae_incidence=tuple(_incidence(subjects, c) for c in categories),
         sae=_count(subjects, lambda ae: ae.serious),
-        susar=_count(subjects, lambda ae: ae.serious and ae.suspected and ae.expected is False),
+        susar=_count(subjects, lambda ae: clinical.susar(ae.serious, ae.suspected, ae.expected)),
         awaiting_expectedness=_count(subjects, lambda ae: ae.serious and ae.suspected and ae.expected is None),
     )

@@ -8,7 +8,7 @@ from uuid import uuid4
 import pytest
 
 from services.followup.projections.journey import AdverseEvent, Journey, apply
-from services.followup.study.from_journeys import fatal_or_life_threatening, is_dlt, outcome, safety
+from services.followup.study.from_journeys import is_dlt, outcome, safety
 from services.followup.study.inputs import Assessment
 from shared.contract.envelope import Envelope, RecordedBy
 from shared.contract.events import (
@@ -112,17 +112,6 @@ def test_dlt_rules_come_from_the_protocol():
     gvhd = adverse_event(onset=30, category="GVHD", term="Skin GvHD", grade=2, relatedness="unlikely")
     assert (is_dlt(gvhd, DAY0, PROTOCOL), is_dlt(gvhd, DAY0, with_gvhd)) == (False, True)
     assert is_dlt(adverse_event(onset=35), DAY0, with_gvhd) is True
-
-
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({}, False),
-    ({"grade": 4}, True),
-    ({"grade": 5, "serious": True, "seriousness_criteria": ("death",)}, True),
-    ({"serious": True, "seriousness_criteria": ("life_threatening",)}, True),
-    ({"serious": True, "seriousness_criteria": ("hospitalisation",)}, False),
-])
-def test_fatal_or_life_threatening(changes, expected):
-    assert fatal_or_life_threatening(adverse_event(**changes)) is expected
 
 
 @pytest.mark.parametrize(("as_of", "evaluable"), [(28, False), (29, True)])

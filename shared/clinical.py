@@ -1,0 +1,76 @@
+"""The study's clinical definitions, each stated once (DOMAIN.md).
+
+The rules (services' domain.py), the projections (journey, schedule, reporting clocks) and the study
+tables all take these words and tests from here, so a definition cannot drift between the side that
+records an event and the side that counts it. Pure: no I/O, and nothing imported from the rest of
+the code base (the contract builds on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, get_args
+
+# --- vocabularies ---------------------------------------------------------------------------------
+
+AECategory = Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
+Relatedness = Literal["unrelated", "unlikely", "possible", "probable", "definite"]
+
+CATEGORIES: tuple[AECategory, ...] = get_args(AECategory)  # in the order tables list them
+RELATEDNESS_ORDER: tuple[Relatedness, ...] = get_args(Relatedness)  # from least to most related
+
+# --- response -------------------------------------------------------------------------------------
+
+REMISSION = frozenset({"CR", "CRi"})  # complete remission, with or without full count recovery
+
+
+def in_remission(response: str) -> bool:
+    return response in REMISSION
+
+
+def enters_long_term_follow_up(week12_response: str | None) -> bool:
+    """Long-term follow-up (to month 12) is for subjects in remission at the week-12 assessment."""
+    return week12_response is not None and in_remission(week12_response)
+
+
+# --- adverse events -------------------------------------------------------------------------------
+
+
+def suspected(relatedness: Relatedness) -> bool:
+    """Possibly related to the product or more (ICH E2A): what makes a serious AE a suspected reaction."""
+    return RELATEDNESS_ORDER.index(relatedness) >= RELATEDNESS_ORDER.index("possible")
+
+
+def at_least(relatedness: Relatedness, least: Relatedness) -> bool:
+    return RELATEDNESS_ORDER.index(relatedness) >= RELATEDNESS_ORDER.index(least)
+
+
+def susar(serious: bool, is_suspected: bool, expected: bool | None) -> bool:
+    """A suspected unexpected serious adverse reaction: serious, suspected, and not listed in the
+    investigator's brochure (an AE whose expectedness is not yet assessed is not one yet)."""
+    return serious and is_suspected and expected is False
+
+
+def fatal_or_life_threatening(worst_grade: int, seriousness_criteria: Iterable[str]) -> bool:
+    """The 7-day SUSAR clock (21 CFR 312.32) rather than the 15-day one."""
+    return worst_grade >= 4 or bool({"death", "life_threatening"} & set(seriousness_criteria))
+
+
+# --- DLT ------------------------------------------------------------------------------------------
+
+
+def dlt_evaluable(window_completed: bool, had_dlt: bool) -> bool:
+    """A subject counts in the DLT rate once a DLT occurred, or once the whole window is completed."""
+    return had_dlt or window_completed
+
+
+# --- records --------------------------------------------------------------------------------------
+
+# Records about the data rather than about the subject: their dates are not clinical contact (a loss
+# to follow-up carries its own last contact date).
+ADMINISTRATIVE = frozenset({"DataQueryOpened", "DataQueryAnswered", "DataQueryClosed", "SafetyReportSubmitted",
+                            "LongTermFollowUpStarted", "LostToFollowUp"})
+
+
+def administrative(event_type: str) -> bool:
+    return event_type in ADMINISTRATIVE
