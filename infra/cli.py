@@ -6,15 +6,15 @@ from enum import Enum
 
 import typer
 
+from services.registry import READ_MODELS
+
 app = typer.Typer(help="UCAR-T patient journey: run the demo, generate the docs, audit and rebuild.",
                   no_args_is_help=True)
 
 
-class ProjectionName(str, Enum):
-    journey = "journey"
-    treatment_facts = "treatment-facts"
-    followup_facts = "followup-facts"
-    enrollment_facts = "enrollment-facts"
+# `--projection` takes the name of any read model the services keep.
+ProjectionName = Enum("ProjectionName", {m.alias: m.alias for m in READ_MODELS}, type=str)  # type: ignore[misc]  # built from data
+JOURNEY = ProjectionName("journey")
 
 
 @app.command()
@@ -49,7 +49,7 @@ def verify() -> None:
 
 
 @app.command()
-def rebuild(projection: ProjectionName = ProjectionName.journey) -> None:
+def rebuild(projection: ProjectionName = JOURNEY) -> None:
     """Rebuild a live projection from the event stores (the services may keep running)."""
     from infra import tools
 
@@ -57,7 +57,7 @@ def rebuild(projection: ProjectionName = ProjectionName.journey) -> None:
 
 
 @app.command()
-def compare(projection: ProjectionName = ProjectionName.journey,
+def compare(projection: ProjectionName = JOURNEY,
             from_kafka: bool = typer.Option(False, help="Replay the topics from the earliest offset instead.")) -> None:
     """Build a replica of a projection (from the event stores, or from Kafka) and compare it with the live one."""
     from infra import tools

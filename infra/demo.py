@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from shared.config import Settings
+from shared.contract.topics import SOURCES
 from shared.redact import mask_url
 
 from infra import seed
@@ -57,7 +58,7 @@ def print_where_to_look(settings: Settings, stack: Stack) -> None:
     table.add_row("Expedited safety reports", f"{followup}/safety-reports")
     table.add_row("Safety table", f"{followup}/study/safety")
     table.add_row("Efficacy table (ORR, Kaplan-Meier)", f"{followup}/study/efficacy")
-    for name in ("enrollment", "treatment", "followup"):
+    for name in SOURCES:
         table.add_row(f"{name} API (OpenAPI)", f"{settings.url(name)}/docs")
     table.add_row("Kafka bootstrap", mask_url(stack.bootstrap_servers))
     table.add_row("PostgreSQL", mask_url(stack.database_url))  # a configured password never shows

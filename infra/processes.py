@@ -13,8 +13,7 @@ import httpx
 
 from shared.config import Settings
 from shared.contract.envelope import Source
-
-SERVICES: tuple[Source, ...] = ("enrollment", "treatment", "followup")
+from shared.contract.topics import SOURCES
 
 
 def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -> dict[str, str]:
@@ -30,7 +29,7 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_RECONCILE_SECONDS=str(settings.reconcile_seconds),
         UCART_READY_RELAY_FAILING_SECONDS=str(settings.ready_relay_failing_seconds),
         UCART_READY_LAG_WINDOW_SECONDS=str(settings.ready_lag_window_seconds),
-        **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SERVICES},
+        **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SOURCES},
     )
     return env
 
@@ -84,7 +83,7 @@ class ServiceGroup:
     def __init__(self, settings: Settings, database_url: str, bootstrap_servers: str, log_dir: Path):
         env = service_env(settings, database_url, bootstrap_servers)
         self.services = {
-            name: ServiceProcess(name, env, settings.url(name), log_dir / f"{name}.log") for name in SERVICES
+            name: ServiceProcess(name, env, settings.url(name), log_dir / f"{name}.log") for name in SOURCES
         }
 
     def start(self) -> None:

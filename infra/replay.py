@@ -22,38 +22,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared import db, parking
-from shared import facts as subject_facts
 from shared.consumer import IdempotentConsumer, KafkaOrigin, Outcome
 from shared.contract.topics import SOURCES, topic_for
 from shared.eventstore.reader import store_exists
 
-from services.followup.projections.store import JourneyProjection
-
-
-@dataclass(frozen=True)
-class Projected:
-    """A projection the tools know: where it lives, how to make one, what it reads."""
-
-    schema: str
-    table: str
-    make: Callable[[str], object]
-    sources: tuple[str, ...]
-
-
-PROJECTIONS: dict[str, Projected] = {
-    "journey": Projected("followup", "journeys", JourneyProjection, SOURCES),
-    "treatment-facts": Projected("treatment", "subject_facts", subject_facts.SubjectFactsProjection,
-                                 ("enrollment", "followup")),
-    "followup-facts": Projected("followup", "subject_facts", subject_facts.SubjectFactsProjection,
-                                ("enrollment", "treatment")),
-    "enrollment-facts": Projected("enrollment", "subject_facts", subject_facts.SubjectFactsProjection, ("followup",)),
-}
+from services import registry
 
 
 def _ddl(name: str, schema: str) -> str:
-    from services.followup.projections import store
-
-    return db.plumbing_ddl(schema) + (store.ddl(schema) if name == "journey" else subject_facts.ddl(schema))
+    return db.plumbing_ddl(schema) + registry.named(name).ddl(schema)
 
 
 async def count_events(pool: asyncpg.Pool, sources: tuple[str, ...]) -> int:
@@ -67,7 +44,7 @@ async def count_events(pool: asyncpg.Pool, sources: tuple[str, ...]) -> int:
 
 def _consumer(name: str, pool: asyncpg.Pool, schema: str) -> IdempotentConsumer:
     # No dead-letter topic: the tools park in the table only.
-    return IdempotentConsumer(PROJECTIONS[name].make(schema), pool, schema=schema)  # type: ignore[arg-type]
+    return IdempotentConsumer(registry.named(name).projection(schema), pool, schema=schema)
 
 
 @dataclass(frozen=True)
@@ -78,10 +55,10 @@ class Comparison:
 
 async def rebuild(pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None) -> int:
     """Rebuild the live projection in place; return how many events were applied."""
-    spec = PROJECTIONS[name]
-    consumer = _consumer(name, pool, spec.schema)
+    model = registry.named(name)
+    consumer = _consumer(name, pool, model.service)
     await consumer.reset()
-    return await consumer.reconcile(spec.sources, progress=progress)
+    return await consumer.reconcile(model.sources, progress=progress)
 
 
 async def _scratch(pool: asyncpg.Pool, name: str) -> tuple[str, IdempotentConsumer]:
@@ -92,10 +69,10 @@ async def _scratch(pool: asyncpg.Pool, name: str) -> tuple[str, IdempotentConsum
 
 async def differences(pool: asyncpg.Pool, name: str, replica_schema: str) -> list[str]:
     """Rows of the live projection that differ from the replica's (empty: equal)."""
-    spec = PROJECTIONS[name]
+    model = registry.named(name)
     key = "subject_id"
-    live = {r[key]: dict(r) for r in await pool.fetch(f"SELECT * FROM {spec.schema}.{spec.table}")}
-    replica = {r[key]: dict(r) for r in await pool.fetch(f"SELECT * FROM {replica_schema}.{spec.table}")}
+    live = {r[key]: dict(r) for r in await pool.fetch(f"SELECT * FROM {model.service}.{model.table}")}
+    replica = {r[key]: dict(r) for r in await pool.fetch(f"SELECT * FROM {replica_schema}.{model.table}")}
     ignore = {"updated_at"}
     out = [f"{k}: only in the live projection" for k in live.keys() - replica.keys()]
     out += [f"{k}: missing from the live projection" for k in replica.keys() - live.keys()]
@@ -114,7 +91,7 @@ async def compare_with_stores(pool: asyncpg.Pool, name: str, progress: Callable[
                               keep: bool = False) -> Comparison:
     schema, consumer = await _scratch(pool, name)
     try:
-        await consumer.reconcile(PROJECTIONS[name].sources, progress=progress)
+        await consumer.reconcile(registry.named(name).sources, progress=progress)
         return await _compared(pool, name, schema)
     finally:
         if not keep:
@@ -130,7 +107,7 @@ async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, pref
                               auto_offset_reset="earliest")
     await reader.start()
     try:
-        topics = [topic_for(s, prefix) for s in PROJECTIONS[name].sources]  # type: ignore[arg-type]
+        topics = [topic_for(s, prefix) for s in registry.named(name).sources]  # type: ignore[arg-type]
         partitions = await _partitions(bootstrap, topics)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
@@ -149,10 +126,9 @@ async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, pref
 
 def consumer_named(pool: asyncpg.Pool, consumer: str) -> IdempotentConsumer | None:
     """The live consumer of that name (as parked events name it)."""
-    for name, spec in PROJECTIONS.items():
-        candidate = _consumer(name, pool, spec.schema)
-        if candidate.name == consumer:
-            return candidate
+    for model in registry.READ_MODELS:
+        if model.consumer == consumer:
+            return _consumer(model.alias, pool, model.service)
     return None
 
 

@@ -17,8 +17,9 @@ from shared.contract.topics import SOURCES
 from shared.eventstore.chain import verify_store
 
 from infra import replay
-from infra.stack import DATABASE
 from infra.embedded import EmbeddedPostgres
+from infra.stack import DATABASE
+from services import registry
 
 console = Console()
 
@@ -80,7 +81,7 @@ def _progress(label: str, total: int | None):
 
 def rebuild(settings: Settings, name: str) -> int:
     async def work(pool: asyncpg.Pool) -> int:
-        total = await replay.count_events(pool, replay.PROJECTIONS[name].sources)
+        total = await replay.count_events(pool, registry.named(name).sources)
         with _progress(f"Rebuilding {name}", total) as advance:
             return await replay.rebuild(pool, name, progress=advance)
 
@@ -91,7 +92,7 @@ def rebuild(settings: Settings, name: str) -> int:
 
 def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
     async def work(pool: asyncpg.Pool) -> replay.Comparison:
-        total = await replay.count_events(pool, replay.PROJECTIONS[name].sources)
+        total = await replay.count_events(pool, registry.named(name).sources)
         with _progress(f"Replaying {'Kafka' if from_kafka else 'the event stores'} into a replica", total) as advance:
             if from_kafka:
                 return await replay.compare_with_kafka(pool, name, settings.bootstrap_servers,

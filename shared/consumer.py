@@ -444,23 +444,10 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str, consumer: str) -> Dea
     return dead_letter
 
 
-class RebuildableProjection(Projection, Protocol):
-    """A projection that can be rebuilt from the event stores: `version` changes whenever the shape
-    or meaning of its read model changes, and `reset` empties it."""
-
-    version: str
-
-    async def reset(self, conn: asyncpg.Connection) -> None: ...
-
-
-async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[str, ...]) -> int | None:
+async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[str, ...], version: str) -> int | None:
     """Rebuild the consumer's projection from the event stores when its stored version differs
     from the code's; return how many events were applied (None when it was up to date). Runs before
     the consumer starts; events committed meanwhile arrive from Kafka and are applied after."""
-    projection = consumer.projection
-    version = getattr(projection, "version", None)
-    if version is None:
-        return None
     pool, table = consumer.pool, f"{consumer.schema}.projection_versions"
     if await pool.fetchval(f"SELECT version FROM {table} WHERE projection = $1", consumer.name) == version:
         return None

@@ -7,12 +7,13 @@ each service's own schema.
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime
 
 import asyncpg
 from pydantic import BaseModel, model_validator
 
-from shared.contract.envelope import Envelope
+from shared.contract.envelope import Envelope, Source
 from shared.contract.events import (
     ConsentWithdrawn,
     Enrolled,
@@ -22,6 +23,7 @@ from shared.contract.events import (
     SubjectDied,
     UCARTInfused,
 )
+from shared.readmodel import ReadModel
 
 
 def ddl(schema: str) -> str:
@@ -66,8 +68,6 @@ class SubjectFactsProjection:
     """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused,
     InfusionCorrected and SubjectDied; other events are ignored (but still tracked)."""
 
-    version = "2"  # 2: infused_on kept as the site's local date
-
     def __init__(self, schema: str):
         self.schema = schema
         self.name = f"{schema}-subject-facts"
@@ -99,3 +99,9 @@ class SubjectFactsProjection:
                 ON CONFLICT (subject_id) DO UPDATE SET {assignments}""",
             subject_id, *values.values(),
         )
+
+
+def read_model(service: Source, sources: tuple[Source, ...]) -> ReadModel:
+    """The subject facts `service` keeps from `sources` (this module is their shape and fold)."""
+    return ReadModel(service, "subject-facts", f"{service}-facts", sources, "subject_facts", ddl,
+                     SubjectFactsProjection, defined_by=(sys.modules[__name__],))

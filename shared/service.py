@@ -22,27 +22,20 @@ from faststream.specification import AsyncAPI
 from shared import db, ops, parking
 from shared import facts as subject_facts
 from shared.config import Settings
-from shared.consumer import IdempotentConsumer, Projection, dead_letter_publisher, rebuild_if_outdated, subscribe
+from shared.consumer import IdempotentConsumer, dead_letter_publisher, rebuild_if_outdated, subscribe
 from shared.contract.envelope import Envelope, Source
 from shared.contract.events import Payload
-from shared.contract.topics import dead_letter_topic, topic_for
+from shared.contract.topics import SOURCES, dead_letter_topic, topic_for
 from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.eventstore.meta import EventMeta
 from shared.http import problems
 from shared.http.idempotency import IdempotencyStore
 from shared.outbox import OutboxRelay
 from shared.protocol import Protocol, load_protocol
+from shared.readmodel import ReadModel
 from shared.redact import mask_url
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A consumer of this service: what it applies, and from which source topics."""
-
-    projection: Projection
-    sources: tuple[Source, ...]
 
 
 @dataclass(frozen=True)
@@ -52,8 +45,7 @@ class ServiceSpec:
     description: str
     application: type[SubjectApplication]
     routers: tuple[APIRouter, ...]
-    subscriptions: Callable[[Protocol], list[Subscription]]
-    ddl: Callable[[str], str] = lambda schema: ""
+    read_models: tuple[ReadModel, ...]  # what it learns from Kafka, one consumer each
 
 
 @dataclass
@@ -64,8 +56,7 @@ class Runtime:
     settings: Settings
     protocol: Protocol
     broker: KafkaBroker
-    consumers: list[IdempotentConsumer] = field(default_factory=list)
-    subscriptions: list[Subscription] = field(default_factory=list)
+    consumers: list[IdempotentConsumer] = field(default_factory=list)  # one per spec.read_models
     pool: asyncpg.Pool | None = None
     app: SubjectApplication | None = None
     relay: OutboxRelay | None = None
@@ -115,16 +106,15 @@ def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
                          metadata_max_age_ms=10_000)
     runtime = Runtime(spec=spec, settings=settings, protocol=load_protocol(settings.protocol_file), broker=broker)
     prefix = settings.topic_prefix
-    for sub in spec.subscriptions(runtime.protocol):
-        name = sub.projection.name
+    for model in spec.read_models:
+        name = model.consumer
         dlq = dead_letter_topic(name, prefix)
-        consumer = IdempotentConsumer(
-            sub.projection, None, schema=spec.name, dead_letter=dead_letter_publisher(broker, dlq, name)  # type: ignore[arg-type]
-        )
-        subscribe(broker, consumer, topics=[runtime.topic(s) for s in sub.sources],
+        # The pool comes at start: no I/O here (the AsyncAPI document is generated from this).
+        consumer = IdempotentConsumer(model.projection(spec.name), None,  # type: ignore[arg-type]
+                                      schema=spec.name, dead_letter=dead_letter_publisher(broker, dlq, name))
+        subscribe(broker, consumer, topics=[runtime.topic(s) for s in model.sources],
                   group_id=f"{prefix}ucart-{name}", dead_letter_topic=dlq)
         runtime.consumers.append(consumer)
-        runtime.subscriptions.append(sub)
     return runtime
 
 
@@ -172,7 +162,7 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
 
 async def _connect_broker(runtime: Runtime) -> None:
     """Start Kafka clients in the background, retrying: commands must work while Kafka is down."""
-    topics = [runtime.topic(s) for s in ("enrollment", "treatment", "followup")]
+    topics = [runtime.topic(s) for s in SOURCES]
     while True:
         try:
             await ensure_topics(runtime.settings, topics)
@@ -189,9 +179,9 @@ async def _connect_broker(runtime: Runtime) -> None:
 async def _reconcile_forever(runtime: Runtime) -> None:
     """The safety net under Kafka: apply from the event stores whatever the topics did not deliver."""
     while True:
-        for consumer, subscription in zip(runtime.consumers, runtime.subscriptions, strict=True):
+        for consumer, model in zip(runtime.consumers, runtime.spec.read_models, strict=True):
             try:
-                if applied := await consumer.reconcile(subscription.sources):
+                if applied := await consumer.reconcile(model.sources):
                     log.warning("%s: applied %d event(s) from the event stores that Kafka had not delivered",
                                 consumer.name, applied)
                 if parked := (await parking.counts(runtime.pool, runtime.schema)).get(consumer.name):
@@ -214,10 +204,10 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.pool = await db.create_pool(settings.database_url)
-        await runtime.pool.execute(db.plumbing_ddl(spec.name) + spec.ddl(spec.name))
-        for consumer, subscription in zip(runtime.consumers, runtime.subscriptions, strict=True):
+        await runtime.pool.execute(db.plumbing_ddl(spec.name) + "".join(m.ddl(spec.name) for m in spec.read_models))
+        for consumer, model in zip(runtime.consumers, spec.read_models, strict=True):
             consumer.pool = runtime.pool
-            await rebuild_if_outdated(consumer, subscription.sources)
+            await rebuild_if_outdated(consumer, model.sources, model.version)
         runtime.idempotency = IdempotencyStore(runtime.pool, spec.name)
         runtime.app = await asyncio.to_thread(spec.application, postgres_env(settings.database_url, spec.name))
         own_topic = [runtime.topic(spec.name)]

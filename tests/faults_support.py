@@ -27,15 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import FLU_CY, HEADERS, INFUSION, RunningStack, at, enrolment, eventually, journey_caught_up
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
-from services.followup.projections import store as journey_store
-from shared import db, facts
+from services.registry import READ_MODELS
+from shared import db
 from shared.consumer import IdempotentConsumer
 from shared.contract.envelope import Envelope
-from shared.contract.topics import topic_for
+from shared.contract.topics import SOURCES, topic_for
 from shared.eventstore.aggregate import subject_uuid
 from shared.eventstore.reader import read_events
+from shared.readmodel import ReadModel
 
-SOURCES = ("enrollment", "treatment", "followup")
 RECONCILE_SECONDS = 2.0  # short, so that the safety net under Kafka acts within a test
 
 # ---------------------------------------------------------------------------------------------------
@@ -343,36 +343,7 @@ async def _undrained(bootstrap: str, prefix: str) -> list[str]:
 # The check: nothing lost, nothing doubled, rebuilt equals live
 
 
-@dataclass(frozen=True)
-class Watched:
-    """A consumer of a running service, its read model, and how to build that model afresh."""
-
-    schema: str  # the service
-    kind: str  # "subject-facts" or "journey"
-    sources: tuple[str, ...]
-
-    @property
-    def consumer(self) -> str:
-        return f"{self.schema}-{self.kind}"
-
-    @property
-    def table(self) -> str:
-        return "subject_facts" if self.kind == "subject-facts" else "journeys"
-
-    def projection(self, schema: str):
-        return facts.SubjectFactsProjection(schema) if self.kind == "subject-facts" \
-            else journey_store.JourneyProjection(schema)
-
-    def ddl(self, schema: str) -> str:
-        return facts.ddl(schema) if self.kind == "subject-facts" else journey_store.ddl(schema)
-
-
-CONSUMERS = (
-    Watched("enrollment", "subject-facts", ("followup",)),
-    Watched("treatment", "subject-facts", ("enrollment", "followup")),
-    Watched("followup", "subject-facts", ("enrollment", "treatment")),
-    Watched("followup", "journey", SOURCES),
-)
+CONSUMERS = READ_MODELS  # every read model, each kept by one consumer of one service
 
 
 async def _stream_versions(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
@@ -396,7 +367,7 @@ async def lagging(database_url: str) -> list[str]:
         problems = []
         for watched in CONSUMERS:
             rows = await conn.fetch(
-                f"SELECT subject_id, source, last_version FROM {watched.schema}.consumer_applied WHERE consumer = $1",
+                f"SELECT subject_id, source, last_version FROM {watched.service}.consumer_applied WHERE consumer = $1",
                 watched.consumer)
             applied = {(r["source"], str(subject_uuid(r["subject_id"]))): r["last_version"] for r in rows}
             expected = {k: v for k, v in stored.items() if k[0] in watched.sources}
@@ -409,21 +380,21 @@ async def lagging(database_url: str) -> list[str]:
         await conn.close()
 
 
-def _row(watched: Watched, record: asyncpg.Record) -> object:
+def _row(watched: ReadModel, record: asyncpg.Record) -> object:
     if watched.kind == "journey":
         return json.loads(record["journey"])
     return {k: v for k, v in record.items()}
 
 
-async def _read_model(conn: asyncpg.Connection, watched: Watched, schema: str) -> dict[str, object]:
+async def _read_model(conn: asyncpg.Connection, watched: ReadModel, schema: str) -> dict[str, object]:
     rows = await conn.fetch(f"SELECT * FROM {schema}.{watched.table} ORDER BY subject_id")
     return {r["subject_id"]: _row(watched, r) for r in rows}
 
 
-async def rebuilt(database_url: str, watched: Watched) -> tuple[dict[str, object], int]:
+async def rebuilt(database_url: str, watched: ReadModel) -> tuple[dict[str, object], int]:
     """The consumer's read model built afresh from the event stores, in a schema of its own, and how
     many stored events it parked doing so."""
-    replica = f"replica_{watched.schema}"
+    replica = f"replica_{watched.service}"
     pool = await db.create_pool(database_url)
     try:
         await pool.execute(f"DROP SCHEMA IF EXISTS {replica} CASCADE")
@@ -437,10 +408,10 @@ async def rebuilt(database_url: str, watched: Watched) -> tuple[dict[str, object
         await pool.close()
 
 
-async def live(database_url: str, watched: Watched) -> dict[str, object]:
+async def live(database_url: str, watched: ReadModel) -> dict[str, object]:
     conn = await asyncpg.connect(database_url)
     try:
-        return await _read_model(conn, watched, watched.schema)
+        return await _read_model(conn, watched, watched.service)
     finally:
         await conn.close()
 
@@ -480,7 +451,7 @@ def assert_converged(database_url: str, *, parked: dict[str, int] | None = None,
     models = snapshot(database_url)
     for watched in CONSUMERS:
         replica, replica_parked = asyncio.run(rebuilt(database_url, watched))
-        live_parked = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.schema}.parked_events
+        live_parked = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.service}.parked_events
             WHERE consumer = '{watched.consumer}' AND in_store AND resolved_at IS NULL"""))
         assert replica_parked == live_parked, \
             f"{watched.consumer}: the rebuild parked {replica_parked} stored event(s), the live consumer {live_parked}"
@@ -491,7 +462,7 @@ def assert_converged(database_url: str, *, parked: dict[str, int] | None = None,
                               f"{current[different[0]]} != {replica[different[0]]}"
     expected_parked = parked or {}
     for watched in CONSUMERS:
-        count = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.schema}.parked_events
+        count = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.service}.parked_events
             WHERE consumer = '{watched.consumer}' AND resolved_at IS NULL"""))
         assert count == expected_parked.get(watched.consumer, 0), f"{watched.consumer}: {count} parked event(s)"
     for service in SOURCES:

@@ -21,6 +21,7 @@ from infra.embedded import free_port
 from infra.processes import ServiceGroup
 from shared.config import Settings
 from shared.contract.envelope import Envelope
+from shared.contract.topics import SOURCES
 
 T = TypeVar("T")
 HEADERS = {"X-User-Id": "test-coordinator", "X-User-Role": "coordinator"}
@@ -180,7 +181,7 @@ def journey_caught_up(database_url: str) -> bool:
         conn = await asyncpg.connect(database_url)
         try:
             stored = 0
-            for service in ("enrollment", "treatment", "followup"):
+            for service in SOURCES:
                 stored += await conn.fetchval(f"SELECT count(*) FROM {service}.{service}_events")
             applied = await conn.fetchval(
                 "SELECT coalesce(sum(last_version), 0) FROM followup.consumer_applied WHERE consumer = 'followup-journey'")

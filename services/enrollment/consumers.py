@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from shared.facts import SubjectFactsProjection
-from shared.protocol import Protocol
-from shared.service import Subscription
+from shared import facts
 
-
-def subscriptions(protocol: Protocol) -> list[Subscription]:
-    return [Subscription(SubjectFactsProjection("enrollment"), sources=("followup",))]
+READ_MODELS = (facts.read_model("enrollment", sources=("followup",)),)

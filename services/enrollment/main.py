@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from shared import facts
 from shared.service import ServiceSpec, build_app, serve
 
 from services.enrollment.api import router
 from services.enrollment.app import EnrollmentApplication
-from services.enrollment.consumers import subscriptions
+from services.enrollment.consumers import READ_MODELS
 
 SPEC = ServiceSpec(
     name="enrollment",
@@ -15,8 +14,7 @@ SPEC = ServiceSpec(
     description="Screening, consent, enrolment and withdrawal of UCAR-T study subjects.",
     application=EnrollmentApplication,
     routers=(router,),
-    subscriptions=subscriptions,
-    ddl=facts.ddl,
+    read_models=READ_MODELS,
 )
 
 

@@ -3,15 +3,8 @@ service for the journey projection."""
 
 from __future__ import annotations
 
-from shared.facts import SubjectFactsProjection
-from shared.protocol import Protocol
-from shared.service import Subscription
+from shared import facts
 
-from services.followup.projections.store import JourneyProjection
+from services.followup.projections.store import JOURNEY
 
-
-def subscriptions(protocol: Protocol) -> list[Subscription]:
-    return [
-        Subscription(SubjectFactsProjection("followup"), sources=("enrollment", "treatment")),
-        Subscription(JourneyProjection("followup"), sources=("enrollment", "treatment", "followup")),
-    ]
+READ_MODELS = (facts.read_model("followup", sources=("enrollment", "treatment")), JOURNEY)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from shared import facts
 from shared.service import ServiceSpec, build_app, serve
 
 from services.followup.api import read_router, router
 from services.followup.app import FollowupApplication
-from services.followup.consumers import subscriptions
-from services.followup.projections import store
+from services.followup.consumers import READ_MODELS
 
 SPEC = ServiceSpec(
     name="followup",
@@ -17,8 +15,7 @@ SPEC = ServiceSpec(
     "read API over each subject's journey and follow-up schedule.",
     application=FollowupApplication,
     routers=(router, read_router),
-    subscriptions=subscriptions,
-    ddl=lambda schema: facts.ddl(schema) + store.ddl(schema),
+    read_models=READ_MODELS,
 )
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from shared import facts
 from shared.service import ServiceSpec, build_app, serve
 
 from services.treatment.api import router
 from services.treatment.app import TreatmentApplication
-from services.treatment.consumers import subscriptions
+from services.treatment.consumers import READ_MODELS
 
 SPEC = ServiceSpec(
     name="treatment",
@@ -15,8 +14,7 @@ SPEC = ServiceSpec(
     description="Lymphodepletion and UCAR-T infusion of enrolled subjects.",
     application=TreatmentApplication,
     routers=(router,),
-    subscriptions=subscriptions,
-    ddl=facts.ddl,
+    read_models=READ_MODELS,
 )
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from support import RunningStack, at, treat
 
-SERVICES = ("enrollment", "treatment", "followup")
+from shared.contract.topics import SOURCES
+
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 KNOWN = "UCT-99-001"  # the subject schemathesis.toml names: enrolled and infused before the run
 EXAMPLES = 15  # per operation and phase
@@ -49,12 +50,12 @@ def schemathesis(stack: RunningStack, service: str, workdir: Path) -> subprocess
 
 
 def test_no_input_breaks_a_service_or_its_openapi(fuzzed: RunningStack, tmp_path: Path):
-    runs = {service: schemathesis(fuzzed, service, tmp_path / service) for service in SERVICES}  # side by side
+    runs = {service: schemathesis(fuzzed, service, tmp_path / service) for service in SOURCES}  # side by side
     try:
         failed = [service for service, run in runs.items() if run.wait(timeout=300) != 0]
     finally:
         for run in runs.values():
             run.kill()
-    reports = {service: (tmp_path / service / "report.txt").read_text() for service in SERVICES}
+    reports = {service: (tmp_path / service / "report.txt").read_text() for service in SOURCES}
     assert not failed, "\n\n".join(f"===== {service}\n{reports[service]}" for service in failed)
     assert all("generated" in report for report in reports.values()), reports

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from support import RunningStack, at, enrolment, eventually
 
+from shared.contract.topics import SOURCES
 from shared.ops import LagMonitor
 
 
@@ -15,7 +16,7 @@ def samples(stack: RunningStack, service: str) -> dict[tuple[str, tuple], float]
 
 
 def test_every_service_is_alive_and_becomes_ready(stack: RunningStack):
-    for service in ("enrollment", "treatment", "followup"):
+    for service in SOURCES:
         assert stack.get(service, "/health").json() == {"status": "ok", "service": service}
         ready = eventually(lambda: (r := stack.get(service, "/ready")).status_code == 200 and r.json())
         assert ready["status"] == "ready"

@@ -58,7 +58,7 @@ def test_commands_succeed_while_the_broker_is_down_and_nothing_is_lost(servers, 
             assert len(journey["adverse_events"]) == 1 and list(journey["visits_completed"]) == ["D1"]
             assert len(journey["lymphodepletion_days"]) == 3 and journey["infused_at"]
         # Kafka itself is in use again, not only the reconciliation under it.
-        for service in ("enrollment", "treatment", "followup"):
+        for service in SOURCES:
             eventually(lambda: stack.get(service, "/ready").status_code == 200, timeout=30)
         # The outbox kept what the broker could not take: every event stored since the broker died was
         # published to the new one, which acknowledged it (each relay's position is past it: no lag).

@@ -38,7 +38,7 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
         eventually(lambda: kafka_drained(stack))  # the originals have all come through Kafka too
         before = snapshot(stack.database_url)
         stored = event_counts(stack.database_url)
-        counts_before = {w.consumer: {o: consumer_count(stack, w.schema, w.consumer, o)
+        counts_before = {w.consumer: {o: consumer_count(stack, w.service, w.consumer, o)
                                       for o in ("applied", "duplicate", "parked")} for w in CONSUMERS}
 
         # Everything published, read back from the topics, and sent again: reversed order across
@@ -58,10 +58,10 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
 
         for watched in CONSUMERS:  # every copy handled, as a duplicate
             target = counts_before[watched.consumer]["duplicate"] + sum(sent_per_source[s] for s in watched.sources)
-            eventually(lambda w=watched, t=target: consumer_count(stack, w.schema, w.consumer, "duplicate") >= t)
+            eventually(lambda w=watched, t=target: consumer_count(stack, w.service, w.consumer, "duplicate") >= t)
         for watched in CONSUMERS:
             for outcome in ("applied", "parked"):  # no copy was applied, none was refused
-                assert consumer_count(stack, watched.schema, watched.consumer, outcome) == \
+                assert consumer_count(stack, watched.service, watched.consumer, outcome) == \
                        counts_before[watched.consumer][outcome], (watched.consumer, outcome)
 
         assert snapshot(stack.database_url) == before

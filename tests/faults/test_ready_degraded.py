@@ -11,6 +11,8 @@ import pytest
 from faults_support import fault_stack
 from support import RunningStack, at, enrolment, eventually
 
+from shared.contract.topics import SOURCES
+
 RELAY_FAILING_SECONDS = 3
 
 
@@ -55,7 +57,7 @@ def test_parked_events_make_their_service_degraded_until_resolved(degradable: Ru
 
 
 def all_ready(stack: RunningStack) -> None:
-    for service in ("enrollment", "treatment", "followup"):
+    for service in SOURCES:
         eventually(lambda: stack.get(service, "/ready").status_code == 200)
 
 

@@ -8,6 +8,7 @@ import pytest
 from support import RunningStack, at, eventually, journey_caught_up, treat
 
 from infra import replay
+from services import registry
 from shared import db
 
 
@@ -47,7 +48,7 @@ def test_a_projection_replayed_from_kafka_equals_the_live_one(settled: RunningSt
 
 def test_a_rebuilt_live_projection_comes_back_whole(settled: RunningStack):
     async def rebuild_and_compare(pool):
-        total = await replay.count_events(pool, replay.PROJECTIONS["journey"].sources)
+        total = await replay.count_events(pool, registry.named("journey").sources)
         applied = await replay.rebuild(pool, "journey")
         return total, applied, await replay.compare_with_stores(pool, "journey")
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import asyncpg
 
+from shared import clinical
+from shared.contract import upcasting
 from shared.contract.envelope import Envelope
 from shared.contract.events import Payload
+from shared.contract.topics import SOURCES
+from shared.readmodel import ReadModel
 
 from services.followup.projections import journey as journeys
 
@@ -22,8 +28,6 @@ def ddl(schema: str) -> str:
 
 class JourneyProjection:
     """Consumes all three topics into `<schema>.journeys`."""
-
-    version = "4"  # bump when Journey or its fold changes: the read model is then rebuilt at start
 
     def __init__(self, schema: str):
         self.schema = schema
@@ -54,3 +58,9 @@ async def get(pool: asyncpg.Pool, schema: str, subject_id: str) -> journeys.Jour
 async def all_journeys(pool: asyncpg.Pool, schema: str) -> list[journeys.Journey]:
     rows = await pool.fetch(f"SELECT journey FROM {schema}.journeys ORDER BY subject_id")
     return [journeys.Journey.model_validate_json(r["journey"]) for r in rows]
+
+
+# Every event of every service, into one JSON row per subject. Its shape and fold: the journey module,
+# this one, and the clinical definitions and upcasters they read events with.
+JOURNEY = ReadModel("followup", "journey", "journey", SOURCES, "journeys", ddl, JourneyProjection,
+                    defined_by=(journeys, sys.modules[__name__], clinical, upcasting))
