@@ -113,8 +113,7 @@ def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
 
 
 def _describe(event: parking.Parked) -> str:
-    what = f"{event.event_type or 'unreadable'} {event.subject_id or ''} v{event.stream_version or '?'}"
-    return f"{what} ({event.where}): {event.reason[:300]}"
+    return f"{event.label} of {event.subject_id or 'an unknown subject'} ({event.where}): {event.reason[:300]}"
 
 
 def parked_list(settings: Settings) -> int:
@@ -123,7 +122,7 @@ def parked_list(settings: Settings) -> int:
     for column in ("id", "consumer", "event", "subject", "where", "parked at", "reason"):
         table.add_column(column, overflow="fold")
     for ref, e in events:
-        table.add_row(ref, e.consumer, f"{e.event_type or 'unreadable'} v{e.stream_version or '?'}",
+        table.add_row(ref, e.consumer, e.label,
                       e.subject_id or "", e.where, f"{e.parked_at:%Y-%m-%d %H:%M:%S}" if e.parked_at else "",
                       e.reason[:300])
     console.print(table)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import asyncpg
@@ -37,10 +37,6 @@ Outcome = Literal["applied", "duplicate", "parked"]
 
 # Faults that pass: never a reason to park an event.
 TRANSIENT = (*db.UNREACHABLE, asyncpg.exceptions.TransactionRollbackError)  # + deadlock, serialization failure
-
-
-class PoisonMessage(Exception):
-    """Raised by a projection for an event it can never apply (a broken rule, not a passing fault)."""
 
 
 class Projection(Protocol):
@@ -79,7 +75,11 @@ class KafkaOrigin:
     offset: int
     body: bytes
     key: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+
+    def parcel(self, reason: str) -> parking.Parcel:
+        """The message as it came, to park."""
+        return parking.Parcel(body=self.body, reason=reason, topic=self.topic, kafka_partition=self.partition,
+                              kafka_offset=self.offset)
 
 
 Origin = KafkaOrigin | StoredRow
@@ -97,7 +97,12 @@ class Failure(Exception):
         if self.row is not None:
             return self.row.source, self.row.stream_id, self.row.version
         assert self.envelope is not None
-        return self.envelope.source, subject_uuid(self.envelope.subject_id), self.envelope.stream_version
+        return _event_key(self.envelope)
+
+
+def _event_key(envelope: Envelope) -> tuple:
+    """Which stored event this is: source, stream, version (the key of a failure)."""
+    return envelope.source, subject_uuid(envelope.subject_id), envelope.stream_version
 
 
 # (what was parked, the message key, the headers saying why and where from)
@@ -120,8 +125,7 @@ class IdempotentConsumer:
 
     async def handle(self, message: KafkaMessage) -> Outcome:
         raw: ConsumerRecord = message.raw_message  # type: ignore[assignment]  # one record: not a batch subscriber
-        headers = {k: v for k, v in message.headers.items() if isinstance(v, str)}
-        origin = KafkaOrigin(raw.topic, raw.partition, raw.offset, message.body, raw.key, headers)
+        origin = KafkaOrigin(raw.topic, raw.partition, raw.offset, message.body, raw.key)
         outcome = await self.receive(origin, redelivered=True)
         self.counts[outcome] += 1
         return outcome
@@ -132,7 +136,7 @@ class IdempotentConsumer:
         try:
             envelope, payload = read_message(origin.body)
         except ValueError as exc:
-            return await self._park(self._unreadable(origin, str(exc)), key=origin.key)
+            return await self._park(origin.parcel(str(exc)), key=origin.key)
         return await self._apply_or_park(envelope, payload, origin, retry_now=not redelivered)
 
     async def _apply_or_park(self, envelope: Envelope, payload: Payload, origin: Origin, *, retry_now: bool,
@@ -152,7 +156,7 @@ class IdempotentConsumer:
                 if earlier is None:
                     return "parked"
                 continue  # an earlier event of the stream was parked: this one can go on
-            self._failures.pop((envelope.source, subject_uuid(envelope.subject_id), envelope.stream_version), None)
+            self._failures.pop(_event_key(envelope), None)
             return outcome
 
     def _failed_again(self, failure: Failure) -> bool:
@@ -334,10 +338,6 @@ class IdempotentConsumer:
             await self._project(conn, envelope, payload)
             await parking.resolve(conn, self.schema, parked.id, "applied after its stream went on")
 
-    def _unreadable(self, origin: KafkaOrigin, reason: str) -> parking.Parcel:
-        return parking.Parcel(body=origin.body, reason=reason, topic=origin.topic, kafka_partition=origin.partition,
-                              kafka_offset=origin.offset)
-
     async def _parcel(self, failure: Failure, origin: Origin) -> parking.Parcel:
         """What to park: the stored row (in_store), or the message as it came from Kafka (in_store only
         if it is exactly the event its source's store holds)."""
@@ -347,8 +347,7 @@ class IdempotentConsumer:
             parcel = parking.Parcel(body=origin.state, reason=str(failure))
         else:
             row = await self._stored_copy(envelope) if envelope else None
-            parcel = parking.Parcel(body=origin.body, reason=str(failure), topic=origin.topic,
-                                    kafka_partition=origin.partition, kafka_offset=origin.offset)
+            parcel = origin.parcel(str(failure))
         if envelope is not None:
             parcel = replace(parcel, subject_id=envelope.subject_id, event_id=envelope.event_id,
                              event_type=envelope.event_type, source=envelope.source,

@@ -143,22 +143,20 @@ class _Collector:
         self.rt, self.relay_lag, self.consumer_lag = runtime, relay_lag, consumer_lag
 
     def collect(self):
-        service = self.rt.spec.name
-        published = CounterMetricFamily("ucart_relay_published", "Events the outbox relay published", labels=["service"])
-        published.add_metric([service], self.rt.relay.published if self.rt.relay else 0)
-        yield published
-        errors = CounterMetricFamily("ucart_relay_errors", "Failed attempts of the outbox relay", labels=["service"])
-        errors.add_metric([service], self.rt.relay.errors if self.rt.relay else 0)
-        yield errors
-        republished = CounterMetricFamily("ucart_relay_republished",
-                                          "Events the relay sent again after a failure or a broker reset",
-                                          labels=["service"])
-        republished.add_metric([service], self.rt.relay.republished if self.rt.relay else 0)
-        yield republished
-        failing = GaugeMetricFamily("ucart_relay_failing_seconds", "How long the relay has kept failing (0: it works)",
-                                    labels=["service"])
-        failing.add_metric([service], self.rt.relay.failing_for() if self.rt.relay else 0)
-        yield failing
+        service, relay = self.rt.spec.name, self.rt.relay
+        for family, name, text, value in (
+            (CounterMetricFamily, "ucart_relay_published", "Events the outbox relay published",
+             relay.published if relay else 0),
+            (CounterMetricFamily, "ucart_relay_errors", "Failed attempts of the outbox relay",
+             relay.errors if relay else 0),
+            (CounterMetricFamily, "ucart_relay_republished", "Events the relay sent again after a failure or a "
+             "broker reset", relay.republished if relay else 0),
+            (GaugeMetricFamily, "ucart_relay_failing_seconds", "How long the relay has kept failing (0: it works)",
+             relay.failing_for() if relay else 0),
+        ):
+            metric = family(name, text, labels=["service"])
+            metric.add_metric([service], value)
+            yield metric
         if self.relay_lag is not None:
             lag = GaugeMetricFamily("ucart_relay_lag_events", "Events committed but not yet published",
                                     labels=["service"])

@@ -50,6 +50,10 @@ class Parked(Parcel):
     retried_at: datetime | None = None
 
     @property
+    def label(self) -> str:
+        return f"{self.event_type or 'unreadable'} v{self.stream_version or '?'}"
+
+    @property
     def where(self) -> str:
         if self.topic is not None:
             return f"{self.topic}[{self.kafka_partition}]@{self.kafka_offset}"

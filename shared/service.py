@@ -184,13 +184,15 @@ async def _reconcile_forever(runtime: Runtime) -> None:
                 if applied := await consumer.reconcile(model.sources):
                     log.warning("%s: applied %d event(s) from the event stores that Kafka had not delivered",
                                 consumer.name, applied)
-                if parked := (await parking.counts(runtime.pool, runtime.schema)).get(consumer.name):
-                    log.warning("%s: %d event(s) parked and stepped over; see `ucart parked list`",
-                                consumer.name, parked)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("%s: reconciliation failed (%s); retrying later", consumer.name, exc)
+        try:
+            for consumer_name, parked in (await parking.counts(runtime.pool, runtime.schema)).items():
+                log.warning("%s: %d event(s) parked and stepped over; see `ucart parked list`", consumer_name, parked)
+        except Exception as exc:  # reported, like a failed pass; the loop goes on
+            log.warning("could not count the parked events (%s); retrying later", exc)
         await asyncio.sleep(runtime.settings.reconcile_seconds)
 
 

@@ -76,10 +76,10 @@ async def stream_rows(conn: asyncpg.Connection, source: Source, stream_id: UUID,
 async def read_events(conn: asyncpg.Connection, source: Source, batch: int = 500) -> AsyncIterator[Envelope]:
     """Every event of one service's store, in the order it was stored."""
     after = 0
-    while rows := await read_after(conn, source, after, batch):
-        for _, envelope in rows:
-            yield envelope
-        after = rows[-1][0]
+    while rows := await rows_after(conn, source, after, batch):
+        for row in rows:
+            yield row.envelope()
+        after = rows[-1].notification_id
 
 
 async def read_stream(conn: asyncpg.Connection, source: Source, subject_id: str, after_version: int,
@@ -87,24 +87,8 @@ async def read_stream(conn: asyncpg.Connection, source: Source, subject_id: str,
     """One subject's events in one service's store, after a version (and before another, if given)."""
     from shared.eventstore.aggregate import subject_uuid
 
-    if not await store_exists(conn, source):
-        return []
-    rows = await conn.fetch(
-        f"""SELECT originator_version, state FROM {source}.{source}_events
-            WHERE originator_id = $1 AND originator_version > $2 AND originator_version < $3
-            ORDER BY originator_version""",
-        subject_uuid(subject_id), after_version, before_version or 2**31 - 1)
-    return [_envelope(source, row["originator_version"], row["state"]) for row in rows]
-
-
-async def read_after(conn: asyncpg.Connection, source: Source, after: int, limit: int) -> list[tuple[int, Envelope]]:
-    """Up to `limit` events stored after notification id `after`, with their notification ids."""
-    if not await store_exists(conn, source):
-        return []
-    rows = await conn.fetch(
-        f"""SELECT notification_id, originator_version, state FROM {source}.{source}_events
-            WHERE notification_id > $1 ORDER BY notification_id LIMIT $2""", after, limit)
-    return [(row["notification_id"], _envelope(source, row["originator_version"], row["state"])) for row in rows]
+    return [row.envelope() for row in await stream_rows(conn, source, subject_uuid(subject_id), after_version,
+                                                        before_version)]
 
 
 def _envelope(source: Source, version: int, state: bytes) -> Envelope:
