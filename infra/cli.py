@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 import typer
 
@@ -85,7 +86,7 @@ def _refs(ids: list[str], everything: bool) -> list[str] | None:
 
 
 @parked.command("retry")
-def parked_retry(ids: list[str] = typer.Argument(None, help="Ids such as followup:12"),
+def parked_retry(ids: Annotated[list[str] | None, typer.Argument(help="Ids such as followup:12")] = None,
                  everything: bool = typer.Option(False, "--all", help="Every parked event.")) -> None:
     """Apply parked events again; exits 1 if any is still parked."""
     from infra import tools
@@ -94,7 +95,7 @@ def parked_retry(ids: list[str] = typer.Argument(None, help="Ids such as followu
 
 
 @parked.command("dismiss")
-def parked_dismiss(ids: list[str] = typer.Argument(None, help="Ids such as followup:12"),
+def parked_dismiss(ids: Annotated[list[str] | None, typer.Argument(help="Ids such as followup:12")] = None,
                    everything: bool = typer.Option(False, "--all", help="Every parked event."),
                    note: str = typer.Option(..., help="Why it will never be applied (kept with it).")) -> None:
     """Close parked events that must never be applied (e.g. a forged or garbled message)."""

@@ -9,12 +9,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from infra import seed
+from infra.stack import Stack
 from shared.config import Settings
 from shared.contract.topics import SOURCES
 from shared.redact import mask_url
-
-from infra import seed
-from infra.stack import Stack
 
 console = Console()
 
@@ -34,7 +33,8 @@ def run(settings: Settings | None = None) -> None:
                       TextColumn("{task.fields[subject]}"), console=console) as progress:
             task = progress.add_task("seed", total=len(cohort), subject="")
             seeded, skipped = seed.seed(settings, progress=lambda s: progress.update(task, advance=1, subject=s))
-        console.print(f"Seeded {seeded} subjects" + (f" ({skipped} already there, kept as they were)" if skipped else ""))
+        console.print(f"Seeded {seeded} subjects"
+                      + (f" ({skipped} already there, kept as they were)" if skipped else ""))
         print_where_to_look(settings, stack)
         stop.wait()
     except KeyboardInterrupt:

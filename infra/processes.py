@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 
 from shared.config import Settings
-from shared.contract.envelope import Source
-from shared.contract.topics import SOURCES
+from shared.contract.topics import SOURCES, Source
 
 
 def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -> dict[str, str]:

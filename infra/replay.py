@@ -21,23 +21,22 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services import registry
 from shared import db, parking
 from shared.consumer import IdempotentConsumer, KafkaOrigin, Outcome
-from shared.contract.topics import SOURCES, topic_for
+from shared.contract.topics import SOURCES, Source, topic_for
 from shared.eventstore.reader import store_exists
-
-from services import registry
 
 
 def _ddl(name: str, schema: str) -> str:
     return db.plumbing_ddl(schema) + registry.named(name).ddl(schema)
 
 
-async def count_events(pool: asyncpg.Pool, sources: tuple[str, ...]) -> int:
+async def count_events(pool: asyncpg.Pool, sources: tuple[Source, ...]) -> int:
     total = 0
     async with pool.acquire() as conn:
         for source in sources:
-            if await store_exists(conn, source):  # type: ignore[arg-type]
+            if await store_exists(conn, source):
                 total += await conn.fetchval(f"SELECT count(*) FROM {source}.{source}_events")
     return total
 
@@ -107,7 +106,7 @@ async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, pref
                               auto_offset_reset="earliest")
     await reader.start()
     try:
-        topics = [topic_for(s, prefix) for s in registry.named(name).sources]  # type: ignore[arg-type]
+        topics = [topic_for(s, prefix) for s in registry.named(name).sources]
         partitions = await _partitions(bootstrap, topics)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)

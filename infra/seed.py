@@ -16,7 +16,7 @@ from datetime import time as clock
 import httpx
 
 from shared.config import Settings
-from shared.contract.envelope import Source
+from shared.contract.topics import Source
 
 SITES = {"01": timezone(timedelta(hours=1)), "02": timezone(timedelta(hours=8))}
 FCA = [  # fludarabine + cyclophosphamide + alemtuzumab, per day
@@ -58,7 +58,7 @@ def _treated(infusion_day: int, ld_days: int = 3, regimen: list | None = None, d
              level: int = 1) -> list[Step]:
     ld = [Step("treatment", "lymphodepletion-days", infusion_day - ld_days - 2 + i, {"agents": regimen or FCA})
           for i in range(ld_days)]
-    return ld + [Step("treatment", "infusion", infusion_day, {
+    return [*ld, Step("treatment", "infusion", infusion_day, {
         "dose_cells_per_kg": dose, "dose_level": level, "product_lot": f"UC19-L{abs(infusion_day):03d}",
         "donor_id": "D-0042"})]
 
@@ -159,10 +159,12 @@ def cohort() -> list[SeedSubject]:
         Step("treatment", "lymphodepletion-days", 0, {"agents": FCA})]))
     s.append(SeedSubject("UCT-02-008", "enrolled", [_enrol(-2, "M", 1979, site="02")]))
     s.append(SeedSubject("UCT-02-009", "screen_failed", [
-        Step("enrollment", "screen-failure", -15, {"site_id": "02", "failure_reason": "CD19-negative blasts at screening"})]))
+        Step("enrollment", "screen-failure", -15,
+             {"site_id": "02", "failure_reason": "CD19-negative blasts at screening"})]))
     s.append(SeedSubject("UCT-01-010", "withdrawn", [
         _enrol(-30, "F", 1985), Step("treatment", "lymphodepletion-days", -28, {"agents": FC}),
-        Step("enrollment", "consent-withdrawal", -25, {"withdrawal_reason": "Subject chose to pursue treatment closer to home"})]))
+        Step("enrollment", "consent-withdrawal", -25,
+             {"withdrawal_reason": "Subject chose to pursue treatment closer to home"})]))
     d0 = -70  # grade 4 CRS and an unexpected grade 4 ICANS (a SUSAR), no response, death
     s.append(SeedSubject("UCT-02-011", "died", [
         _enrol(d0 - 10, "M", 1958, site="02"), *_treated(d0, 3, FCA, 5e7, 3),

@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from shared import db
-from shared.config import Settings
-
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres
 from infra.processes import ServiceGroup
+from shared import db
+from shared.config import Settings
 
 DATABASE = "ucart"
 

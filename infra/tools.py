@@ -8,18 +8,23 @@ from contextlib import contextmanager
 
 import asyncpg
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
-
-from shared import db, parking
-from shared.config import Settings
-from shared.contract.topics import SOURCES
-from shared.eventstore.chain import verify_store
 
 from infra import replay
 from infra.embedded import EmbeddedPostgres
 from infra.stack import DATABASE
 from services import registry
+from shared import db, parking
+from shared.config import Settings
+from shared.contract.topics import SOURCES
+from shared.eventstore.chain import verify_store
 
 console = Console()
 

@@ -3,11 +3,10 @@ tests rebuild, compare and check."""
 
 from __future__ import annotations
 
-from shared.readmodel import ReadModel
-
 from services.enrollment.consumers import READ_MODELS as ENROLLMENT
 from services.followup.consumers import READ_MODELS as FOLLOWUP
 from services.treatment.consumers import READ_MODELS as TREATMENT
+from shared.readmodel import ReadModel
 
 READ_MODELS: tuple[ReadModel, ...] = (*ENROLLMENT, *TREATMENT, *FOLLOWUP)
 

@@ -21,7 +21,17 @@ RELATEDNESS_ORDER: tuple[Relatedness, ...] = get_args(Relatedness)  # from least
 
 # --- response -------------------------------------------------------------------------------------
 
+ResponseCode = Literal["CR", "CRi", "NR", "RELAPSE"]
+RESPONSES: tuple[ResponseCode, ...] = get_args(ResponseCode)
 REMISSION = frozenset({"CR", "CRi"})  # complete remission, with or without full count recovery
+
+
+def response_code(response: str) -> ResponseCode:
+    """A response as read back from a read model (plain text there), checked against the vocabulary."""
+    for code in RESPONSES:
+        if response == code:
+            return code
+    raise ValueError(f"unknown response {response!r}; expected one of {', '.join(RESPONSES)}")
 
 
 def in_remission(response: str) -> bool:

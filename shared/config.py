@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.contract.envelope import Source
+from shared.contract.topics import Source
 from shared.protocol import DEFAULT_PROTOCOL_FILE
 
 DEFAULT_PORTS: dict[Source, int] = {"enrollment": 8001, "treatment": 8002, "followup": 8003}
@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     )
 
     def port(self, service: Source) -> int:
-        return getattr(self, f"{service}_port")
+        port: int = getattr(self, f"{service}_port")
+        return port
 
     def url(self, service: Source) -> str:
         return f"http://{self.host}:{self.port(service)}"

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
+from uuid import UUID
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -27,6 +28,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from shared import db, parking
 from shared.contract.envelope import Envelope
 from shared.contract.events import Payload
+from shared.contract.topics import Source, source_named
 from shared.contract.upcasting import latest_payload
 from shared.eventstore.aggregate import subject_uuid
 from shared.eventstore.reader import StoredRow, rows_after, stream_rows
@@ -85,6 +87,10 @@ class KafkaOrigin:
 Origin = KafkaOrigin | StoredRow
 
 
+# Which stored event: (source, stream id, stream version).
+EventKey = tuple[str, UUID, int]
+
+
 class Failure(Exception):
     """An event failed to apply, and not because a dependency is down: it may be poison."""
 
@@ -93,14 +99,14 @@ class Failure(Exception):
         self.envelope, self.row, self.cause = envelope, row, cause
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> EventKey:
         if self.row is not None:
             return self.row.source, self.row.stream_id, self.row.version
         assert self.envelope is not None
         return _event_key(self.envelope)
 
 
-def _event_key(envelope: Envelope) -> tuple:
+def _event_key(envelope: Envelope) -> EventKey:
     """Which stored event this is: source, stream, version (the key of a failure)."""
     return envelope.source, subject_uuid(envelope.subject_id), envelope.stream_version
 
@@ -117,14 +123,14 @@ class IdempotentConsumer:
         self.schema = schema
         self.dead_letter = dead_letter
         self.counts: dict[str, int] = {"applied": 0, "duplicate": 0, "parked": 0}  # messages from Kafka
-        self._failures: dict[tuple, tuple[str, int]] = {}  # event -> (last error, attempts)
+        self._failures: dict[EventKey, tuple[str, int]] = {}  # event -> (last error, attempts)
 
     @property
     def name(self) -> str:
         return self.projection.name
 
     async def handle(self, message: KafkaMessage) -> Outcome:
-        raw: ConsumerRecord = message.raw_message  # type: ignore[assignment]  # one record: not a batch subscriber
+        raw: ConsumerRecord = message.raw_message  # one record: not a batch subscriber
         origin = KafkaOrigin(raw.topic, raw.partition, raw.offset, message.body, raw.key)
         outcome = await self.receive(origin, redelivered=True)
         self.counts[outcome] += 1
@@ -197,7 +203,7 @@ class IdempotentConsumer:
                                            envelope.stream_version, "retried: applied")
         return "parked" if hole else "applied"
 
-    async def _fill_gap(self, conn: asyncpg.Connection, envelope: Envelope, stream_id, last: int,
+    async def _fill_gap(self, conn: asyncpg.Connection, envelope: Envelope, stream_id: UUID, last: int,
                         holes: set[int]) -> None:
         if set(range(last + 1, envelope.stream_version)) <= holes:
             return  # only parked events before it: stepped over, not a gap
@@ -254,7 +260,7 @@ class IdempotentConsumer:
             await parking.forget_holes(conn, self.schema, self.name)
             await self.projection.reset(conn)
 
-    async def reconcile(self, sources: tuple[str, ...], batch: int = 500,
+    async def reconcile(self, sources: tuple[Source, ...], batch: int = 500,
                         progress: Callable[[int], None] | None = None) -> int:
         """Apply, from the source event stores, every event this consumer has not applied yet;
         return how many were applied (parked ones are stepped over and counted apart).
@@ -270,7 +276,7 @@ class IdempotentConsumer:
                     WHERE consumer = $1 AND source = $2""", self.name, source) or 0
             while True:
                 async with self.pool.acquire() as conn:
-                    rows = await rows_after(conn, source, after, batch)  # type: ignore[arg-type]
+                    rows = await rows_after(conn, source, after, batch)
                 if not rows:
                     break
                 for row in rows:
@@ -319,7 +325,7 @@ class IdempotentConsumer:
             return *read_message(parked.body), origin
         assert parked.source and parked.stream_id and parked.stream_version
         async with self.pool.acquire() as conn:
-            rows = await stream_rows(conn, parked.source, parked.stream_id,  # type: ignore[arg-type]
+            rows = await stream_rows(conn, source_named(parked.source), parked.stream_id,
                                      parked.stream_version - 1, parked.stream_version + 1)
         if not rows:
             raise ValueError("the event is no longer in its store")
@@ -398,9 +404,18 @@ def _dead_letter_headers(parcel: parking.Parcel) -> dict[str, str]:
     return headers
 
 
+class Handler(Protocol):
+    """What a subscription delivers messages to (an IdempotentConsumer)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def handle(self, message: KafkaMessage) -> object: ...
+
+
 def subscribe(
     broker: KafkaBroker,
-    consumer: IdempotentConsumer,
+    consumer: Handler,
     *,
     topics: list[str],
     group_id: str,
@@ -443,7 +458,7 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str, consumer: str) -> Dea
     return dead_letter
 
 
-async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[str, ...], version: str) -> int | None:
+async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[Source, ...], version: str) -> int | None:
     """Rebuild the consumer's projection from the event stores when its stored version differs
     from the code's; return how many events were applied (None when it was up to date). Runs before
     the consumer starts; events committed meanwhile arrive from Kafka and are applied after."""

@@ -13,7 +13,7 @@ from datetime import date, datetime
 import asyncpg
 from pydantic import BaseModel, model_validator
 
-from shared.contract.envelope import Envelope, Source
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     ConsentWithdrawn,
     Enrolled,
@@ -23,6 +23,7 @@ from shared.contract.events import (
     SubjectDied,
     UCARTInfused,
 )
+from shared.contract.topics import Source
 from shared.readmodel import ReadModel
 
 

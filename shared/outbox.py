@@ -14,11 +14,12 @@ one event is not sent the rest of the batch again and again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -52,14 +53,14 @@ class BrokerWasReset(RuntimeError):
 def backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait after the `failures`-th failure in a row: doubling from `base` up to `cap`, the
     upper half random, so that relays that failed together do not retry in step."""
-    ceiling = min(cap, base * 2 ** min(failures - 1, 32))
+    ceiling = min(cap, base * 2.0 ** min(failures - 1, 32))
     return ceiling / 2 + rand() * ceiling / 2
 
 
 class OutboxRelay:
     def __init__(
         self,
-        app: SubjectApplication,
+        app: SubjectApplication[Any],
         pool: asyncpg.Pool,
         publish: Publish,
         *,
@@ -189,10 +190,8 @@ class OutboxRelay:
             except Exception as exc:  # broker or database down: keep the position, retry later
                 delay = self._failed(exc)
                 log.warning("%s paused: %s; retrying in %.1f s", self.name, self.last_error, delay)
-                try:
+                with contextlib.suppress(TimeoutError):  # the delay passed: try again
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                except TimeoutError:
-                    pass
 
     def _failed(self, exc: Exception) -> float:
         """Count the failure; return how long to wait before trying again."""
@@ -220,10 +219,8 @@ class OutboxRelay:
                 while not self._stopping.is_set():
                     while await self.publish_pending() == self.batch_size and not self._stopping.is_set():
                         pass
-                    try:
+                    with contextlib.suppress(TimeoutError):  # nothing new: poll anyway
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                    except TimeoutError:
-                        pass
                     self._wake.clear()
             finally:
                 await conn.remove_listener(channel, self._on_notify)
@@ -233,7 +230,7 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def stop(self, task: asyncio.Task, timeout: float = 5.0) -> None:
+    async def stop(self, task: asyncio.Task[None], timeout: float = 5.0) -> None:
         """Graceful stop: the batch in flight is published and its position saved, then `task` (the
         one running `run()`) ends. Past `timeout` it is cancelled: at worst that batch goes out again."""
         self._stopping.set()

@@ -72,12 +72,13 @@ async def park(conn: asyncpg.Connection | asyncpg.Pool, schema: str, consumer: s
         values["event_type"] = clean(parcel.event_type, 200)
     columns = ", ".join(values)
     placeholders = ", ".join(f"${i}" for i in range(2, len(values) + 2))
-    return await conn.fetchval(
+    parked: int | None = await conn.fetchval(
         f"""INSERT INTO {schema}.parked_events (consumer, {columns}) VALUES ($1, {placeholders})
             ON CONFLICT (consumer, source, stream_id, stream_version) WHERE in_store AND resolved_at IS NULL
             DO UPDATE SET reason = EXCLUDED.reason, retried_at = now()
             RETURNING CASE WHEN xmax = 0 THEN id END""",
         consumer, *values.values())
+    return parked
 
 
 async def holes(conn: asyncpg.Connection, schema: str, consumer: str, source: str, stream_id: UUID,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from shared.consumer import Projection
-from shared.contract.envelope import Source
+from shared.contract.topics import Source
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,48 @@
-"""What every service process is made of, wired the same way in each: an HTTP API, an event store,
-an outbox relay to its topic, and the consumers of what it learns from Kafka.
+"""The composition root: what every service process is made of, wired the same way in each (an HTTP
+API, an event store, an outbox relay to its topic, and the consumers of what it learns from Kafka).
 
-`services/<name>/main.py` describes its service with a `ServiceSpec`; `build_app` does the rest.
+`services/<name>/main.py` describes its service with a `ServiceSpec`; `build_app` does the rest. The
+lifespan builds every resource (`running`) before the first request and hands them to the handlers as
+one `Runtime`; nothing in `shared/` imports this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import APIRouter, FastAPI
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.specification import AsyncAPI
 
 from shared import db, ops, parking
-from shared import facts as subject_facts
 from shared.config import Settings
-from shared.consumer import IdempotentConsumer, dead_letter_publisher, rebuild_if_outdated, subscribe
-from shared.contract.envelope import Envelope, Source
-from shared.contract.events import Payload
-from shared.contract.topics import SOURCES, dead_letter_topic, topic_for
+from shared.consumer import (
+    DeadLetter,
+    Handler,
+    IdempotentConsumer,
+    dead_letter_publisher,
+    rebuild_if_outdated,
+    subscribe,
+)
+from shared.contract.envelope import Envelope
+from shared.contract.topics import SOURCES, Source, dead_letter_topic, topic_for
+from shared.eventstore.aggregate import SubjectStream
 from shared.eventstore.application import SubjectApplication, postgres_env
-from shared.eventstore.meta import EventMeta
 from shared.http import problems
 from shared.http.idempotency import IdempotencyStore
-from shared.outbox import OutboxRelay
-from shared.protocol import Protocol, load_protocol
+from shared.lag import LagMonitor
+from shared.outbox import OutboxRelay, Publish
+from shared.protocol import load_protocol
 from shared.readmodel import ReadModel
 from shared.redact import mask_url
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -43,92 +52,39 @@ class ServiceSpec:
     name: Source
     title: str
     description: str
-    application: type[SubjectApplication]
+    aggregate: type[SubjectStream]  # one stream of it per subject in the service's event store
     routers: tuple[APIRouter, ...]
     read_models: tuple[ReadModel, ...]  # what it learns from Kafka, one consumer each
 
 
-@dataclass
-class Runtime:
-    """Everything a request handler or consumer of one service needs."""
+@dataclass(frozen=True)
+class Wiring:
+    """The broker with the service's topics declared on it; no I/O (the AsyncAPI document is made
+    from this)."""
 
-    spec: ServiceSpec
-    settings: Settings
-    protocol: Protocol
     broker: KafkaBroker
-    consumers: list[IdempotentConsumer] = field(default_factory=list)  # one per spec.read_models
-    pool: asyncpg.Pool | None = None
-    app: SubjectApplication | None = None
-    relay: OutboxRelay | None = None
-    idempotency: IdempotencyStore | None = None
-    broker_ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def schema(self) -> str:
-        return self.spec.name
-
-    def topic(self, source: Source) -> str:
-        return topic_for(source, self.settings.topic_prefix)
-
-    def relay_nudge(self) -> None:
-        if self.relay:
-            self.relay.nudge()
-
-    async def call(self, fn: Callable, *args):
-        """Run a synchronous use case of the event-store application in a worker thread."""
-        return await asyncio.to_thread(fn, *args)
+    publish: Publish  # an envelope to the service's topic, once the broker is ready
+    dead_letters: dict[str, DeadLetter]  # by consumer name
 
 
-def use_case(method: Callable[..., list[Envelope]], *, facts: bool = False, protocol: bool = False):
-    """Adapt an application method `(self, meta, payload[, facts][, protocol])` to a command endpoint:
-    load what the service learned about the subject if the rules need it, then run the method in a
-    worker thread."""
-
-    async def run(rt: Runtime, meta: EventMeta, payload: Payload) -> list[Envelope]:
-        args: list = []
-        if facts:
-            args.append(await subject_facts.load(rt.pool, rt.schema, meta.subject_id))
-        if protocol:
-            args.append(rt.protocol)
-        return await rt.call(method, rt.app, meta, payload, *args)
-
-    return run
-
-
-def build_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
-    """Everything that exists without I/O: the broker with its publishers and subscribers.
-    (The AsyncAPI document is generated from this.)"""
+def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event) -> Wiring:
     broker = KafkaBroker(settings.bootstrap_servers, client_id=f"ucart-{spec.name}", acks="all",
                          enable_idempotence=False,  # the embedded broker refuses idempotent producers
                          request_timeout_ms=10_000,  # fail a send to a dead broker soon; the relay retries
                          # A topic re-created with another layout after a broker restart fails sends
                          # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
                          metadata_max_age_ms=10_000)
-    runtime = Runtime(spec=spec, settings=settings, protocol=load_protocol(settings.protocol_file), broker=broker)
-    prefix = settings.topic_prefix
-    for model in spec.read_models:
-        name = model.consumer
-        dlq = dead_letter_topic(name, prefix)
-        # The pool comes at start: no I/O here (the AsyncAPI document is generated from this).
-        consumer = IdempotentConsumer(model.projection(spec.name), None,  # type: ignore[arg-type]
-                                      schema=spec.name, dead_letter=dead_letter_publisher(broker, dlq, name))
-        subscribe(broker, consumer, topics=[runtime.topic(s) for s in model.sources],
-                  group_id=f"{prefix}ucart-{name}", dead_letter_topic=dlq)
-        runtime.consumers.append(consumer)
-    return runtime
-
-
-def events_publisher(runtime: Runtime):
-    publisher = runtime.broker.publisher(
-        runtime.topic(runtime.spec.name),
+    topic = topic_for(spec.name, settings.topic_prefix)
+    publisher = broker.publisher(
+        topic,
         schema=Envelope,
-        title=f"{runtime.topic(runtime.spec.name)}:publish",
-        description=f"Every event the {runtime.spec.name} service stores, in order per subject. "
+        title=f"{topic}:publish",
+        description=f"Every event the {spec.name} service stores, in order per subject. "
         "Key: subject id (UTF-8). Headers: event_type, event_id, schema_version, correlation_id.",
     )
 
-    async def publish(envelope: Envelope):
-        await runtime.broker_ready.wait()
+    async def publish(envelope: Envelope) -> Any:
+        await broker_ready.wait()
         return await publisher.publish(
             envelope.model_dump_json().encode(),
             key=envelope.kafka_key(),
@@ -136,13 +92,36 @@ def events_publisher(runtime: Runtime):
             correlation_id=str(envelope.correlation_id),
         )
 
-    return publish
+    dead_letters = {m.consumer: dead_letter_publisher(broker, dead_letter_topic(m.consumer, settings.topic_prefix),
+                                                      m.consumer) for m in spec.read_models}
+    return Wiring(broker, publish, dead_letters)
+
+
+def subscribe_all(wiring: Wiring, spec: ServiceSpec, settings: Settings,
+                  consumers: dict[str, Handler]) -> None:
+    prefix = settings.topic_prefix
+    for model in spec.read_models:
+        subscribe(wiring.broker, consumers[model.consumer],
+                  topics=[topic_for(s, prefix) for s in model.sources],
+                  group_id=f"{prefix}ucart-{model.consumer}",
+                  dead_letter_topic=dead_letter_topic(model.consumer, prefix))
+
+
+@dataclass(frozen=True)
+class _Described:
+    """A subscription's consumer in the AsyncAPI document, which describes and runs nothing."""
+
+    name: str
+
+    async def handle(self, message: KafkaMessage) -> None:
+        raise RuntimeError("documentation only")
 
 
 def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
-    runtime = build_runtime(spec, settings or Settings())
-    events_publisher(runtime)
-    return AsyncAPI(runtime.broker, title=f"UCAR-T {spec.title} events", version="1.0.0",
+    settings = settings or Settings()
+    wiring = wire(spec, settings, asyncio.Event())
+    subscribe_all(wiring, spec, settings, {m.consumer: _Described(m.consumer) for m in spec.read_models})
+    return AsyncAPI(wiring.broker, title=f"UCAR-T {spec.title} events", version="1.0.0",
                     description=spec.description)
 
 
@@ -162,7 +141,7 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
 
 async def _connect_broker(runtime: Runtime) -> None:
     """Start Kafka clients in the background, retrying: commands must work while Kafka is down."""
-    topics = [runtime.topic(s) for s in SOURCES]
+    topics = [topic_for(s, runtime.settings.topic_prefix) for s in SOURCES]
     while True:
         try:
             await ensure_topics(runtime.settings, topics)
@@ -176,12 +155,12 @@ async def _connect_broker(runtime: Runtime) -> None:
             await asyncio.sleep(2)
 
 
-async def _reconcile_forever(runtime: Runtime) -> None:
+async def _reconcile_forever(runtime: Runtime, sources: list[tuple[IdempotentConsumer, tuple[Source, ...]]]) -> None:
     """The safety net under Kafka: apply from the event stores whatever the topics did not deliver."""
     while True:
-        for consumer, model in zip(runtime.consumers, runtime.spec.read_models, strict=True):
+        for consumer, sources_of_it in sources:
             try:
-                if applied := await consumer.reconcile(model.sources):
+                if applied := await consumer.reconcile(sources_of_it):
                     log.warning("%s: applied %d event(s) from the event stores that Kafka had not delivered",
                                 consumer.name, applied)
             except asyncio.CancelledError:
@@ -196,51 +175,73 @@ async def _reconcile_forever(runtime: Runtime) -> None:
         await asyncio.sleep(runtime.settings.reconcile_seconds)
 
 
-def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def _database_url(settings: Settings) -> str:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set: point it at PostgreSQL (`make demo` sets it for you).")
-    runtime = build_runtime(spec, settings)
-    publish = events_publisher(runtime)
+    return settings.database_url
+
+
+@asynccontextmanager
+async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtime]:
+    """Build every resource of the service, in order, run its background tasks, and close it all."""
+    database_url = _database_url(settings)
+    protocol = load_protocol(settings.protocol_file)
+    broker_ready = asyncio.Event()
+    wiring = wire(spec, settings, broker_ready)
+    pool = await db.create_pool(database_url)
+    try:
+        await pool.execute(db.plumbing_ddl(spec.name) + "".join(m.ddl(spec.name) for m in spec.read_models))
+        consumers = tuple(IdempotentConsumer(m.projection(spec.name), pool, schema=spec.name,
+                                             dead_letter=wiring.dead_letters[m.consumer]) for m in spec.read_models)
+        for consumer, model in zip(consumers, spec.read_models, strict=True):
+            await rebuild_if_outdated(consumer, model.sources, model.version)
+        subscribe_all(wiring, spec, settings, {c.name: c for c in consumers})
+        store = await asyncio.to_thread(SubjectApplication, spec.aggregate, spec.name,
+                                        postgres_env(database_url, spec.name))
+    except BaseException:
+        await pool.close()
+        raise
+    own_topic = [topic_for(spec.name, settings.topic_prefix)]
+    relay = OutboxRelay(store, pool, wiring.publish, schema=spec.name, poll_seconds=settings.relay_poll_seconds,
+                        prepare=lambda: ensure_topics(settings, own_topic))
+    runtime = Runtime(name=spec.name, settings=settings, protocol=protocol, pool=pool, store=store,
+                      idempotency=IdempotencyStore(pool, spec.name), relay=relay, broker=wiring.broker,
+                      broker_ready=broker_ready, consumers=consumers,
+                      lag=LagMonitor(relay, wiring.broker, settings.ready_lag_window_seconds))
+    sources = [(c, m.sources) for c, m in zip(consumers, spec.read_models, strict=True)]
+    relay_task = asyncio.create_task(relay.run())
+    tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(_reconcile_forever(runtime, sources)),
+             asyncio.create_task(runtime.lag.run())]
+    log.info("%s service ready", spec.name)
+    try:
+        yield runtime
+    finally:
+        # Uvicorn has finished the requests in flight; let the relay finish its batch, then stop
+        # the consumers (a message being handled is either committed with its offset, or redelivered).
+        await relay.stop(relay_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, relay_task, return_exceptions=True)
+        await wiring.broker.stop()
+        await pool.close()
+        store.close()
+
+
+def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    _database_url(settings)  # fail at start, not at the first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.pool = await db.create_pool(settings.database_url)
-        await runtime.pool.execute(db.plumbing_ddl(spec.name) + "".join(m.ddl(spec.name) for m in spec.read_models))
-        for consumer, model in zip(runtime.consumers, spec.read_models, strict=True):
-            consumer.pool = runtime.pool
-            await rebuild_if_outdated(consumer, model.sources, model.version)
-        runtime.idempotency = IdempotencyStore(runtime.pool, spec.name)
-        runtime.app = await asyncio.to_thread(spec.application, postgres_env(settings.database_url, spec.name))
-        own_topic = [runtime.topic(spec.name)]
-        runtime.relay = OutboxRelay(runtime.app, runtime.pool, publish, schema=spec.name,
-                                    poll_seconds=settings.relay_poll_seconds,
-                                    prepare=lambda: ensure_topics(settings, own_topic))
-        relay_task = asyncio.create_task(runtime.relay.run())
-        tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(_reconcile_forever(runtime))]
-        app.state.lag_monitor = ops.LagMonitor(runtime, settings.ready_lag_window_seconds)  # read by /ready
-        tasks.append(asyncio.create_task(app.state.lag_monitor.run()))
-        log.info("%s service ready", spec.name)
-        try:
+        async with running(spec, settings) as runtime:
+            app.state.runtime = runtime  # what `shared.runtime.Rt` gives each handler
             yield
-        finally:
-            # Uvicorn has finished the requests in flight; let the relay finish its batch, then stop
-            # the consumers (a message being handled is either committed with its offset, or redelivered).
-            await runtime.relay.stop(relay_task)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, relay_task, return_exceptions=True)
-            await runtime.broker.stop()
-            await runtime.pool.close()
-            runtime.app.close()
 
     app = FastAPI(title=f"UCAR-T {spec.title}", description=spec.description, version="0.1.0",
                   lifespan=lifespan)
-    app.state.runtime = runtime
     problems.install(app)
     for router in spec.routers:
         app.include_router(router)
-
     app.include_router(ops.router)
     return app
 

@@ -24,7 +24,6 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from conftest import drop_database, new_database
 from prometheus_client.parser import text_string_to_metric_families
-from support import FLU_CY, HEADERS, INFUSION, RunningStack, at, enrolment, eventually, journey_caught_up
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from services.registry import READ_MODELS
@@ -35,6 +34,16 @@ from shared.contract.topics import SOURCES, topic_for
 from shared.eventstore.aggregate import subject_uuid
 from shared.eventstore.reader import read_events
 from shared.readmodel import ReadModel
+from support import (
+    FLU_CY,
+    HEADERS,
+    INFUSION,
+    RunningStack,
+    at,
+    enrolment,
+    eventually,
+    journey_caught_up,
+)
 
 RECONCILE_SECONDS = 2.0  # short, so that the safety net under Kafka acts within a test
 

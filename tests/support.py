@@ -116,7 +116,7 @@ class RunningStack:
         self.settings = Settings(
             _env_file=None, host="127.0.0.1", topic_prefix=prefix, relay_poll_seconds=0.5,
             enrollment_port=free_port(), treatment_port=free_port(), followup_port=free_port(),
-            database_url=database_url, kafka_bootstrap_servers=bootstrap, **settings,  # type: ignore[arg-type]
+            database_url=database_url, kafka_bootstrap_servers=bootstrap, **settings,  # type: ignore[arg-type]  # checked by Settings itself
         )
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
         self.client = httpx.Client(timeout=30)
@@ -184,7 +184,8 @@ def journey_caught_up(database_url: str) -> bool:
             for service in SOURCES:
                 stored += await conn.fetchval(f"SELECT count(*) FROM {service}.{service}_events")
             applied = await conn.fetchval(
-                "SELECT coalesce(sum(last_version), 0) FROM followup.consumer_applied WHERE consumer = 'followup-journey'")
+                "SELECT coalesce(sum(last_version), 0) FROM followup.consumer_applied"
+                " WHERE consumer = 'followup-journey'")
             return applied == stored
         finally:
             await conn.close()
@@ -198,14 +199,13 @@ POISONED, OTHER = "UCT-31-001", "UCT-31-002"
 def poisoned_followup_store(database_url: str) -> dict[str, list[Envelope]]:
     """Fill a real follow-up event store: POISONED has an AE whose term holds a NUL (PostgreSQL's jsonb
     refuses it, so the journey can never apply it), then a clean one; OTHER has one clean AE."""
-    from services.followup.app import FollowupApplication
     from services.followup.domain import FollowupSubject
     from services.followup.projections import store
     from shared import db
     from shared.contract.envelope import RecordedBy
     from shared.contract.events import AEReported
     from shared.eventstore import EventMeta
-    from shared.eventstore.application import postgres_env
+    from shared.eventstore.application import SubjectApplication, postgres_env
 
     async def tables() -> None:
         conn = await asyncpg.connect(database_url)
@@ -216,7 +216,7 @@ def poisoned_followup_store(database_url: str) -> dict[str, list[Envelope]]:
 
     asyncio.run(tables())
     now = datetime.now(UTC)
-    app = FollowupApplication(postgres_env(database_url, "followup"))
+    app = SubjectApplication(FollowupSubject, "followup", postgres_env(database_url, "followup"))
 
     def record(subject, subject_id: str, term: str) -> tuple:
         fields = dict(ae_id=uuid.uuid4(), term=term, category="OTHER", grade=1, serious=False,

@@ -1,32 +1,25 @@
-"""Enrollment HTTP API: commands, and the service's own view of a subject."""
+"""Enrollment HTTP API: the commands, and the service's own view of a subject."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import asyncio
+from typing import Any
 
-from shared.contract.events import ConsentWithdrawn, Enrolled, ScreenFailed
+from fastapi import APIRouter
+
+from services.enrollment.domain import COMMANDS, EnrollmentSubject
 from shared.errors import SubjectNotFound
-from shared.http.commands import SubjectPath, add_command
+from shared.http.commands import SubjectPath, add_commands
 from shared.http.problems import responses
-from shared.service import use_case
-
-from services.enrollment.app import EnrollmentApplication as App
+from shared.runtime import Rt
 
 router = APIRouter(tags=["enrollment"])
-
-
-add_command(router, "/subjects/{subject_id}/enrolment", Enrolled, use_case(App.enrol, protocol=True),
-            summary="Enrol a subject")
-add_command(router, "/subjects/{subject_id}/screen-failure", ScreenFailed, use_case(App.screen_fail),
-            summary="Record a screening failure")
-add_command(router, "/subjects/{subject_id}/consent-withdrawal", ConsentWithdrawn,
-            use_case(App.withdraw, facts=True), summary="Record withdrawal of consent")
+add_commands(router, COMMANDS)
 
 
 @router.get("/subjects/{subject_id}", summary="The subject as enrollment knows it", responses=responses(404, 422, 503))
-async def get_subject(request: Request, subject_id: SubjectPath) -> dict:
-    rt = request.app.state.runtime
-    subject = await rt.call(rt.app.find, subject_id)
+async def get_subject(rt: Rt, subject_id: SubjectPath) -> dict[str, Any]:
+    subject: EnrollmentSubject | None = await asyncio.to_thread(rt.store.find, subject_id)
     if subject is None:
         raise SubjectNotFound(f"No subject {subject_id} in enrollment: check the study code.")
     return {"subject_id": subject.subject_id, "status": subject.status, "site_id": subject.site_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from shared.commands import Command
 from shared.contract.events import ConsentWithdrawn, Enrolled, Payload, ScreenFailed
 from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta, SubjectStream
@@ -90,3 +91,11 @@ def withdraw(
         raise InvalidCommand(f"The withdrawal date {meta.occurred_at.date()} is before the enrolment "
                              f"({subject.enrolled_on}); correct the date.")
     return EnrollmentSubject.record_into(subject, meta, payload)
+
+
+# The service's commands: the route under /subjects/{subject_id}/, the rule, and a summary.
+COMMANDS = (
+    Command("enrolment", enrol, "Enrol a subject"),
+    Command("screen-failure", screen_fail, "Record a screening failure"),
+    Command("consent-withdrawal", withdraw, "Record withdrawal of consent"),
+)

@@ -4,72 +4,33 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
-from shared.contract.envelope import Envelope
-from shared.contract.events import (
-    AECorrected,
-    AEReported,
-    AEUpdated,
-    DataQueryAnswered,
-    DataQueryClosed,
-    LostToFollowUp,
-    PersistenceSampled,
-    ResponseAssessed,
-    SafetyReportSubmitted,
-    StudyCompleted,
-    SubjectDied,
-    SubsequentTherapyStarted,
-    VisitCompleted,
-)
-from shared.errors import SubjectNotFound
-from shared.http.access import Caller, caller
-from shared.http.commands import SubjectPath, add_command
-from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
-from shared.http.problems import responses
-from shared.service import use_case
-from shared.time import now_utc, today_utc
-
 from services.followup import history
-from services.followup.app import FollowupApplication as App
+from services.followup.domain import COMMANDS
 from services.followup.projections import journey as journeys
 from services.followup.projections import reporting, store
 from services.followup.projections import schedule as schedules
 from services.followup.study import efficacy as efficacy_tables
 from services.followup.study import from_journeys as study
 from services.followup.study import safety as safety_tables
+from shared.contract.envelope import Envelope
+from shared.errors import SubjectNotFound
+from shared.http.access import Caller, caller
+from shared.http.commands import SubjectPath, add_commands
+from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
+from shared.http.problems import responses
+from shared.runtime import Rt, Runtime
+from shared.time import now_utc, today_utc
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["follow-up"])
 read_router = APIRouter(tags=["read"])
 
-COMMANDS = [
-    ("adverse-events", AEReported, use_case(App.report_ae, facts=True, protocol=True), "Report an adverse event"),
-    ("adverse-event-updates", AEUpdated, use_case(App.update_ae), "Update an AE's grade or outcome"),
-    ("adverse-event-corrections", AECorrected, use_case(App.correct_ae, facts=True, protocol=True),
-     "Correct an AE report (reason required)"),
-    ("query-answers", DataQueryAnswered, use_case(App.answer_query), "Answer a data query"),
-    ("query-closures", DataQueryClosed, use_case(App.close_query), "Close an answered data query"),
-    ("safety-reports", SafetyReportSubmitted, use_case(App.submit_safety_report),
-     "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)"),
-    ("response-assessments", ResponseAssessed, use_case(App.assess_response, facts=True, protocol=True),
-     "Record a response assessment"),
-    ("persistence-samples", PersistenceSampled, use_case(App.record_persistence, facts=True, protocol=True),
-     "Record a CAR-T persistence sample"),
-    ("visits", VisitCompleted, use_case(App.complete_visit, facts=True, protocol=True), "Record a completed visit"),
-    ("subsequent-therapies", SubsequentTherapyStarted, use_case(App.start_subsequent_therapy, facts=True),
-     "Record the start of a subsequent therapy (e.g. allo-HSCT)"),
-    ("lost-to-follow-up", LostToFollowUp, use_case(App.lose_to_follow_up, facts=True),
-     "Declare the subject lost to follow-up"),
-    ("study-completion", StudyCompleted, use_case(App.complete_study, facts=True, protocol=True),
-     "Record that the subject completed the study"),
-    ("death", SubjectDied, use_case(App.record_death, facts=True), "Record the death of a subject"),
-]
-for path, payload, run, summary in COMMANDS:
-    add_command(router, f"/subjects/{{subject_id}}/{path}", payload, run, summary=summary)
+add_commands(router, COMMANDS)
 
 OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, "
                                                 "UTC).")]
@@ -78,12 +39,7 @@ READ = responses(422, 503)
 READ_SUBJECT = responses(404, 422, 503)
 
 
-def _runtime(request: Request):
-    return request.app.state.runtime
-
-
-async def _journey(request: Request, subject_id: str) -> journeys.Journey:
-    rt = _runtime(request)
+async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
     found = await store.get(rt.pool, rt.schema, subject_id)
     if found is None:
         raise SubjectNotFound(f"No journey for {subject_id} yet: check the code; a subject appears here a "
@@ -92,8 +48,7 @@ async def _journey(request: Request, subject_id: str) -> journeys.Journey:
 
 
 @read_router.get("/subjects", summary="Every subject with its status", responses=READ)
-async def list_subjects(request: Request, on: OnDate = None) -> list[dict]:
-    rt = _runtime(request)
+async def list_subjects(rt: Rt, on: OnDate = None) -> list[dict[str, Any]]:
     today = on or today_utc()
     return [
         {"subject_id": j.subject_id, "site_id": j.site_id, "status": journeys.status(j, today, rt.protocol),
@@ -107,12 +62,12 @@ AsOf = Annotated[QueryDatetime, Query(description="What the system knew at this 
 EffectiveOn = Annotated[QueryDate, Query(description="The subject's clinical state on this date, YYYY-MM-DD.")]
 
 
-async def _journey_at(request: Request, subject_id: str, as_of: datetime | None,
+async def _journey_at(rt: Runtime, subject_id: str, as_of: datetime | None,
                       effective: date | None) -> tuple[journeys.Journey, date]:
     """The live journey, or one folded from the history when asked for a moment or a date."""
     if as_of is None and effective is None:
-        return await _journey(request, subject_id), today_utc()
-    async with _runtime(request).pool.acquire() as conn:
+        return await _journey(rt, subject_id), today_utc()
+    async with rt.pool.acquire() as conn:
         events = await history.subject_history(conn, subject_id)
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
@@ -122,10 +77,10 @@ async def _journey_at(request: Request, subject_id: str, as_of: datetime | None,
 
 @read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses",
                  responses=READ_SUBJECT)
-async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
+async def get_journey(rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
                       effective_on: EffectiveOn = None) -> journeys.JourneyView:
-    protocol = _runtime(request).protocol
-    journey, day = await _journey_at(request, subject_id, as_of, effective_on)
+    protocol = rt.protocol
+    journey, day = await _journey_at(rt, subject_id, as_of, effective_on)
     today = on or day
     view = journeys.view(journey, today, protocol)
     if (safety := study.safety(journey, protocol, today)) is not None:
@@ -135,10 +90,10 @@ async def get_journey(request: Request, subject_id: SubjectPath, on: OnDate = No
 
 @read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status",
                  responses=READ_SUBJECT)
-async def get_schedule(request: Request, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
+async def get_schedule(rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
                        effective_on: EffectiveOn = None) -> list[schedules.ScheduledVisit]:
-    journey, day = await _journey_at(request, subject_id, as_of, effective_on)
-    return schedules.schedule(journey, _runtime(request).protocol, on or day)
+    journey, day = await _journey_at(rt, subject_id, as_of, effective_on)
+    return schedules.schedule(journey, rt.protocol, on or day)
 
 
 HISTORY_FORMATS = {"model": list[Envelope], "description": "The events in the format asked for: JSON (default), "
@@ -149,9 +104,9 @@ HISTORY_FORMATS = {"model": list[Envelope], "description": "The events in the fo
 @read_router.get("/subjects/{subject_id}/history", tags=["audit"],
                  summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)",
                  responses={200: HISTORY_FORMATS, **READ_SUBJECT})
-async def get_history(request: Request, subject_id: SubjectPath, reader: Annotated[Caller, Depends(caller)],
+async def get_history(rt: Rt, subject_id: SubjectPath, reader: Annotated[Caller, Depends(caller)],
                       format: Literal["json", "jsonl", "csv"] = "json") -> Response:
-    async with _runtime(request).pool.acquire() as conn:
+    async with rt.pool.acquire() as conn:
         events = await history.subject_history(conn, subject_id)
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
@@ -171,10 +126,9 @@ class StudyVisit(schedules.ScheduledVisit):
 
 
 @read_router.get("/followups", summary="Planned visits across the study, e.g. ?status=overdue", responses=READ)
-async def list_followups(request: Request, on: OnDate = None,
+async def list_followups(rt: Rt, on: OnDate = None,
                          status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None
                          ) -> list[StudyVisit]:
-    rt = _runtime(request)
     today = on or today_utc()
     return [StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
             for j in await store.all_journeys(rt.pool, rt.schema)
@@ -187,9 +141,8 @@ class StudyQuery(journeys.DataQuery):
 
 
 @read_router.get("/queries", summary="Data queries across the study, e.g. ?status=open", responses=READ)
-async def list_queries(request: Request, status: Annotated[list[Literal["open", "answered", "closed"]] | None,
+async def list_queries(rt: Rt, status: Annotated[list[Literal["open", "answered", "closed"]] | None,
                                                            NeverNull(), Query()] = None) -> list[StudyQuery]:
-    rt = _runtime(request)
     return [StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
             for j in await store.all_journeys(rt.pool, rt.schema)
             for q in j.queries.values() if not status or q.status in status]
@@ -198,12 +151,11 @@ async def list_queries(request: Request, status: Annotated[list[Literal["open", 
 @read_router.get("/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)",
                  responses=READ)
 async def list_safety_reports(
-    request: Request,
+    rt: Rt,
     at: Annotated[QueryDatetime, Query(description="Evaluate at this time, ISO 8601 with a UTC offset (default: "
                                                    "now).")] = None,
     status: Annotated[list[reporting.ReportStatus] | None, NeverNull(), Query()] = None,
 ) -> list[reporting.ReportDue]:
-    rt = _runtime(request)
     now = at or now_utc()
     return [r for j in await store.all_journeys(rt.pool, rt.schema)
             for r in reporting.reports_due(j, rt.protocol, now) if not status or r.status in status]
@@ -211,16 +163,14 @@ async def list_safety_reports(
 
 @read_router.get("/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs",
                  responses=READ)
-async def study_safety(request: Request, on: OnDate = None) -> safety_tables.SafetyTable:
-    rt = _runtime(request)
+async def study_safety(rt: Rt, on: OnDate = None) -> safety_tables.SafetyTable:
     as_of = on or today_utc()
     summaries = [study.safety(j, rt.protocol, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]
     return safety_tables.safety_table([s for s in summaries if s is not None])
 
 
 @read_router.get("/study/efficacy", summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR", responses=READ)
-async def study_efficacy(request: Request, on: OnDate = None) -> efficacy_tables.EfficacyTable:
-    rt = _runtime(request)
+async def study_efficacy(rt: Rt, on: OnDate = None) -> efficacy_tables.EfficacyTable:
     as_of = on or today_utc()
     outcomes = [study.outcome(j, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]
     return efficacy_tables.efficacy_table([o for o in outcomes if o is not None], as_of)

@@ -3,8 +3,7 @@ service for the journey projection."""
 
 from __future__ import annotations
 
-from shared import facts
-
 from services.followup.projections.store import JOURNEY
+from shared import facts
 
 READ_MODELS = (facts.read_model("followup", sources=("enrollment", "treatment")), JOURNEY)

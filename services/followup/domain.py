@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from uuid import UUID, uuid4
 
+from services.followup.grading import derived_grade
 from shared import clinical
+from shared.commands import Command
 from shared.contract.envelope import RecordedBy
 from shared.contract.events import (
     AECorrected,
@@ -32,8 +34,6 @@ from shared.errors import InvalidCommand, NotFound, RuleViolation, SubjectNotFou
 from shared.eventstore import EventMeta, SubjectStream
 from shared.facts import SubjectFacts
 from shared.protocol import Protocol
-
-from services.followup.grading import derived_grade
 
 # Events the rules raise themselves (a data query, the start of long-term follow-up) are attributed
 # to the rules engine, caused by the event that triggered them.
@@ -363,10 +363,29 @@ def record_death(subject: FollowupSubject | None, meta: EventMeta, payload: Subj
     day = meta.occurred_at.date()
     if subject and subject.died_on:
         raise RuleViolation(f"The death of {meta.subject_id} is already recorded ({subject.died_on}).")
-    if day < facts.enrolled_on:
+    if facts.enrolled_on and day < facts.enrolled_on:  # (known: enrolled)
         raise InvalidCommand(f"The date of death {day} is before enrolment ({facts.enrolled_on}); check the date.")
     if subject and subject.last_record_on and day < subject.last_record_on:
         raise InvalidCommand(f"The date of death {day} is before follow-up data already recorded for "
                              f"{meta.subject_id} (on {subject.last_record_on}); check the date.")
     return FollowupSubject.record_into(subject, meta, payload)
 
+
+# The service's commands: the route under /subjects/{subject_id}/, the rule, and a summary.
+COMMANDS = (
+    Command("adverse-events", report_ae, "Report an adverse event"),
+    Command("adverse-event-updates", update_ae, "Update an AE's grade or outcome"),
+    Command("adverse-event-corrections", correct_ae, "Correct an AE report (reason required)"),
+    Command("query-answers", answer_query, "Answer a data query"),
+    Command("query-closures", close_query, "Close an answered data query"),
+    Command("safety-reports", submit_safety_report,
+            "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)"),
+    Command("response-assessments", assess_response, "Record a response assessment"),
+    Command("persistence-samples", record_persistence, "Record a CAR-T persistence sample"),
+    Command("visits", complete_visit, "Record a completed visit"),
+    Command("subsequent-therapies", start_subsequent_therapy,
+            "Record the start of a subsequent therapy (e.g. allo-HSCT)"),
+    Command("lost-to-follow-up", lose_to_follow_up, "Declare the subject lost to follow-up"),
+    Command("study-completion", complete_study, "Record that the subject completed the study"),
+    Command("death", record_death, "Record the death of a subject"),
+)

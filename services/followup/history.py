@@ -16,12 +16,11 @@ from datetime import date, datetime
 
 import asyncpg
 
+from services.followup.projections import journey as journeys
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES
 from shared.contract.upcasting import latest_payload
 from shared.eventstore.reader import read_stream
-
-from services.followup.projections import journey as journeys
 
 CSV_COLUMNS = ["recorded_at", "occurred_at", "source", "stream_version", "event_type", "schema_version",
                "event_id", "user_id", "role", "reason", "correlation_id", "causation_id", "protocol_version",

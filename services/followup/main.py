@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from shared.service import ServiceSpec, build_app, serve
+from fastapi import FastAPI
 
 from services.followup.api import read_router, router
-from services.followup.app import FollowupApplication
 from services.followup.consumers import READ_MODELS
+from services.followup.domain import FollowupSubject
+from shared.service import ServiceSpec, build_app, serve
 
 SPEC = ServiceSpec(
     name="followup",
     title="Follow-up",
     description="Adverse events, response assessments, visits and deaths after UCAR-T infusion; "
     "read API over each subject's journey and follow-up schedule.",
-    application=FollowupApplication,
+    aggregate=FollowupSubject,
     routers=(router, read_router),
     read_models=READ_MODELS,
 )
 
 
-def create_app():
+def create_app() -> FastAPI:
     return build_app(SPEC)
 
 

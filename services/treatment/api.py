@@ -1,33 +1,26 @@
-"""Treatment HTTP API: commands, and the service's own view of a subject."""
+"""Treatment HTTP API: the commands, and the service's own view of a subject."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import asyncio
+from typing import Any
 
+from fastapi import APIRouter
+
+from services.treatment.domain import COMMANDS, TreatmentSubject
 from shared import facts
-from shared.contract.events import InfusionCorrected, LymphodepletionGiven, UCARTInfused
 from shared.errors import SubjectNotFound
-from shared.http.commands import SubjectPath, add_command
+from shared.http.commands import SubjectPath, add_commands
 from shared.http.problems import responses
-from shared.service import use_case
-
-from services.treatment.app import TreatmentApplication as App
+from shared.runtime import Rt
 
 router = APIRouter(tags=["treatment"])
-
-add_command(router, "/subjects/{subject_id}/lymphodepletion-days", LymphodepletionGiven,
-            use_case(App.give_lymphodepletion, facts=True, protocol=True), summary="Record one day of lymphodepletion")
-add_command(router, "/subjects/{subject_id}/infusion", UCARTInfused, use_case(App.infuse, facts=True, protocol=True),
-            summary="Record the UCAR-T infusion (study day 0)")
-add_command(router, "/subjects/{subject_id}/infusion-corrections", InfusionCorrected,
-            use_case(App.correct_infusion, facts=True, protocol=True),
-            summary="Correct the infusion record (reason required)")
+add_commands(router, COMMANDS)
 
 
 @router.get("/subjects/{subject_id}", summary="The subject as treatment knows it", responses=responses(404, 422, 503))
-async def get_subject(request: Request, subject_id: SubjectPath) -> dict:
-    rt = request.app.state.runtime
-    subject = await rt.call(rt.app.find, subject_id)
+async def get_subject(rt: Rt, subject_id: SubjectPath) -> dict[str, Any]:
+    subject: TreatmentSubject | None = await asyncio.to_thread(rt.store.find, subject_id)
     known = await facts.load(rt.pool, rt.schema, subject_id)
     if subject is None and known is None:
         raise SubjectNotFound(f"Treatment knows no subject {subject_id}: check the code, or enrol first.")

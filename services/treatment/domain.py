@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from shared.contract.events import InfusionCorrected, LymphodepletionGiven, Payload, UCARTInfused
+from shared.commands import Command
+from shared.contract.events import (
+    InfusionCorrected,
+    LymphodepletionGiven,
+    Payload,
+    UCARTInfused,
+)
 from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta, SubjectStream
 from shared.facts import SubjectFacts
@@ -118,3 +124,11 @@ def correct_infusion(
         raise InvalidCommand("A correction needs a reason: say why the infusion record was wrong.")
     _check_gap(meta, subject.ld_days[-1], protocol)
     return TreatmentSubject.record_into(subject, meta, payload)
+
+
+# The service's commands: the route under /subjects/{subject_id}/, the rule, and a summary.
+COMMANDS = (
+    Command("lymphodepletion-days", give_lymphodepletion, "Record one day of lymphodepletion"),
+    Command("infusion", infuse, "Record the UCAR-T infusion (study day 0)"),
+    Command("infusion-corrections", correct_infusion, "Correct the infusion record (reason required)"),
+)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from shared.service import ServiceSpec, build_app, serve
+from fastapi import FastAPI
 
 from services.treatment.api import router
-from services.treatment.app import TreatmentApplication
 from services.treatment.consumers import READ_MODELS
+from services.treatment.domain import TreatmentSubject
+from shared.service import ServiceSpec, build_app, serve
 
 SPEC = ServiceSpec(
     name="treatment",
     title="Treatment",
     description="Lymphodepletion and UCAR-T infusion of enrolled subjects.",
-    application=TreatmentApplication,
+    aggregate=TreatmentSubject,
     routers=(router,),
     read_models=READ_MODELS,
 )
 
 
-def create_app():
+def create_app() -> FastAPI:
     return build_app(SPEC)
 
 

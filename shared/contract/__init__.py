@@ -4,9 +4,9 @@ Other teams build on this package; a published payload never changes shape (a ne
 ``schema_version`` with an upcaster).
 """
 
-from shared.contract.envelope import Envelope, RecordedBy, Source, SubjectId
+from shared.contract.envelope import Envelope, RecordedBy, SubjectId
 from shared.contract.events import PAYLOADS, Payload, payload_model
-from shared.contract.topics import SOURCES, dead_letter_topic, topic_for
+from shared.contract.topics import SOURCES, Source, dead_letter_topic, topic_for
 
 __all__ = [
     "PAYLOADS",

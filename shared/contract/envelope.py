@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
+from shared.contract.events import Payload, payload_model
 from shared.contract.strict import ContractModel, IsoAwareDatetime
-
-Source = Literal["enrollment", "treatment", "followup"]
+from shared.contract.topics import Source
 
 SubjectId = Annotated[
     str,
@@ -48,9 +48,7 @@ class Envelope(ContractModel):
     protocol_version: str = Field(description="Version of the protocol file the rules were checked against.")
     payload: dict[str, Any]
 
-    def typed_payload(self):  # -> Payload (import cycle kept out of the annotation)
-        from shared.contract.events import payload_model
-
+    def typed_payload(self) -> Payload:
         return payload_model(self.event_type, self.schema_version).model_validate(self.payload)
 
     def kafka_key(self) -> bytes:

@@ -10,13 +10,20 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 from uuid import UUID, uuid4
 
-from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from shared import clinical
-from shared.clinical import AECategory, Relatedness
-from shared.contract.envelope import Source
+from shared.clinical import AECategory, Relatedness, ResponseCode
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.contract.strict import ContractModel, IsoAwareDatetime, IsoDate
+from shared.contract.topics import Source
 
 
 class Payload(ContractModel):
@@ -271,7 +278,7 @@ class ResponseAssessedV1(Payload):
     source: ClassVar[Source] = "followup"
 
     timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
-    response: Literal["CR", "CRi", "NR", "RELAPSE"]
+    response: ResponseCode
     marrow_blasts_pct: StrictFloat = Field(ge=0, le=100)
     mrd_negative: StrictBool | None = Field(default=None, description="Flow MRD < 0.01%, if measured.")
     cd19_status: Literal["CD19+", "CD19-", "lineage_switch"] | None = Field(
@@ -296,7 +303,7 @@ class ResponseAssessed(Payload):
     source: ClassVar[Source] = "followup"
 
     timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
-    response: Literal["CR", "CRi", "NR", "RELAPSE"]
+    response: ResponseCode
     marrow_blasts_pct: StrictFloat = Field(ge=0, le=100)
     circulating_blasts: StrictBool | None = None
     extramedullary_disease: StrictBool | None = None

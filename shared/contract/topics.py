@@ -1,10 +1,18 @@
 """Kafka topic names. One topic per source service; the message key is the subject id."""
 
-from typing import get_args
+from typing import Literal, get_args
 
-from shared.contract.envelope import Source
+Source = Literal["enrollment", "treatment", "followup"]  # the services, each the source of one topic
 
 SOURCES: tuple[Source, ...] = get_args(Source)
+
+
+def source_named(name: str) -> Source:
+    """A source as read back from a database column (plain text there), checked."""
+    for source in SOURCES:
+        if name == source:
+            return source
+    raise ValueError(f"unknown source {name!r}; expected one of {', '.join(SOURCES)}")
 
 
 def topic_for(source: Source, prefix: str = "") -> str:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.contract.envelope import Envelope
-from shared.contract.events import AEReported, AEReportedV1, Payload, ResponseAssessed, ResponseAssessedV1
+from shared.contract.events import (
+    AEReported,
+    AEReportedV1,
+    Payload,
+    ResponseAssessed,
+    ResponseAssessedV1,
+)
 
 
 def latest_payload(envelope: Envelope) -> Payload:

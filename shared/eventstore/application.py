@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
@@ -14,15 +16,19 @@ from eventsourcing.persistence import (
     DecimalAsStr,
     IntegrityError,
     JSONTranscoder,
+    Mapper,
     OperationalError,
     Transcoding,
     UUIDAsHex,
 )
+from eventsourcing.popo import POPOFactory
+from eventsourcing.utils import Environment
 from pydantic import BaseModel
 
-from shared.contract.envelope import Envelope, Source
+from shared.contract.envelope import Envelope
 from shared.contract.events import ALL as ALL_PAYLOADS
 from shared.contract.events import Payload
+from shared.contract.topics import Source
 from shared.errors import ConcurrentChange
 from shared.eventstore.aggregate import SubjectStream, subject_uuid
 from shared.eventstore.meta import EventMeta
@@ -43,7 +49,7 @@ class PydanticTranscoding(Transcoding):
     """Stores a pydantic model as its JSON form under a stable name, and validates it on the way back."""
 
     def __init__(self, model: type[BaseModel], name: str):
-        self.type = model
+        self.type: type[BaseModel] = model
         self.name = name
 
     def encode(self, obj: BaseModel) -> Any:
@@ -55,7 +61,8 @@ class PydanticTranscoding(Transcoding):
 
 def register_transcodings(transcoder: JSONTranscoder) -> None:
     """eventsourcing's own (UUID, Decimal, datetime) and one per model we store, under stable names."""
-    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), PydanticTranscoding(EventMeta, "ucart.EventMeta")):
+    meta = PydanticTranscoding(EventMeta, "ucart.EventMeta")
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), meta):
         transcoder.register(transcoding)
     for model in ALL_PAYLOADS:
         transcoder.register(PydanticTranscoding(model, f"ucart.{model.event_type}.v{model.schema_version}"))
@@ -109,35 +116,53 @@ def to_envelope(domain_event: Any, source: Source) -> Envelope:
                        stream_version=domain_event.originator_version, recorded_at=domain_event.timestamp)
 
 
-class SubjectApplication(Application, Generic[S]):
-    """Subclasses set `name` (fixes the table name: `<name>_events`) and `source`.
+def store_mapper(env: Environment) -> Mapper[UUID]:
+    """How a service's stored events are encoded: our transcodings, and the cipher and compressor the
+    environment configures (CIPHER_TOPIC, CIPHER_KEY, COMPRESSOR_TOPIC). The application writes with it,
+    and everything that reads a store directly decodes with it."""
+    transcoder = JSONTranscoder()
+    register_transcodings(transcoder)
+    return POPOFactory(env).mapper(transcoder=transcoder)  # builds no recorder: only reads `env`
+
+
+def store_env(source: Source, env: Mapping[str, str] | None = None) -> Environment:
+    """The environment a service's store is configured from, as eventsourcing builds it."""
+    return Environment(source, {**os.environ, **(env or {})})
+
+
+class SubjectApplication(Application[UUID], Generic[S]):
+    """One service's event store: one stream per subject, of `aggregate`, in `<source>.<source>_events`.
 
     Synchronous (psycopg): call its methods from a worker thread, never on the event loop.
     """
 
-    source: ClassVar[Source]
-
-    def __init__(self, env: dict[str, str] | None = None):
-        super().__init__(env)
+    def __init__(self, aggregate: type[S], source: Source, env: Mapping[str, str] | None = None):
+        self.aggregate, self.source = aggregate, source
+        self.name = source  # eventsourcing names the tables and reads prefixed settings from it
+        super().__init__(dict(env or {}))
         # psycopg's pool retries a lost server with a growing back-off (minutes between tries in the
         # end), so it could serve again long after PostgreSQL is back. Give a lost connection up after
         # a second instead: the pool then grows afresh on the next request.
-        self.recorder.datastore.pool.reconnect_timeout = 1.0  # type: ignore[attr-defined]
+        self.recorder.datastore.pool.reconnect_timeout = 1.0  # type: ignore[attr-defined]  # the postgres recorder has one
 
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        register_transcodings(transcoder)
+    def construct_mapper(self) -> Mapper[UUID]:
+        return store_mapper(Environment(self.name, self.env))
 
     def find(self, subject_id: str) -> S | None:
         try:
-            return self.repository.get(subject_uuid(subject_id))
+            subject: SubjectStream = self.repository.get(subject_uuid(subject_id))
         except AggregateNotFoundError:
             return None
+        if not isinstance(subject, self.aggregate):
+            raise TypeError(f"{subject_id}'s stream in {self.source} is a {type(subject).__name__}")
+        return subject
 
-    def record(self, rule: Callable[..., S], meta: EventMeta, payload: Payload, *context: Any) -> list[Envelope]:
-        """Run a domain rule on the subject's current state and commit the events it raised."""
-        return self.commit(rule(self.find(meta.subject_id), meta, payload, *context))
+    def record(self, rule: Callable[[S | None, EventMeta, Payload], SubjectStream], meta: EventMeta,
+               payload: Payload) -> list[Envelope]:
+        """Run a rule on the subject's current state and commit the events it raised."""
+        return self.commit(rule(self.find(meta.subject_id), meta, payload))
 
-    def commit(self, subject: S) -> list[Envelope]:
+    def commit(self, subject: SubjectStream) -> list[Envelope]:
         """Save the subject's new events; a concurrent writer (same stream version) gets a 409."""
         loaded_at = subject.version - len(subject.pending_events)
         concurrent = ConcurrentChange(f"Subject {subject.subject_id} was changed by another request at the same "

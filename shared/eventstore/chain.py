@@ -52,8 +52,8 @@ class ChainedRecorder(PostgresApplicationRecorder):
         table = SQL("{schema}.{table}").format(schema=Identifier(self.datastore.schema),
                                                table=Identifier(self.chain_table))
         rows = []
-        for originator_id, events in groupby(stored_events, key=lambda e: e.originator_id):
-            events = list(events)
+        for originator_id, grouped in groupby(stored_events, key=lambda e: e.originator_id):
+            events = list(grouped)
             previous = GENESIS
             if events[0].originator_version > 1:
                 curs.execute(SQL("SELECT hash FROM {0} WHERE originator_id = %s AND originator_version = %s")
@@ -102,9 +102,9 @@ async def verify_store(conn: asyncpg.Connection, schema: str, name: str) -> Veri
             ORDER BY 1, 2""")
     findings: list[Finding] = []
     streams = unchained = count = 0
-    for originator_id, stream in groupby(rows, key=lambda r: r["originator_id"]):
+    for originator_id, grouped in groupby(rows, key=lambda r: r["originator_id"]):
         streams += 1
-        stream = list(stream)
+        stream = list(grouped)
         count += sum(r["state"] is not None for r in stream)
         if all(r["hash"] is None for r in stream):
             unchained += 1
@@ -115,7 +115,7 @@ async def verify_store(conn: asyncpg.Connection, schema: str, name: str) -> Veri
     return Verification(name, count, streams, unchained, findings)
 
 
-def _first_break(stream: list) -> tuple[Any, str] | None:
+def _first_break(stream: list[Any]) -> tuple[Any, str] | None:
     previous, expected_version = None, None
     for row in stream:
         if expected_version is not None and row["version"] != expected_version:

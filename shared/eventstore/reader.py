@@ -1,7 +1,7 @@
 """Reading a service's event store directly (asyncpg), for rebuilds and audits.
 
-Rows are decoded with the same transcodings the services write them with, so no aggregate class is
-needed: any service's store can be read from anywhere with access to its schema.
+Rows are decoded with the mapper the services write them with (`store_mapper`: the same transcodings,
+cipher and compressor), so any service's store can be read from anywhere with access to its schema.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from functools import cache
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import Mapper, StoredEvent
 
-from shared.contract.envelope import Envelope, Source
-from shared.eventstore.application import envelope_of, register_transcodings
+from shared.contract.envelope import Envelope
+from shared.contract.topics import Source
+from shared.eventstore.aggregate import subject_uuid
+from shared.eventstore.application import store_env, store_mapper, to_envelope
 
 
 @cache
-def _transcoder() -> JSONTranscoder:
-    transcoder = JSONTranscoder()
-    register_transcodings(transcoder)
-    return transcoder
+def _mapper(source: Source) -> Mapper[UUID]:
+    return store_mapper(store_env(source))
 
 
 async def store_exists(conn: asyncpg.Connection, source: Source) -> bool:
@@ -37,19 +37,22 @@ class StoredRow:
     notification_id: int
     stream_id: UUID
     version: int
+    topic: str
     state: bytes
 
     def envelope(self) -> Envelope:
         """Decode the row (raises when it cannot be: the caller decides what to do with it)."""
-        return _envelope(self.source, self.version, self.state)
+        stored = StoredEvent(originator_id=self.stream_id, originator_version=self.version, topic=self.topic,
+                             state=self.state)
+        return to_envelope(_mapper(self.source).to_domain_event(stored), self.source)
 
 
-_ROW = "notification_id, originator_id, originator_version, state"
+_ROW = "notification_id, originator_id, originator_version, topic, state"
 
 
 def _row(source: Source, record: asyncpg.Record) -> StoredRow:
     return StoredRow(source, record["notification_id"], record["originator_id"], record["originator_version"],
-                     bytes(record["state"]))
+                     record["topic"], bytes(record["state"]))
 
 
 async def rows_after(conn: asyncpg.Connection, source: Source, after: int, limit: int) -> list[StoredRow]:
@@ -85,13 +88,6 @@ async def read_events(conn: asyncpg.Connection, source: Source, batch: int = 500
 async def read_stream(conn: asyncpg.Connection, source: Source, subject_id: str, after_version: int,
                       before_version: int | None = None) -> list[Envelope]:
     """One subject's events in one service's store, after a version (and before another, if given)."""
-    from shared.eventstore.aggregate import subject_uuid
-
     return [row.envelope() for row in await stream_rows(conn, source, subject_uuid(subject_id), after_version,
                                                         before_version)]
 
-
-def _envelope(source: Source, version: int, state: bytes) -> Envelope:
-    decoded = _transcoder().decode(bytes(state))
-    return envelope_of(decoded["meta"], decoded["payload"], source=source, stream_version=version,
-                       recorded_at=decoded["timestamp"])

@@ -1,4 +1,5 @@
-"""Command endpoints: POST a payload for a subject, get back the events recorded.
+"""Command endpoints: POST a payload for a subject, get back the events recorded. One route per row
+of a service's command table (`shared.commands.Command`).
 
 Every command has the same shape: the body is ``{occurred_at, reason?, payload}`` with the payload
 model from the contract, the headers say who is acting (``X-User-Id``, ``X-User-Role``; the security
@@ -6,7 +7,8 @@ issue replaces them with authenticated identities), and an optional ``Idempotenc
 safe.
 """
 
-from collections.abc import Awaitable, Callable, Iterator
+import asyncio
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
@@ -15,7 +17,8 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shared import db
+from shared import db, facts
+from shared.commands import Command, Dependencies
 from shared.contract.envelope import Envelope, RecordedBy, SubjectId
 from shared.contract.events import Payload
 from shared.contract.strict import ClientInput, IsoAwareDatetime
@@ -25,6 +28,7 @@ from shared.eventstore.meta import EventMeta
 from shared.http.idempotency import CREATED, fingerprint
 from shared.http.inputs import CausationId, CorrelationId, IdempotencyKey, Role, UserId
 from shared.http.problems import PROBLEM_RESPONSES
+from shared.runtime import Rt, Runtime
 from shared.time import now_utc
 
 P = TypeVar("P", bound=Payload)
@@ -46,7 +50,7 @@ class RecordedEvent(BaseModel):
     event_type: str
     stream_version: int
     recorded_at: datetime
-    payload: dict = Field(description="As stored, with defaults filled in (e.g. a generated ae_id).")
+    payload: dict[str, Any] = Field(description="As stored, with defaults filled in (e.g. a generated ae_id).")
 
 
 class CommandAccepted(BaseModel):
@@ -65,13 +69,10 @@ class CommandAccepted(BaseModel):
         )
 
 
-# run(runtime, meta, payload) -> the envelopes of the events recorded
-UseCase = Callable[[Any, EventMeta, Any], Awaitable[list[Envelope]]]
-
 SubjectPath = Annotated[SubjectId, Path(description="Pseudonymous study code, e.g. UCT-01-007")]
 
 
-def _nothing_in_the_future(body: CommandRequest) -> None:
+def _nothing_in_the_future(body: CommandRequest[Payload]) -> None:
     """A command records what has happened: no time in it (when, awareness, receipt, last contact...)
     may lie ahead. A date may be a day ahead of UTC: a site's local date at UTC+14."""
     latest = now_utc() + CLOCK_SKEW
@@ -91,62 +92,76 @@ def _moments(model: BaseModel, prefix: str) -> Iterator[tuple[str, date]]:
                 yield from _moments(item, f"{prefix}{name}.")
 
 
-def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCase, *, summary: str) -> None:
-    body_model = CommandRequest[payload]  # type: ignore[valid-type]
+async def _record(rt: Runtime, command: Command, meta: EventMeta, payload: Payload) -> list[Envelope]:
+    """Give the rule what it asks for, run it on the subject's stream (in a worker thread: the event
+    store is synchronous) and commit what it raised."""
+    known = await facts.load(rt.pool, rt.schema, meta.subject_id) if "facts" in command.needs else None
+    rule = command.bind(Dependencies(facts=known, protocol=rt.protocol))
+    return await asyncio.to_thread(rt.store.record, rule, meta, payload)
+
+
+def add_commands(router: APIRouter, commands: Iterable[Command]) -> None:
+    for command in commands:
+        _add_command(router, command)
+
+
+def _add_command(router: APIRouter, command: Command) -> None:
+    payload = command.payload
+    body_model = CommandRequest[payload]  # type: ignore[valid-type]  # a model made at run time
 
     async def endpoint(
         request: Request,
+        rt: Rt,
         subject_id: SubjectPath,
-        body: body_model,  # type: ignore[valid-type]
+        body: body_model,
         x_user_id: UserId,
         x_user_role: Role,
         x_correlation_id: CorrelationId = None,
         x_causation_id: CausationId = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        runtime = request.app.state.runtime
         _nothing_in_the_future(body)
-        meta_fields = dict(
+        meta_fields: dict[str, Any] = dict(
             subject_id=subject_id,
             occurred_at=body.occurred_at,
             recorded_by=RecordedBy(user_id=x_user_id, role=x_user_role),
             causation_id=x_causation_id,
             reason=body.reason,
-            protocol_version=runtime.protocol.version,
+            protocol_version=rt.protocol.version,
         )
         if x_correlation_id:
             meta_fields["correlation_id"] = x_correlation_id
         meta = EventMeta(**meta_fields)
 
-        def answer(envelopes: list[Envelope]) -> dict:
+        def answer(envelopes: list[Envelope]) -> dict[str, Any]:
             return CommandAccepted.of(subject_id, meta.correlation_id, envelopes).model_dump(mode="json")
 
-        await db.check_reachable(runtime.pool)  # answer 503 at once, not after the store's retries
+        await db.check_reachable(rt.pool)  # answer 503 at once, not after the store's retries
         token = None
         if idempotency_key:
-            replay = await runtime.idempotency.claim(
+            replay = await rt.idempotency.claim(
                 idempotency_key, fingerprint("POST", request.url.path, await request.body())
             )
             if replay is not None:
                 status, stored = replay
                 return JSONResponse(stored, status_code=status, headers={"Idempotent-Replayed": "true"})
-            token = WITH_THE_EVENTS.set(runtime.idempotency.answer_with_the_events(idempotency_key, answer))
+            token = WITH_THE_EVENTS.set(rt.idempotency.answer_with_the_events(idempotency_key, answer))
         try:
-            envelopes = await run(runtime, meta, body.payload)
+            envelopes = await _record(rt, command, meta, body.payload)
         except BaseException:
             if idempotency_key:
-                await runtime.idempotency.release(idempotency_key)
+                await rt.idempotency.release(idempotency_key)
             raise
         finally:
             if token is not None:
                 WITH_THE_EVENTS.reset(token)
-        runtime.relay_nudge()
+        rt.relay.nudge()
         return JSONResponse(answer(envelopes), status_code=CREATED)
 
     router.post(
-        path,
+        f"/subjects/{{subject_id}}/{command.route}",
         status_code=201,
-        summary=summary,
+        summary=command.summary,
         description=(payload.__doc__ or "").strip(),
         response_model=CommandAccepted,
         responses=PROBLEM_RESPONSES,
@@ -154,4 +169,4 @@ def add_command(router: APIRouter, path: str, payload: type[Payload], run: UseCa
     )(endpoint)
 
 
-__all__ = ["CommandAccepted", "CommandRequest", "SubjectPath", "add_command"]
+__all__ = ["CommandAccepted", "CommandRequest", "SubjectPath", "add_commands"]

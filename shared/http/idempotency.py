@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 
@@ -33,7 +34,7 @@ class IdempotencyStore:
         self.table = f"{schema}.idempotency_keys"
         self.abandon_after = abandon_after
 
-    async def claim(self, key: str, request_fingerprint: str) -> tuple[int, dict] | None:
+    async def claim(self, key: str, request_fingerprint: str) -> tuple[int, dict[str, Any]] | None:
         """None: the key is ours, run the command. Otherwise the stored (status, body) to replay."""
         for _ in range(3):  # a claim released between our insert and our read: try again
             claimed = await self.pool.fetchval(
@@ -63,7 +64,7 @@ class IdempotencyStore:
         raise ConcurrentChange(f"A request with Idempotency-Key {key!r} is still in progress; retry shortly.",
                                retryable=True)
 
-    def answer_with_the_events(self, key: str, answer: Callable[[list[Envelope]], dict]) -> Callable[
+    def answer_with_the_events(self, key: str, answer: Callable[[list[Envelope]], dict[str, Any]]) -> Callable[
             [list[Envelope]], list[Write]]:
         """The write that stores the command's answer, for the transaction that stores its events."""
         def writes(envelopes: list[Envelope]) -> list[Write]:

@@ -23,8 +23,8 @@ class NeverNull:
     """An optional header or query parameter is absent or has a value, never null: document it so
     (FastAPI would say "string or null", and a client or a fuzzer would send the text "null")."""
 
-    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict:
-        schema = handler(core_schema)
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = handler(core_schema)
         values = [s for s in schema.pop("anyOf", []) if s != {"type": "null"}]
         if values:
             (value,) = values

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from http import HTTPStatus
+from typing import Any
 
 import asyncpg
 from eventsourcing.persistence import InterfaceError as ESInterfaceError
@@ -51,7 +53,7 @@ _MEANING = {
 }
 
 
-def responses(*statuses: int) -> dict:
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` of a route for the error statuses it can answer."""
     schema = {"$ref": "#/components/schemas/Problem"}
     return {status: {"description": _MEANING[status], "content": {PROBLEM: {"schema": schema}}}
@@ -84,15 +86,15 @@ def _document_problems(app: FastAPI) -> None:
     """Put the Problem schema, which `responses` refers to, into the app's OpenAPI document."""
     generate = app.openapi
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            generate().setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-        return app.openapi_schema
+    def openapi() -> dict[str, Any]:
+        document = app.openapi_schema or generate()  # generated once, then kept by FastAPI
+        document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        return document
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document
 
 
-def _where(loc: tuple) -> str:
+def _where(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     if parts and parts[0] == "header":
         return f"header {parts[1]}" if len(parts) > 1 else "headers"
@@ -111,21 +113,42 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def refused(request: Request, exc: DomainError) -> JSONResponse:
-        extra = {"retryable": True} if exc.retryable else {}
-        return problem(exc.status, exc.title, exc.detail, request, **extra)
+        if exc.retryable:
+            return problem(exc.status, exc.title, exc.detail, request, retryable=True)
+        return problem(exc.status, exc.title, exc.detail, request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # exc.headers carries what the answer needs, e.g. Allow on a 405.
         return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, _http_detail(request, exc), request,
-                       headers=exc.headers)
+                       headers=dict(exc.headers or {}))
 
-    for error in (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
-                  ESOperationalError, ESInterfaceError, TimeoutError):
+    for error in (*CONNECTION_LOST, OSError, TimeoutError):
+        app.add_exception_handler(error, _unavailable_or_a_bug)
 
-        @app.exception_handler(error)
-        async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-            log.warning("dependency unavailable: %r", exc)
-            return problem(503, DependencyUnavailable.title,
-                           "The database or another dependency is unreachable; nothing was stored. "
-                           "Retry in a moment.", request, retryable=True)
+
+# A dependency that cannot be reached: the connection errors of the database clients, and an OSError
+# or a TimeoutError raised inside one of them. Our own code raising those is a bug (500): an outage
+# and a bug never look alike.
+CONNECTION_LOST: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # refused, lost, does not exist
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    ESOperationalError,  # the event store's psycopg, wrapped
+    ESInterfaceError,
+)
+CLIENTS = frozenset({"asyncpg", "psycopg", "psycopg_pool", "eventsourcing", "aiokafka"})
+
+
+def raised_by_a_client(exc: BaseException) -> bool:
+    return any(str(frame.f_globals.get("__name__", "")).partition(".")[0] in CLIENTS
+               for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
+async def _unavailable_or_a_bug(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, CONNECTION_LOST) or raised_by_a_client(exc):
+        log.warning("dependency unavailable: %r", exc)
+        return problem(503, DependencyUnavailable.title, "The database or another dependency is unreachable; "
+                       "nothing was stored. Retry in a moment.", request, retryable=True)
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    return problem(500, "Internal Server Error", "Something went wrong on our side; it is logged. Retry later, "
+                   "or report it if it keeps happening.", request)

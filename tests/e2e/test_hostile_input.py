@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+
 from support import HEADERS, RunningStack, at, count_events, enrolment, treat
 
 TREATED = "UCT-51-001"  # infused: commands about it reach the follow-up rules

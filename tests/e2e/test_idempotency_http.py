@@ -7,6 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+
 from support import HEADERS, RunningStack, at, count_events, enrolment
 
 ROUNDS, PARALLEL = 12, 8

@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 from datetime import date, timedelta
 
-from support import FLU_CY, HEADERS, INFUSION, RunningStack, at, count_events, enrolment, eventually, read_topic, treat
-
 from infra import seed
 from shared.contract.topics import topic_for
 from shared.protocol import load_protocol
+from support import (
+    FLU_CY,
+    HEADERS,
+    INFUSION,
+    RunningStack,
+    at,
+    count_events,
+    enrolment,
+    eventually,
+    read_topic,
+    treat,
+)
 
 
 def test_subject_journey_end_to_end(stack: RunningStack):
@@ -57,7 +67,8 @@ def test_subject_journey_end_to_end(stack: RunningStack):
 def test_every_stored_event_is_published_once_keyed_by_subject(stack: RunningStack):
     s = "UCT-02-102"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(5), enrolment(5)).status_code == 201
-    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(1), FLU_CY).status_code == 201
+    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(1),
+                                    FLU_CY).status_code == 201
 
     def published(service: str):
         stored = count_events(stack.database_url, service)
@@ -65,7 +76,7 @@ def test_every_stored_event_is_published_once_keyed_by_subject(stack: RunningSta
         return len(messages) >= stored and (stored, messages)
 
     for service in ("enrollment", "treatment"):
-        stored, messages = eventually(lambda: published(service))
+        stored, messages = eventually(lambda service=service: published(service))
         ids = [m.event_id for m in messages]
         assert len(ids) == len(set(ids)) == stored
         assert all(m.source == service for m in messages)

@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support import RunningStack, at, treat
 
 from shared.contract.topics import SOURCES
+from support import RunningStack, at, treat
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 KNOWN = "UCT-99-001"  # the subject schemathesis.toml names: enrolled and infused before the run

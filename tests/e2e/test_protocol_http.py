@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from support import RunningStack, at, eventually, journey_caught_up, treat
 
 from infra import seed
+from support import RunningStack, at, eventually, journey_caught_up, treat
 
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3: 8 L/min by nasal cannula is above the 6 L/min limit
     "term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
@@ -53,8 +53,9 @@ def test_a_serious_ae_starts_the_24_hour_sponsor_clock(stack: RunningStack):
     ae = {"term": "Febrile neutropenia", "category": "INFECTION", "grade": 3, "serious": True,
           "seriousness_criteria": ["hospitalisation"], "relatedness": "possible", "expected": False,
           "aware_at": aware.isoformat()}
-    ae_id = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", (aware - timedelta(hours=2)).isoformat(),
-                                     ae).json()["events"][0]["payload"]["ae_id"]
+    recorded = stack.command_when_known("followup", f"/subjects/{s}/adverse-events",
+                                        (aware - timedelta(hours=2)).isoformat(), ae)
+    ae_id = recorded.json()["events"][0]["payload"]["ae_id"]
 
     def reports(**params) -> dict:
         rows = stack.get("followup", "/safety-reports", **params).json()
@@ -84,7 +85,8 @@ def test_an_infusion_correction_needs_a_reason_and_moves_day_0(stack: RunningSta
     assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
     eventually(lambda: journey(stack, s).get("infused_on"))
     before = {v["code"]: v["target_date"] for v in stack.get("followup", f"/subjects/{s}/schedule").json()}
-    response = stack.post("treatment", path, {"occurred_at": at(9), "reason": "Entered a day early", "payload": corrected})
+    response = stack.post("treatment", path,
+                          {"occurred_at": at(9), "reason": "Entered a day early", "payload": corrected})
     assert response.status_code == 201, response.text
     eventually(lambda: journey(stack, s)["infusion_corrected_from"])
     after = {v["code"]: v["target_date"] for v in stack.get("followup", f"/subjects/{s}/schedule").json()}
@@ -139,7 +141,8 @@ def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):
     assert safety["dlt"]["subjects_with_dlt"] == 2
     assert safety["crs"]["grade_3_or_higher"] == 2
     assert safety["susar"] == {"subjects": 1, "events": 1}  # the unexpected grade 4 ICANS of UCT-02-011
-    dlt = {s: cohort_stack.get("followup", f"/subjects/{s}/journey").json()["had_dlt"] for s in ("UCT-02-004", "UCT-01-003")}
+    dlt = {s: cohort_stack.get("followup", f"/subjects/{s}/journey").json()["had_dlt"]
+           for s in ("UCT-02-004", "UCT-01-003")}
     assert dlt == {"UCT-02-004": True, "UCT-01-003": False}
     open_queries = cohort_stack.get("followup", "/queries", status="open").json()
     assert [q["subject_id"] for q in open_queries] == ["UCT-01-003"]

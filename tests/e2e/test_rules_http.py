@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import FLU_CY, INFUSION, RunningStack, at, count_events, enrolment, eventually, treat
+
+from support import (
+    FLU_CY,
+    INFUSION,
+    RunningStack,
+    at,
+    count_events,
+    enrolment,
+    eventually,
+    treat,
+)
 
 
 def refused(stack: RunningStack, service: str, path: str, body: dict, status: int, words: str,
@@ -58,12 +68,14 @@ def test_treatment_rules(stack: RunningStack):
             "no enrolment")
     s = "UCT-03-222"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(12), enrolment(12)).status_code == 201
-    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(10), FLU_CY).status_code == 201
+    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(10),
+                                    FLU_CY).status_code == 201
     refused(stack, "treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(10), FLU_CY), 409, "already recorded")
     refused(stack, "treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(11), FLU_CY), 409, "in order")
     refused(stack, "treatment", f"/subjects/{s}/infusion", cmd(at(7), INFUSION), 409, "at least 3")
     for days_ago in (9, 8, 7, 6):
-        assert stack.command("treatment", f"/subjects/{s}/lymphodepletion-days", at(days_ago), FLU_CY).status_code == 201
+        assert stack.command("treatment", f"/subjects/{s}/lymphodepletion-days", at(days_ago),
+                             FLU_CY).status_code == 201
     refused(stack, "treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(5), FLU_CY), 409, "at most 5")
     refused(stack, "treatment", f"/subjects/{s}/infusion", cmd(at(6), INFUSION), 409, "0 day(s) after")
     assert stack.command("treatment", f"/subjects/{s}/infusion", at(3), INFUSION).status_code == 201

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient
+
 from faults_support import (
     SOURCES,
     Ledger,
@@ -17,7 +18,6 @@ from faults_support import (
     read_records,
     restart,
 )
-
 from shared.contract.topics import topic_for
 
 SUBJECTS = [f"UCT-23-{n:03d}" for n in range(1, 5)]

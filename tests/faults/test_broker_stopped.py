@@ -12,13 +12,12 @@ from faults_support import (
     assert_converged,
     fault_stack,
     journeys,
-    own_broker,
     metrics,
+    own_broker,
     stored_events,
     wait_caught_up,
 )
 from support import at, enrolment, eventually
-
 
 BEFORE = [f"UCT-22-{n:03d}" for n in range(1, 4)]
 DURING = [f"UCT-22-{n:03d}" for n in range(11, 15)]
@@ -59,7 +58,7 @@ def test_commands_succeed_while_the_broker_is_down_and_nothing_is_lost(servers, 
             assert len(journey["lymphodepletion_days"]) == 3 and journey["infused_at"]
         # Kafka itself is in use again, not only the reconciliation under it.
         for service in SOURCES:
-            eventually(lambda: stack.get(service, "/ready").status_code == 200, timeout=30)
+            eventually(lambda service=service: stack.get(service, "/ready").status_code == 200, timeout=30)
         # The outbox kept what the broker could not take: every event stored since the broker died was
         # published to the new one, which acknowledged it (each relay's position is past it: no lag).
         since = [e for e in asyncio.run(stored_events(stack.database_url)) if e.event_id not in stored_before]

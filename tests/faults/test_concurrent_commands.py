@@ -6,7 +6,15 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from faults_support import Client, Ledger, assert_converged, concurrently, fault_stack, stored_events, wait_caught_up
+from faults_support import (
+    Client,
+    Ledger,
+    assert_converged,
+    concurrently,
+    fault_stack,
+    stored_events,
+    wait_caught_up,
+)
 from support import at, enrolment
 
 LYMPHODEPLETING = "UCT-26-001"

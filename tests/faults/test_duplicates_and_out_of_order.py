@@ -21,10 +21,9 @@ from faults_support import (
     stored_events,
     wait_caught_up,
 )
-from support import eventually
-
 from shared.contract.envelope import Envelope
 from shared.contract.topics import topic_for
+from support import eventually
 
 SUBJECTS = [f"UCT-25-{n:03d}" for n in range(1, 5)]
 

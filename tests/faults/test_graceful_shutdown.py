@@ -7,7 +7,15 @@ import signal
 import time
 from functools import partial
 
-from faults_support import Client, Ledger, assert_converged, fault_stack, restart, run_in_threads, wait_caught_up
+from faults_support import (
+    Client,
+    Ledger,
+    assert_converged,
+    fault_stack,
+    restart,
+    run_in_threads,
+    wait_caught_up,
+)
 from support import eventually
 
 SUBJECTS = [f"UCT-28-{n:03d}" for n in range(1, 7)]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from aiokafka.partitioner import murmur2
+
 from faults_support import (
     Client,
     Ledger,
@@ -22,10 +23,9 @@ from faults_support import (
     read_records,
     restart,
 )
-from support import OTHER, POISONED, eventually, poisoned_followup_store, ucart
-
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES, dead_letter_topic, topic_for
+from support import OTHER, POISONED, eventually, poisoned_followup_store, ucart
 
 SUBJECT = "UCT-27-001"  # the key of the poison messages, and then of a real enrolment
 CONSUMERS = {"treatment": ["treatment-subject-facts"], "followup": ["followup-subject-facts", "followup-journey"]}
@@ -57,7 +57,7 @@ def test_poison_messages_are_dead_lettered_counted_and_do_not_block(servers, tmp
     # Reconciliation only at start: the valid event sent later can only arrive through Kafka.
     with fault_stack(servers, tmp_path, reconcile_seconds=600) as stack:
         for service in SOURCES:  # topics made, partitions assigned
-            eventually(lambda: stack.get(service, "/ready").status_code == 200)
+            eventually(lambda service=service: stack.get(service, "/ready").status_code == 200)
         topic = topic_for("enrollment", stack.prefix)
         asyncio.run(produce(stack.bootstrap, [(topic, SUBJECT.encode(), value) for value in POISON.values()]))
 
@@ -102,7 +102,7 @@ def same_partition_as(subject: str, partitions: int) -> str:
 def test_a_poison_event_in_a_store_is_parked_and_an_operator_deals_with_it(servers, tmp_path):
     with fault_stack(servers, tmp_path) as stack:
         for service in SOURCES:
-            eventually(lambda: stack.get(service, "/ready").status_code == 200)
+            eventually(lambda service=service: stack.get(service, "/ready").status_code == 200)
         # Stored before input was strict: an AE term with a NUL, which the journey's jsonb refuses.
         # The running relay publishes it like any other event.
         poisoned_followup_store(stack.database_url)

@@ -10,8 +10,8 @@ from faults_support import (
     SOURCES,
     Client,
     Ledger,
-    concurrently,
     assert_converged,
+    concurrently,
     event_counts,
     fault_stack,
     journeys,
@@ -64,7 +64,7 @@ def test_postgres_outage_answers_503_stores_nothing_and_recovers(servers, tmp_pa
         assert ledger.count(201) == len(ledger.sent) - len(refused)
         ledger.assert_stored_exactly(url, allowed=(201, 503))  # each refused command stored nothing
         for service in SOURCES:
-            eventually(lambda: stack.get(service, "/ready").status_code == 200, timeout=30)
+            eventually(lambda service=service: stack.get(service, "/ready").status_code == 200, timeout=30)
 
         models = assert_converged(url)
         journey = models["followup-journey"]

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from faults_support import fault_stack
-from support import RunningStack, at, enrolment, eventually
 
+from faults_support import fault_stack
 from shared.contract.topics import SOURCES
+from support import RunningStack, at, enrolment, eventually
 
 RELAY_FAILING_SECONDS = 3
 
@@ -58,7 +58,7 @@ def test_parked_events_make_their_service_degraded_until_resolved(degradable: Ru
 
 def all_ready(stack: RunningStack) -> None:
     for service in SOURCES:
-        eventually(lambda: stack.get(service, "/ready").status_code == 200)
+        eventually(lambda service=service: stack.get(service, "/ready").status_code == 200)
 
 
 def sql(stack: RunningStack, statement: str) -> None:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+
 from faults_support import (
     SOURCES,
     Client,
@@ -22,9 +23,8 @@ from faults_support import (
     own_broker,
     read_records,
 )
-from support import eventually
-
 from shared.contract.topics import topic_for
+from support import eventually
 
 BEFORE = [f"UCT-24-{n:03d}" for n in range(1, 7)]  # their enrolments land on each of the 3 partitions
 DURING = [f"UCT-24-{n:03d}" for n in range(11, 15)]
@@ -74,7 +74,7 @@ def test_a_broker_restart_while_commands_flow_sends_each_event_at_most_twice(ser
 
 def relays_caught_up(stack) -> None:
     for source in SOURCES:
-        eventually(lambda: relay_metrics(stack, source)["lag_events"] == 0, timeout=30)
+        eventually(lambda source=source: relay_metrics(stack, source)["lag_events"] == 0, timeout=30)
 
 
 def relay_metrics(stack, service: str) -> dict[str, float]:

@@ -8,6 +8,7 @@ from functools import partial
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from faults_support import (
     Client,
     Ledger,
@@ -18,9 +19,8 @@ from faults_support import (
     restart,
     run_in_threads,
 )
-from support import eventually
-
 from shared.contract.topics import topic_for
+from support import eventually
 
 SUBJECTS = [f"UCT-21-{n:03d}" for n in range(1, 9)]
 SUBJECT = "UCT-21-101"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from support import RunningStack, at, eventually, journey_caught_up, treat, ucart
 
 from shared.eventstore import subject_uuid
+from support import RunningStack, at, eventually, journey_caught_up, treat, ucart
 
 
 async def sql(stack: RunningStack, query: str, *args):

@@ -46,3 +46,15 @@ def test_a_published_event_schema_never_changes():
     assert not changed, (f"published schemas changed: {changed}. Restore them and publish the new shape as "
                          "a new schema_version with an upcaster in shared/contract/upcasting.py.")
     assert set(published) <= set(docs.schema_fingerprints()), "a published event version was removed"
+
+
+def test_the_catalogue_names_the_command_that_records_each_event():
+    from services.enrollment.domain import COMMANDS as ENROLLMENT
+    from services.followup.domain import COMMANDS as FOLLOWUP
+    from services.treatment.domain import COMMANDS as TREATMENT
+
+    catalogue = (docs.ROOT / "docs" / "events.md").read_text()
+    for command in (*ENROLLMENT, *TREATMENT, *FOLLOWUP):
+        section = catalogue.split(f"## {command.payload.event_type}\n", 1)[1].split("\n## ", 1)[0]
+        route = f"`POST /subjects/{{subject_id}}/{command.route}`"
+        assert route in section, f"docs/events.md, {command.payload.event_type}: say it is recorded by {route}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import RunningStack, at, eventually, journey_caught_up, treat
 
 from infra import replay
 from services import registry
 from shared import db
+from support import RunningStack, at, eventually, journey_caught_up, treat
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def run(coro_fn, stack: RunningStack):
 def test_a_projection_built_from_the_event_stores_equals_the_live_one(settled: RunningStack):
     ticks: list[int] = []
     for name in ("journey", "treatment-facts", "followup-facts"):
-        compared = run(lambda pool: replay.compare_with_stores(pool, name, progress=ticks.append), settled)
+        compared = run(lambda pool, name=name: replay.compare_with_stores(pool, name, progress=ticks.append), settled)
         assert compared.differences == [] and compared.parked == []
     assert sum(ticks) > 0
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import asyncpg
 import pytest
 
-from services.enrollment.app import EnrollmentApplication
+from services.enrollment import domain
+from services.enrollment.domain import EnrollmentSubject
 from shared import db
 from shared.contract.envelope import RecordedBy
 from shared.contract.events import ConsentWithdrawn, Enrolled
 from shared.eventstore import EventMeta, subject_uuid
-from shared.eventstore.application import postgres_env
+from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.eventstore.chain import verify_store
 from shared.protocol import load_protocol
 
@@ -32,12 +34,14 @@ async def conn(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment"))
     await pool.close()
-    app = await asyncio.to_thread(EnrollmentApplication, postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
+                                  postgres_env(database_url, "enrollment"))
     enrolled = Enrolled(site_id="07", consent_signed_on=(datetime.now(UTC) - timedelta(days=9)).date(),
                         year_of_birth=1970, sex="F", disease_status="relapsed", cd19_positive=True)
     for subject in SUBJECTS:
-        await asyncio.to_thread(app.enrol, meta(subject, 8), enrolled, PROTOCOL)
-        await asyncio.to_thread(app.withdraw, meta(subject, 2), ConsentWithdrawn(withdrawal_reason="moved"), None)
+        await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(subject, 8), enrolled)
+        await asyncio.to_thread(app.record, partial(domain.withdraw, facts=None), meta(subject, 2),
+                                ConsentWithdrawn(withdrawal_reason="moved"))
     app.close()
     connection = await asyncpg.connect(database_url)
     yield connection

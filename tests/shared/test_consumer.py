@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
-from support import read_dead_letters, until
 
+from services.enrollment import domain
+from services.enrollment.domain import EnrollmentSubject
 from services.followup.projections import store
 from shared import db
 from shared.consumer import IdempotentConsumer, dead_letter_publisher, subscribe
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
+from shared.eventstore.application import SubjectApplication
 from shared.protocol import load_protocol
+from support import read_dead_letters, until
 
 SUBJECT = "UCT-08-001"
 PROTOCOL = load_protocol()
@@ -114,7 +118,6 @@ async def test_unreadable_messages_are_parked_and_the_partition_keeps_flowing(jo
 @pytest.fixture
 async def enrollment_store(database_url):
     """A real enrollment event store with one subject enrolled and then withdrawn (versions 1 and 2)."""
-    from services.enrollment.app import EnrollmentApplication
     from shared.contract.envelope import RecordedBy
     from shared.contract.events import ConsentWithdrawn, Enrolled
     from shared.eventstore import EventMeta
@@ -123,14 +126,16 @@ async def enrollment_store(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment"))
     await pool.close()
-    app = await asyncio.to_thread(EnrollmentApplication, postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
+                                  postgres_env(database_url, "enrollment"))
     now = datetime.now(UTC)
     meta = lambda days: EventMeta(subject_id=SUBJECT, occurred_at=now - timedelta(days=days),  # noqa: E731
                                   recorded_by=RecordedBy(user_id="u1", role="coordinator"), protocol_version="t@1")
     enrolled = Enrolled(site_id="08", consent_signed_on=(now - timedelta(days=9)).date(), year_of_birth=1970,
                         sex="F", disease_status="relapsed", cd19_positive=True)
-    stored = await asyncio.to_thread(app.enrol, meta(8), enrolled, PROTOCOL)
-    stored += await asyncio.to_thread(app.withdraw, meta(2), ConsentWithdrawn(withdrawal_reason="moved"), None)
+    stored = await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(8), enrolled)
+    stored += await asyncio.to_thread(app.record, partial(domain.withdraw, facts=None), meta(2),
+                                      ConsentWithdrawn(withdrawal_reason="moved"))
     yield stored
     app.close()
 

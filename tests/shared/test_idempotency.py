@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
-from services.enrollment.app import EnrollmentApplication
+from services.enrollment import domain
+from services.enrollment.domain import EnrollmentSubject
 from shared import db
 from shared.contract.envelope import RecordedBy
 from shared.contract.events import Enrolled
 from shared.errors import ConcurrentChange
 from shared.eventstore import EventMeta
-from shared.eventstore.application import WITH_THE_EVENTS, postgres_env
+from shared.eventstore.application import (
+    WITH_THE_EVENTS,
+    SubjectApplication,
+    postgres_env,
+)
 from shared.http.idempotency import IdempotencyStore
 from shared.protocol import load_protocol
 
@@ -23,19 +29,20 @@ from shared.protocol import load_protocol
 async def keys_and_store(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment"))
-    app = await asyncio.to_thread(EnrollmentApplication, postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
+                                  postgres_env(database_url, "enrollment"))
     yield IdempotencyStore(pool, "enrollment"), app, pool
     app.close()
     await pool.close()
 
 
-def enrol(app: EnrollmentApplication, subject: str):
+def enrol(app: SubjectApplication[EnrollmentSubject], subject: str):
     now = datetime.now(UTC)
     meta = EventMeta(subject_id=subject, occurred_at=now - timedelta(days=1), protocol_version="t@1",
                      recorded_by=RecordedBy(user_id="u1", role="coordinator"))
     payload = Enrolled(site_id="01", consent_signed_on=(now - timedelta(days=2)).date(), year_of_birth=1970,
                        sex="F", disease_status="relapsed", cd19_positive=True)
-    return app.enrol(meta, payload, load_protocol())
+    return app.record(partial(domain.enrol, protocol=load_protocol()), meta, payload)
 
 
 async def events(pool) -> int:
@@ -50,7 +57,7 @@ async def test_one_of_racing_claims_wins_and_the_others_hear_in_progress(keys_an
 
 
 async def test_the_answer_is_committed_with_the_events(keys_and_store):
-    keys, app, pool = keys_and_store
+    keys, app, _pool = keys_and_store
     assert await keys.claim("enrol-key-1", "fp") is None
     token = WITH_THE_EVENTS.set(keys.answer_with_the_events("enrol-key-1", lambda es: {"events": len(es)}))
     try:
@@ -62,7 +69,7 @@ async def test_the_answer_is_committed_with_the_events(keys_and_store):
 
 
 async def test_when_the_answer_cannot_be_stored_neither_are_the_events(keys_and_store):
-    keys, app, pool = keys_and_store
+    _keys, app, pool = keys_and_store
     before = await events(pool)
     token = WITH_THE_EVENTS.set(lambda envelopes: [("SELECT 1 / 0", ())])
     try:

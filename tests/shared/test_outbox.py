@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from support import read_topic
 
-from services.enrollment.app import EnrollmentApplication
+from services.enrollment import domain
+from services.enrollment.domain import EnrollmentSubject
 from shared import db, facts, parking
+from shared.config import Settings
 from shared.consumer import IdempotentConsumer
 from shared.contract.envelope import Envelope, RecordedBy
 from shared.contract.events import ConsentWithdrawn, Enrolled
 from shared.contract.topics import topic_for
 from shared.eventstore import EventMeta
-from shared.eventstore.application import postgres_env
-from shared.config import Settings
+from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.outbox import OutboxRelay, backoff
 from shared.protocol import load_protocol
 from shared.service import ensure_topics
+from support import read_topic
 
 SUBJECTS = [f"UCT-09-{n:03d}" for n in range(1, 13)]
 WITHDRAWN = SUBJECTS[::3]  # 4 subjects get a second event
@@ -47,13 +50,15 @@ class Died(BaseException):
 async def store(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment") + facts.ddl("enrollment"))
-    app = await asyncio.to_thread(EnrollmentApplication, postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
+                                  postgres_env(database_url, "enrollment"))
     for subject in SUBJECTS:
         enrolled = Enrolled(site_id="09", consent_signed_on=(datetime.now(UTC) - timedelta(days=9)).date(),
                             year_of_birth=1970, sex="M", disease_status="relapsed", cd19_positive=True)
-        await asyncio.to_thread(app.enrol, meta(subject, 8), enrolled, PROTOCOL)
+        await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(subject, 8), enrolled)
     for subject in WITHDRAWN:
-        await asyncio.to_thread(app.withdraw, meta(subject, 2), ConsentWithdrawn(withdrawal_reason="test"), None)
+        await asyncio.to_thread(app.record, partial(domain.withdraw, facts=None), meta(subject, 2),
+                                ConsentWithdrawn(withdrawal_reason="test"))
     yield app, pool
     await pool.close()
     app.close()
@@ -155,7 +160,7 @@ async def test_new_events_are_published_promptly_after_commit(store, producer, b
     await until_caught_up(relay)
     late = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=1),
                     year_of_birth=1990, sex="F", disease_status="refractory", cd19_positive=True)
-    await asyncio.to_thread(app.enrol, meta("UCT-09-099", 0), late, PROTOCOL)
+    await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta("UCT-09-099", 0), late)
     # The poll interval is 30 s: only PostgreSQL's NOTIFY can wake the relay this fast.
     await until_caught_up(relay, timeout=5)
     task.cancel()
@@ -183,7 +188,7 @@ async def test_commands_commit_while_the_broker_is_down_and_the_relay_catches_up
         for subject in late:  # the write side does not need Kafka
             enrolled = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=2),
                                 year_of_birth=1980, sex="U", disease_status="relapsed", cd19_positive=True)
-            await asyncio.to_thread(app.enrol, meta(subject, 1), enrolled, PROTOCOL)
+            await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(subject, 1), enrolled)
         await asyncio.sleep(1)
         assert await relay.lag() == len(late)
         broker.start()
@@ -223,7 +228,7 @@ def test_backoff_grows_is_bounded_and_jittered():
     lowest = [backoff(n, base, cap, rand=lambda: 0.0) for n in range(1, 12)]
     highest = [backoff(n, base, cap, rand=lambda: 1.0) for n in range(1, 12)]
     assert lowest[:6] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]  # doubles, then stays at half the cap
-    assert all(a <= b for a, b in zip(lowest, lowest[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(lowest))
     assert highest[0] == base and max(highest) == cap == backoff(10_000, base, cap, rand=lambda: 1.0)
     draws = [backoff(3, base, cap) for _ in range(200)]
     assert all(1.0 <= d <= 2.0 for d in draws) and len(set(draws)) > 150  # spread over the upper half

@@ -12,13 +12,20 @@ from dataclasses import dataclass, field
 import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
-from support import OTHER, POISONED, poisoned_followup_store, read_dead_letters, until
 
 from services.followup.projections import store
 from shared import db, parking
-from shared.consumer import Failure, IdempotentConsumer, KafkaOrigin, dead_letter_publisher, subscribe
+from shared.consumer import (
+    Failure,
+    IdempotentConsumer,
+    KafkaOrigin,
+    dead_letter_publisher,
+    subscribe,
+)
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
+from support import OTHER, POISONED, poisoned_followup_store, read_dead_letters, until
+
 
 @pytest.fixture
 async def followup_store(database_url):
@@ -81,7 +88,7 @@ async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothin
 
 
 async def test_a_rebuild_over_a_store_holding_poison_completes_and_parks_it(followup_store):
-    pool, events = followup_store
+    pool, _events = followup_store
     consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup")
     assert await consumer.reconcile(("followup",)) == 2
     await consumer.reset()  # a rebuild tries the poison again, and parks it again
@@ -117,7 +124,7 @@ class Flaky:
 async def test_only_the_same_failure_twice_parks_an_event(followup_store):
     pool, _ = followup_store
     flaky = Flaky(broken={"Rash\x00"}, hiccups={"Fever": ["a passing hiccup"], "Nausea": ["one", "two", "three"]})
-    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]
+    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]  # a stand-in fold
     assert await consumer.reconcile(("followup",)) == 1
     assert flaky.seen == ["Fever"]  # failed once, then worked: not parked
     parked = await parking.unresolved(pool, "followup", consumer="flaky")
@@ -129,7 +136,7 @@ async def test_only_the_same_failure_twice_parks_an_event(followup_store):
 async def test_from_kafka_a_first_failure_is_redelivered_and_the_second_parks(followup_store):
     pool, events = followup_store
     flaky = Flaky(broken={"Nausea"})
-    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]
+    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]  # a stand-in fold
     message = KafkaOrigin("t", 0, 7, raw(events[OTHER][0]), OTHER.encode())
     with pytest.raises(Failure):  # the broker delivers it again
         await consumer.receive(message, redelivered=True)
@@ -142,7 +149,7 @@ async def test_from_kafka_a_first_failure_is_redelivered_and_the_second_parks(fo
 async def test_a_parked_event_is_applied_by_a_retry_after_the_fix(followup_store):
     pool, events = followup_store
     flaky = Flaky(broken={"Fever", "Rash\x00"})
-    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]
+    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]  # a stand-in fold
     assert await consumer.reconcile(("followup",)) == 1
     parked = await parking.unresolved(pool, "followup")
     assert [p.stream_version for p in parked] == [1, 2] and all(p.subject_id == POISONED for p in parked)

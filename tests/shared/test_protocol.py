@@ -10,7 +10,13 @@ from services.enrollment import domain as enrollment
 from services.followup import domain as followup
 from services.treatment import domain
 from shared.contract.envelope import RecordedBy
-from shared.contract.events import AgentDose, Enrolled, LymphodepletionGiven, ResponseAssessed, UCARTInfused
+from shared.contract.events import (
+    AgentDose,
+    Enrolled,
+    LymphodepletionGiven,
+    ResponseAssessed,
+    UCARTInfused,
+)
 from shared.errors import InvalidCommand, RuleViolation
 from shared.eventstore import EventMeta
 from shared.facts import SubjectFacts
@@ -132,7 +138,7 @@ def test_gap_window_comes_from_the_file(tmp_path):
     tight = load_protocol(amended(tmp_path, ("min_gap_days_to_infusion = 1", "min_gap_days_to_infusion = 0"),
                                   ("max_gap_days_to_infusion = 7", "max_gap_days_to_infusion = 2")))
     assert len(infuse_after(3, 3, SHIPPED).infusions) == 1
-    with pytest.raises(RuleViolation, match="is 3 day\\(s\\) after .* requires 0 to 2 days"):
+    with pytest.raises(RuleViolation, match=r"is 3 day\(s\) after .* requires 0 to 2 days"):
         infuse_after(3, 3, tight)
     assert len(infuse_after(3, 0, tight).infusions) == 1  # same day as the last LD day, now allowed
     with pytest.raises(RuleViolation, match="is 0 day\\(s\\)"):
@@ -173,7 +179,7 @@ def test_response_thresholds_come_from_the_file(tmp_path):
                                                 "cr_min_platelets_10e9_per_l = 150.0")))
     counts = dict(timepoint="W4", marrow_blasts_pct=1.0, anc_10e9_per_l=1.5, platelets_10e9_per_l=120)
     assert assess(ResponseAssessed(response="CR", **counts), SHIPPED)
-    with pytest.raises(InvalidCommand, match="platelets below the CR thresholds .*platelets >= 150.0.*this is a CRi"):
+    with pytest.raises(InvalidCommand, match=r"platelets below the CR thresholds .*platelets >= 150\.0.*this is a CRi"):
         assess(ResponseAssessed(response="CR", **counts), stricter)
     assert assess(ResponseAssessed(response="CRi", **counts), stricter)
     with pytest.raises(InvalidCommand, match="this is a CR"):
@@ -183,6 +189,6 @@ def test_response_thresholds_come_from_the_file(tmp_path):
 def test_blast_threshold_comes_from_the_file(tmp_path):
     ten = load_protocol(amended(tmp_path, ("cr_max_marrow_blasts_pct = 5.0", "cr_max_marrow_blasts_pct = 10.0")))
     seven_pct = ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=7.0)
-    with pytest.raises(InvalidCommand, match="marrow blasts must be < 5.0%"):
+    with pytest.raises(InvalidCommand, match=r"marrow blasts must be < 5\.0%"):
         assess(seven_pct, SHIPPED)
     assert assess(seven_pct, ten).in_remission

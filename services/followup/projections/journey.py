@@ -229,12 +229,14 @@ def _by(day: date | None, today: date) -> bool:
 def status(journey: Journey, today: date, protocol: Protocol) -> Status:
     """The subject's state on `today`: only what had happened (clinically) by then counts."""
     fu = protocol.followup
-    for exit_status, on in (("died", journey.died_on), ("withdrawn", journey.withdrawn_on),
-                            ("lost_to_follow_up", journey.lost_to_follow_up_on),
-                            ("completed", journey.completed_on), ("screen_failed", journey.screen_failed_on)):
+    exits: tuple[tuple[Status, date | None], ...] = (
+        ("died", journey.died_on), ("withdrawn", journey.withdrawn_on),
+        ("lost_to_follow_up", journey.lost_to_follow_up_on), ("completed", journey.completed_on),
+        ("screen_failed", journey.screen_failed_on))
+    for exit_status, on in exits:
         if _by(on, today):
             return exit_status
-    if _by(journey.infused_on, today):
+    if journey.infused_on is not None and journey.infused_on <= today:
         day = (today - journey.infused_on).days
         if day <= protocol.dlt.window_days:
             return "infused"

@@ -4,15 +4,14 @@ regulator within 7 days (fatal or life-threatening) or 15 days of sponsor receip
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from services.followup.projections.journey import AdverseEvent, Journey
 from shared import clinical
 from shared.protocol import Protocol
-
-from services.followup.projections.journey import AdverseEvent, Journey
 
 ReportStatus = Literal["due", "overdue", "submitted", "submitted_late", "awaiting_sponsor_receipt"]
 
@@ -64,7 +63,7 @@ def _is_susar(ae: AdverseEvent) -> bool:
     return clinical.susar(ae.report.serious, ae.report.suspected, ae.report.expected)
 
 
-def _susar(base: dict, ae: AdverseEvent, sponsor_received: datetime | None, protocol: Protocol,
+def _susar(base: dict[str, Any], ae: AdverseEvent, sponsor_received: datetime | None, protocol: Protocol,
            now: datetime) -> ReportDue:
     clocks = protocol.safety_reporting
     received = ae.reports_submitted.get("susar_to_regulator")

@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from shared.protocol import PlannedVisit, Protocol
-
 from services.followup.projections.journey import Journey, in_long_term_follow_up
+from shared.protocol import PlannedVisit, Protocol
 
 VisitStatus = Literal["upcoming", "due", "overdue", "completed", "completed_out_of_window", "not_applicable"]
 

@@ -6,14 +6,13 @@ import sys
 
 import asyncpg
 
+from services.followup.projections import journey as journeys
 from shared import clinical
 from shared.contract import upcasting
 from shared.contract.envelope import Envelope
 from shared.contract.events import Payload
 from shared.contract.topics import SOURCES
 from shared.readmodel import ReadModel
-
-from services.followup.projections import journey as journeys
 
 
 def ddl(schema: str) -> str:

@@ -20,10 +20,9 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import clinical
-
 from services.followup.study.inputs import SubjectOutcome
 from services.followup.study.survival import KaplanMeier, kaplan_meier
+from shared import clinical
 
 ORR_TIMEPOINTS = ("W4", "W8", "W12")
 AT_RISK_WEEKS = (0, 4, 8, 12, 16, 20, 24)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import date
 
+from services.followup.projections.journey import AdverseEvent, Journey
+from services.followup.study.inputs import (
+    AESummary,
+    Assessment,
+    SubjectOutcome,
+    SubjectSafety,
+)
 from shared import clinical
 from shared.protocol import Protocol
-
-from services.followup.projections.journey import AdverseEvent, Journey
-from services.followup.study.inputs import AESummary, Assessment, SubjectOutcome, SubjectSafety
 
 
 def _on_or_before(day: date | None, as_of: date) -> date | None:
@@ -20,7 +24,7 @@ def outcome(journey: Journey, as_of: date) -> SubjectOutcome | None:
     infused_on = _on_or_before(journey.infused_on, as_of)
     if infused_on is None:
         return None
-    assessments = tuple(Assessment(r.timepoint, r.response, r.assessed_on)  # type: ignore[arg-type]
+    assessments = tuple(Assessment(r.timepoint, clinical.response_code(r.response), r.assessed_on)
                         for r in journey.responses if r.assessed_on <= as_of)
     relapse = next((a.assessed_on for a in assessments if a.response == "RELAPSE"), None)
     therapy = next((on for _, on in journey.subsequent_therapy if on <= as_of), None)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
 
-ResponseCode = Literal["CR", "CRi", "NR", "RELAPSE"]
+from shared.clinical import ResponseCode
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,12 @@ incidence by category and worst grade, SAEs and SUSARs. Subjects are the infused
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import clinical
-
 from services.followup.study.inputs import AESummary, SubjectSafety
+from shared import clinical
 
 GRADES = (1, 2, 3, 4, 5)
 
@@ -78,7 +77,7 @@ def _incidence(subjects: Sequence[SubjectSafety], category: str) -> Incidence:
     return Incidence(category=category, subjects=len(worst), by_worst_grade={g: worst.count(g) for g in GRADES})
 
 
-def _count(subjects: Sequence[SubjectSafety], which) -> SubjectsAndEvents:
+def _count(subjects: Sequence[SubjectSafety], which: Callable[[AESummary], bool]) -> SubjectsAndEvents:
     per_subject = [sum(1 for ae in s.aes if which(ae)) for s in subjects]
     return SubjectsAndEvents(subjects=sum(n > 0 for n in per_subject), events=sum(per_subject))
 

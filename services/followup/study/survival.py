@@ -70,7 +70,7 @@ class KaplanMeier(BaseModel):
 
     def median(self) -> float | None:
         """First time S(t) <= 0.5; None if S never gets there (lifelines: inf)."""
-        return next((t for t, s in zip(self.times, self.survival_exact) if s <= Fraction(1, 2)), None)
+        return next((t for t, s in zip(self.times, self.survival_exact, strict=True) if s <= Fraction(1, 2)), None)
 
     def median_ci(self) -> tuple[float | None, float | None]:
         """(lower, upper) of the median's CI as lifelines.utils.median_survival_times(confidence_interval_):
@@ -117,7 +117,7 @@ def kaplan_meier(durations: Sequence[float], observed: Sequence[bool], alpha: fl
     times = sorted({0.0, *(float(d) for d in durations)})
     events = {t: 0 for t in times}
     censored = {t: 0 for t in times}
-    for d, e in zip(durations, observed):
+    for d, e in zip(durations, observed, strict=True):
         (events if e else censored)[float(d)] += 1
 
     at_risk, exact, sums, lower, upper = [], [], [], [], []
@@ -146,7 +146,7 @@ def kaplan_meier(durations: Sequence[float], observed: Sequence[bool], alpha: fl
         censored=tuple(censored[t] for t in times),
         survival=survival,
         greenwood_sum=tuple(sums),
-        variance=tuple(sv * sv * g for sv, g in zip(survival, sums)),
+        variance=tuple(sv * sv * g for sv, g in zip(survival, sums, strict=True)),
         ci_lower=tuple(lower),
         ci_upper=tuple(upper),
         survival_exact=tuple(exact),

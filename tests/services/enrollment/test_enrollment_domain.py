@@ -51,7 +51,7 @@ def test_consent_on_the_enrolment_day_is_accepted():
 
 
 def test_consent_after_enrolment_is_invalid():
-    with pytest.raises(InvalidCommand, match="consent_signed_on.*after the enrolment date"):
+    with pytest.raises(InvalidCommand, match=r"consent_signed_on.*after the enrolment date"):
         domain.enrol(None, meta(ENROLLED_ON), enrolled_payload(consent_signed_on=date(2025, 3, 4)), PROTOCOL)
 
 

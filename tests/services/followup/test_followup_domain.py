@@ -213,7 +213,7 @@ def test_ae_ids_are_tracked_and_a_duplicate_is_refused():
 
 
 def test_the_site_cannot_be_aware_of_an_ae_before_its_onset():
-    with pytest.raises(InvalidCommand, match="aware_at .* is before the onset"):
+    with pytest.raises(InvalidCommand, match=r"aware_at .* is before the onset"):
         report(None, day(2), ae(day(2), aware_at=at(day(2), 8)))
     assert report(None, day(2), ae(day(2), aware_at=at(day(2), 9))).aes  # aware at the onset itself
 
@@ -272,7 +272,7 @@ def test_an_update_changes_the_current_grade():
 
 def test_an_update_of_an_unknown_ae_is_not_found():
     for subject in (None, with_ae()[0]):
-        with pytest.raises(NotFound, match="No adverse event .* is recorded"):
+        with pytest.raises(NotFound, match=r"No adverse event .* is recorded"):
             domain.update_ae(subject, meta(day(4)), AEUpdated(ae_id=uuid4(), grade=3))
 
 
@@ -309,7 +309,7 @@ def test_a_correction_replaces_the_report_with_its_onset_and_keeps_the_reason():
     record = subject.aes[reported.ae_id]
     assert (record.fields, record.onset_on, record.grade) == (fix, day(1), 2)
     assert events(subject)[-1][0].reason == "Onset and grade mis-entered"
-    with pytest.raises(InvalidCommand, match="aware_at .* is before the onset"):
+    with pytest.raises(InvalidCommand, match=r"aware_at .* is before the onset"):
         domain.correct_ae(subject, meta(day(3), "again"), corrected(reported, day(2)), FACTS, PROTOCOL)
 
 
@@ -355,7 +355,7 @@ def test_a_closed_or_unknown_query_cannot_be_changed():
     subject = domain.answer_query(subject, meta(day(3)), DataQueryAnswered(query_id=query.query_id, answer="ok"))
     subject = domain.close_query(subject, meta(day(4)), DataQueryClosed(query_id=query.query_id, resolution="ok"))
     for query_id in (query.query_id, uuid4()):
-        with pytest.raises(NotFound, match="No open data query .*a closed query cannot be changed"):
+        with pytest.raises(NotFound, match=r"No open data query .*a closed query cannot be changed"):
             domain.answer_query(subject, meta(day(5)), DataQueryAnswered(query_id=query_id, answer="again"))
         with pytest.raises(NotFound, match="No open data query"):
             domain.close_query(subject, meta(day(5)), DataQueryClosed(query_id=query_id, resolution="again"))
@@ -439,7 +439,7 @@ def refused_as(payload: ResponseAssessed, subject=None) -> str:
 
 def test_a_scheduled_timepoint_is_assessed_once_unscheduled_any_number():
     subject = assess(None, day(28), response("W4"))
-    with pytest.raises(RuleViolation, match="W4 response .* already recorded.*UNSCHEDULED"):
+    with pytest.raises(RuleViolation, match=r"W4 response .* already recorded.*UNSCHEDULED"):
         assess(subject, day(30), response("W4", "CRi"))
     subject = assess(subject, day(40), response("UNSCHEDULED"))
     subject = assess(subject, day(45), response("UNSCHEDULED"))
@@ -495,7 +495,7 @@ def in_remission() -> domain.FollowupSubject:
 
 
 def test_a_relapse_follows_a_remission():
-    with pytest.raises(RuleViolation, match="A relapse follows a CR or CRi.*record NR"):
+    with pytest.raises(RuleViolation, match=r"A relapse follows a CR or CRi.*record NR"):
         assess(None, day(28), response("W4", "RELAPSE"))
     not_responding = assess(None, day(28), response("W4", "NR"))
     with pytest.raises(RuleViolation, match="not in remission on record"):
@@ -517,7 +517,7 @@ def test_a_relapse_needs_blasts_at_the_threshold_or_extramedullary_disease(value
     if accepted:
         assert assess(in_remission(), day(56), payload).in_remission is False
     else:
-        with pytest.raises(InvalidCommand, match="a relapse needs marrow blasts >= 5.0% or extramedullary disease"):
+        with pytest.raises(InvalidCommand, match=r"a relapse needs marrow blasts >= 5\.0% or extramedullary disease"):
             assess(in_remission(), day(56), payload)
 
 
@@ -545,7 +545,7 @@ def test_remission_at_week_12_starts_long_term_follow_up(result):
     assert start_meta.recorded_by == RecordedBy(user_id="ucart-rules", role="system")
     assert start_meta.causation_id == w12_meta.event_id and start_meta.occurred_at == w12_meta.occurred_at
     assert subject.long_term_follow_up is True
-    with pytest.raises(RuleViolation, match="W12 response .* already recorded"):
+    with pytest.raises(RuleViolation, match=r"W12 response .* already recorded"):
         assess(subject, day(85), response("W12", result))
     subject = assess(subject, day(90), response("UNSCHEDULED", "CR"))
     assert [type(p) for _, p in events(subject)] == [ResponseAssessed]  # started once
@@ -587,7 +587,7 @@ def persistence(subject, on: date, code: str | None) -> domain.FollowupSubject:
 def test_a_persistence_sample_completes_its_visit_once():
     subject = persistence(None, day(7), "PERS_D7")
     assert subject.visits_completed == {"PERS_D7": day(7)}
-    with pytest.raises(RuleViolation, match="Visit PERS_D7 .* already completed"):
+    with pytest.raises(RuleViolation, match=r"Visit PERS_D7 .* already completed"):
         persistence(subject, day(8), "PERS_D7")
     subject = persistence(subject, day(8), None)  # an extra sample outside the schedule
     assert subject.visits_completed == {"PERS_D7": day(7)} and len(events(subject)) == 2
@@ -670,7 +670,7 @@ def test_the_completion_must_match_the_follow_up_the_subject_is_in():
     with pytest.raises(RuleViolation, match="is in long-term follow-up, which ends at day 365"):
         complete(in_ltfu(), day(100), "main_follow_up")
     not_in_remission = assess(None, day(84), response("W12", "NR"))
-    with pytest.raises(RuleViolation, match="is not in long-term follow-up .*main follow-up instead"):
+    with pytest.raises(RuleViolation, match=r"is not in long-term follow-up .*main follow-up instead"):
         complete(not_in_remission, day(365), "long_term_follow_up")
 
 

@@ -2,7 +2,12 @@
 
 import pytest
 
-from services.followup.grading import crs_grade, derived_grade, gvhd_overall_grade, icans_grade
+from services.followup.grading import (
+    crs_grade,
+    derived_grade,
+    gvhd_overall_grade,
+    icans_grade,
+)
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.protocol import CRSGrading, Grading, ICANSGrading, load_protocol
 

@@ -7,7 +7,12 @@ import pytest
 
 from services.treatment import domain
 from shared.contract.envelope import RecordedBy
-from shared.contract.events import AgentDose, InfusionCorrected, LymphodepletionGiven, UCARTInfused
+from shared.contract.events import (
+    AgentDose,
+    InfusionCorrected,
+    LymphodepletionGiven,
+    UCARTInfused,
+)
 from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta
 from shared.facts import SubjectFacts
@@ -61,7 +66,7 @@ def test_first_ld_day_opens_the_stream_and_days_accumulate():
 
 def test_up_to_five_ld_days_then_refused():
     subject = with_ld_days(5)
-    with pytest.raises(RuleViolation, match="already has 5 lymphodepletion days.*at most 5"):
+    with pytest.raises(RuleViolation, match=r"already has 5 lymphodepletion days.*at most 5"):
         domain.give_lymphodepletion(subject, meta(day(5)), FLU_CY, facts(), PROTOCOL)
     assert len(subject.ld_days) == 5
 
@@ -84,7 +89,7 @@ def test_ld_before_enrolment_is_refused():
 
 
 def test_ld_after_infusion_is_refused():
-    with pytest.raises(RuleViolation, match="was infused on .*lymphodepletion comes before"):
+    with pytest.raises(RuleViolation, match=r"was infused on .*lymphodepletion comes before"):
         domain.give_lymphodepletion(infused(), meta(day(10)), FLU_CY, facts(), PROTOCOL)
 
 
@@ -115,7 +120,7 @@ def test_infusion_outside_the_gap_window_is_refused(gap):
 
 
 def test_only_one_infusion():
-    with pytest.raises(RuleViolation, match="already infused.*allows 1 infusion"):
+    with pytest.raises(RuleViolation, match=r"already infused.*allows 1 infusion"):
         domain.infuse(infused(), meta(day(4)), INFUSION, facts(), PROTOCOL)
 
 

@@ -10,7 +10,14 @@ import pytest
 from services.followup.projections.journey import Journey, apply
 from services.followup.projections.reporting import ReportDue, reports_due
 from shared.contract.envelope import Envelope, RecordedBy
-from shared.contract.events import AECorrected, AEReported, AEUpdated, Enrolled, Payload, SafetyReportSubmitted
+from shared.contract.events import (
+    AECorrected,
+    AEReported,
+    AEUpdated,
+    Enrolled,
+    Payload,
+    SafetyReportSubmitted,
+)
 from shared.protocol import load_protocol
 
 PROTOCOL = load_protocol()

@@ -1,6 +1,6 @@
 """Schedule edges on the calendar: month ends, leap years, and the time zone of occurred_at."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
@@ -37,7 +37,7 @@ def targets(journey: Journey, today: date) -> dict[str, date]:
     (date(2026, 12, 20), date(2027, 1, 17)),  # across the year end
 ])
 def test_visit_dates_count_days_across_month_and_year_ends(day0, d28):
-    journey = infused_at(datetime(day0.year, day0.month, day0.day, 10, tzinfo=timezone.utc))
+    journey = infused_at(datetime(day0.year, day0.month, day0.day, 10, tzinfo=UTC))
     planned = targets(journey, day0)
     assert planned["D28"] == d28
     assert all(planned[v.code] == day0 + timedelta(days=v.target_day) for v in PROTOCOL.followup.visits
@@ -56,7 +56,7 @@ def test_day_0_is_the_local_date_of_the_infusion_not_the_utc_date():
 
 
 def test_window_edges_on_a_month_end():
-    journey = infused_at(datetime(2027, 1, 31, 9, tzinfo=timezone.utc))
+    journey = infused_at(datetime(2027, 1, 31, 9, tzinfo=UTC))
     d28 = next(v for v in PROTOCOL.followup.visits if v.code == "D28")
     window_end = date(2027, 2, 28) + timedelta(days=d28.window_after)  # 3 March 2027
     status_on = {today: {v.code: v.status for v in schedule(journey, PROTOCOL, today)}["D28"]

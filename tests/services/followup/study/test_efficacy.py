@@ -204,7 +204,7 @@ def test_os_summary_agrees_with_lifelines_on_the_same_durations(censor):
     expected_days, expected_events = list(OS_DAYS_OFF), list(OS_EVENT_OFF)
     if censor:
         expected_days[10], expected_events[10] = 70, False
-    assert days(os_times(OS_COHORT, censor, AS_OF)) == list(zip(expected_days, expected_events))
+    assert days(os_times(OS_COHORT, censor, AS_OF)) == list(zip(expected_days, expected_events, strict=True))
 
     summary = overall_survival(OS_COHORT, censor, AS_OF)
     kmf = KaplanMeierFitter().fit(expected_days, expected_events)

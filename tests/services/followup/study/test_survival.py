@@ -174,7 +174,7 @@ def test_at_risk_replica_is_what_lifelines_draws_under_the_plot():
 
 def exact_survival(kmf: KaplanMeierFitter) -> list[Fraction]:
     s, result = Fraction(1), []
-    for n, d in zip(kmf.event_table["at_risk"], kmf.event_table["observed"]):
+    for n, d in zip(kmf.event_table["at_risk"], kmf.event_table["observed"], strict=True):
         s *= Fraction(int(n) - int(d), int(n))
         result.append(s)
     return result
@@ -188,7 +188,7 @@ def assert_median_matches(ours: float | None, kmf: KaplanMeierFitter) -> None:
         # S is exactly 1/2 at some time: lifelines' exp(sum(log)) lands a rounding error above or below
         # 0.5, so it reports that time or the next one with S < 1/2. We report that time, as defined.
         at_half = times[exact.index(Fraction(1, 2))]
-        after = next((t for t, s in zip(times, exact) if s < Fraction(1, 2)), math.inf)
+        after = next((t for t, s in zip(times, exact, strict=True) if s < Fraction(1, 2)), math.inf)
         assert ours == at_half
         assert theirs in (at_half, after)
     elif math.isinf(theirs):
@@ -214,7 +214,7 @@ def assert_matches_lifelines(durations: list[float], observed: list[bool], alpha
     survival = kmf.survival_function_.iloc[:, 0].tolist()
     lower, upper = (kmf.confidence_interval_.iloc[:, j].tolist() for j in (0, 1))
     greenwood, running = [], 0.0  # Greenwood from lifelines' own event table; n == d term is 0
-    for n, d in zip(table["at_risk"], table["observed"]):
+    for n, d in zip(table["at_risk"], table["observed"], strict=True):
         running += d / (n * (n - d)) if n > d else 0.0
         greenwood.append(running)
     for i in range(len(km.times)):
@@ -225,7 +225,7 @@ def assert_matches_lifelines(durations: list[float], observed: list[bool], alpha
         assert close(km.ci_lower[i], lower[i]) and close(km.ci_upper[i], upper[i])
 
     probes = sorted({*km.times, *(t + 0.5 for t in km.times), *range(0, 64, 4)})
-    for t, s in zip(probes, kmf.predict(probes)):
+    for t, s in zip(probes, kmf.predict(probes), strict=True):
         assert close(km.survival_at(t), s)
     at_risk_table = kmf.event_table.assign(at_risk=lambda x: x.at_risk - x.removed)
     for t in probes:
