@@ -9,8 +9,9 @@ import typer
 
 from services.registry import READ_MODELS
 
-app = typer.Typer(help="UCAR-T patient journey: run the demo, generate the docs, audit and rebuild.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="UCAR-T patient journey: run the demo, generate the docs, audit and rebuild.", no_args_is_help=True
+)
 
 
 # `--projection` takes the name of any read model the services keep.
@@ -58,16 +59,19 @@ def rebuild(projection: ProjectionName = JOURNEY) -> None:
 
 
 @app.command()
-def compare(projection: ProjectionName = JOURNEY,
-            from_kafka: bool = typer.Option(False, help="Replay the topics from the earliest offset instead.")) -> None:
+def compare(
+    projection: ProjectionName = JOURNEY,
+    from_kafka: bool = typer.Option(False, help="Replay the topics from the earliest offset instead."),
+) -> None:
     """Build a replica of a projection (from the event stores, or from Kafka) and compare it with the live one."""
     from infra import tools
 
     raise typer.Exit(0 if tools.compare(_settings(), projection.value, from_kafka) else 1)
 
 
-parked = typer.Typer(help="Events a consumer could never apply: list them, retry them after a fix, dismiss them.",
-                     no_args_is_help=True)
+parked = typer.Typer(
+    help="Events a consumer could never apply: list them, retry them after a fix, dismiss them.", no_args_is_help=True
+)
 app.add_typer(parked, name="parked")
 
 
@@ -86,8 +90,10 @@ def _refs(ids: list[str], everything: bool) -> list[str] | None:
 
 
 @parked.command("retry")
-def parked_retry(ids: Annotated[list[str] | None, typer.Argument(help="Ids such as followup:12")] = None,
-                 everything: bool = typer.Option(False, "--all", help="Every parked event.")) -> None:
+def parked_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids such as followup:12")] = None,
+    everything: bool = typer.Option(False, "--all", help="Every parked event."),
+) -> None:
     """Apply parked events again; exits 1 if any is still parked."""
     from infra import tools
 
@@ -95,9 +101,11 @@ def parked_retry(ids: Annotated[list[str] | None, typer.Argument(help="Ids such 
 
 
 @parked.command("dismiss")
-def parked_dismiss(ids: Annotated[list[str] | None, typer.Argument(help="Ids such as followup:12")] = None,
-                   everything: bool = typer.Option(False, "--all", help="Every parked event."),
-                   note: str = typer.Option(..., help="Why it will never be applied (kept with it).")) -> None:
+def parked_dismiss(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids such as followup:12")] = None,
+    everything: bool = typer.Option(False, "--all", help="Every parked event."),
+    note: str = typer.Option(..., help="Why it will never be applied (kept with it)."),
+) -> None:
     """Close parked events that must never be applied (e.g. a forged or garbled message)."""
     from infra import tools
 

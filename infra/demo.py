@@ -29,12 +29,18 @@ def run(settings: Settings | None = None) -> None:
         with console.status("Starting the enrollment, treatment and follow-up services..."):
             stack.start_services()
         cohort = seed.cohort()
-        with Progress(TextColumn("Seeding the demo cohort"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[subject]}"), console=console) as progress:
+        with Progress(
+            TextColumn("Seeding the demo cohort"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[subject]}"),
+            console=console,
+        ) as progress:
             task = progress.add_task("seed", total=len(cohort), subject="")
             seeded, skipped = seed.seed(settings, progress=lambda s: progress.update(task, advance=1, subject=s))
-        console.print(f"Seeded {seeded} subjects"
-                      + (f" ({skipped} already there, kept as they were)" if skipped else ""))
+        console.print(
+            f"Seeded {seeded} subjects" + (f" ({skipped} already there, kept as they were)" if skipped else "")
+        )
         print_where_to_look(settings, stack)
         stop.wait()
     except KeyboardInterrupt:

@@ -30,8 +30,10 @@ def asyncapi_documents() -> dict[str, dict]:
     from shared.service import asyncapi
 
     settings = Settings(_env_file=None, kafka_bootstrap_servers="localhost:9092", topic_prefix="")
-    return {f"{spec.name}.json": asyncapi(spec, settings).to_specification().to_jsonable()
-            for spec in (enrollment, treatment, followup)}
+    return {
+        f"{spec.name}.json": asyncapi(spec, settings).to_specification().to_jsonable()
+        for spec in (enrollment, treatment, followup)
+    }
 
 
 PUBLISHED = ROOT / "docs" / "events" / "published.json"
@@ -39,8 +41,11 @@ PUBLISHED = ROOT / "docs" / "events" / "published.json"
 
 def schema_fingerprints() -> dict[str, str]:
     """sha256 of each event version's JSON Schema: once published, a version never changes."""
-    return {name: hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
-            for name, schema in event_schemas().items() if name != "Envelope.json"}
+    return {
+        name: hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+        for name, schema in event_schemas().items()
+        if name != "Envelope.json"
+    }
 
 
 def published_fingerprints() -> dict[str, str]:

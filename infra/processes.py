@@ -42,8 +42,11 @@ class ServiceProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.name}.main"], env=self.env, stdout=out,
-                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+                [sys.executable, "-m", f"services.{self.name}.main"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parent.parent,
             )
 
     def wait_healthy(self, timeout: float = 60.0) -> None:

@@ -75,9 +75,12 @@ async def differences(pool: asyncpg.Pool, name: str, replica_schema: str) -> lis
     ignore = {"updated_at"}
     out = [f"{k}: only in the live projection" for k in live.keys() - replica.keys()]
     out += [f"{k}: missing from the live projection" for k in replica.keys() - live.keys()]
-    out += [f"{k}: differs" for k in live.keys() & replica.keys()
-            if {c: v for c, v in live[k].items() if c not in ignore}
-            != {c: v for c, v in replica[k].items() if c not in ignore}]
+    out += [
+        f"{k}: differs"
+        for k in live.keys() & replica.keys()
+        if {c: v for c, v in live[k].items() if c not in ignore}
+        != {c: v for c, v in replica[k].items() if c not in ignore}
+    ]
     return sorted(out)
 
 
@@ -86,8 +89,9 @@ async def _compared(pool: asyncpg.Pool, name: str, schema: str) -> Comparison:
     return Comparison(await differences(pool, name, schema), parked)
 
 
-async def compare_with_stores(pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None,
-                              keep: bool = False) -> Comparison:
+async def compare_with_stores(
+    pool: asyncpg.Pool, name: str, progress: Callable[[int], None] | None = None, keep: bool = False
+) -> Comparison:
     schema, consumer = await _scratch(pool, name)
     try:
         await consumer.reconcile(registry.named(name).sources, progress=progress)
@@ -97,13 +101,15 @@ async def compare_with_stores(pool: asyncpg.Pool, name: str, progress: Callable[
             await pool.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-async def compare_with_kafka(pool: asyncpg.Pool, name: str, bootstrap: str, prefix: str = "",
-                             progress: Callable[[int], None] | None = None) -> Comparison:
+async def compare_with_kafka(
+    pool: asyncpg.Pool, name: str, bootstrap: str, prefix: str = "", progress: Callable[[int], None] | None = None
+) -> Comparison:
     """Replay the topics from the earliest offset into a replica; compare it with the live one.
     (The embedded broker keeps only what was published since it started.)"""
     schema, consumer = await _scratch(pool, name)
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                              auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await reader.start()
     try:
         topics = [topic_for(s, prefix) for s in registry.named(name).sources]
@@ -159,9 +165,11 @@ async def retry_parked(pool: asyncpg.Pool, refs: list[str] | None) -> list[tuple
     return results
 
 
-RELAY_NOT_RETRIED = ("not retried: the relay did not publish this stored event; once the row reads again, "
-                     "move the relay's position back before it (docs/operations.md, \"Parked events\") and "
-                     "dismiss it")
+RELAY_NOT_RETRIED = (
+    "not retried: the relay did not publish this stored event; once the row reads again, "
+    'move the relay\'s position back before it (docs/operations.md, "Parked events") and '
+    "dismiss it"
+)
 
 
 async def dismiss_parked(pool: asyncpg.Pool, refs: list[str] | None, note: str) -> list[str]:
@@ -180,5 +188,6 @@ async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()
-    return [TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"]
-            for p in t["partitions"]]
+    return [
+        TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"] for p in t["partitions"]
+    ]

@@ -49,37 +49,82 @@ class SeedSubject:
 
 
 def _enrol(day: int, sex: str, born: int, status: str = "relapsed", site: str = "01") -> Step:
-    return Step("enrollment", "enrolment", day, {
-        "site_id": site, "consent_signed_on": None, "year_of_birth": born, "sex": sex,
-        "disease_status": status, "cd19_positive": True})
+    return Step(
+        "enrollment",
+        "enrolment",
+        day,
+        {
+            "site_id": site,
+            "consent_signed_on": None,
+            "year_of_birth": born,
+            "sex": sex,
+            "disease_status": status,
+            "cd19_positive": True,
+        },
+    )
 
 
-def _treated(infusion_day: int, ld_days: int = 3, regimen: list | None = None, dose: float = 1e7,
-             level: int = 1) -> list[Step]:
-    ld = [Step("treatment", "lymphodepletion-days", infusion_day - ld_days - 2 + i, {"agents": regimen or FCA})
-          for i in range(ld_days)]
-    return [*ld, Step("treatment", "infusion", infusion_day, {
-        "dose_cells_per_kg": dose, "dose_level": level, "product_lot": f"UC19-L{abs(infusion_day):03d}",
-        "donor_id": "D-0042"})]
+def _treated(
+    infusion_day: int, ld_days: int = 3, regimen: list | None = None, dose: float = 1e7, level: int = 1
+) -> list[Step]:
+    ld = [
+        Step("treatment", "lymphodepletion-days", infusion_day - ld_days - 2 + i, {"agents": regimen or FCA})
+        for i in range(ld_days)
+    ]
+    return [
+        *ld,
+        Step(
+            "treatment",
+            "infusion",
+            infusion_day,
+            {
+                "dose_cells_per_kg": dose,
+                "dose_level": level,
+                "product_lot": f"UC19-L{abs(infusion_day):03d}",
+                "donor_id": "D-0042",
+            },
+        ),
+    ]
 
 
 CRS_TERM, ICANS_TERM = "Cytokine release syndrome", "Immune effector cell-associated neurotoxicity syndrome"
 
 
-def _ae(day: int, category: str, grade: int, term: str, serious: tuple[str, ...] = (), rel: str = "probable",
-        expected: bool | None = True, **findings: dict) -> Step:
-    return Step("followup", "adverse-events", day, {
-        "term": term, "category": category, "grade": grade, "serious": bool(serious),
-        "seriousness_criteria": list(serious), "relatedness": rel, "expected": expected, **findings})
+def _ae(
+    day: int,
+    category: str,
+    grade: int,
+    term: str,
+    serious: tuple[str, ...] = (),
+    rel: str = "probable",
+    expected: bool | None = True,
+    **findings: dict,
+) -> Step:
+    return Step(
+        "followup",
+        "adverse-events",
+        day,
+        {
+            "term": term,
+            "category": category,
+            "grade": grade,
+            "serious": bool(serious),
+            "seriousness_criteria": list(serious),
+            "relatedness": rel,
+            "expected": expected,
+            **findings,
+        },
+    )
 
 
 def _crs(day: int, grade: int, **kwargs) -> Step:
     """A CRS with findings that give the same ASTCT grade as the investigator's."""
-    findings = {1: {"max_temperature_c": 38.6},
-                2: {"max_temperature_c": 39.1, "hypotension": True},
-                3: {"max_temperature_c": 39.4, "hypotension": True, "vasopressors": 1},
-                4: {"max_temperature_c": 40.1, "hypotension": True, "vasopressors": 2,
-                    "oxygen_delivery": "bipap"}}[grade]
+    findings = {
+        1: {"max_temperature_c": 38.6},
+        2: {"max_temperature_c": 39.1, "hypotension": True},
+        3: {"max_temperature_c": 39.4, "hypotension": True, "vasopressors": 1},
+        4: {"max_temperature_c": 40.1, "hypotension": True, "vasopressors": 2, "oxygen_delivery": "bipap"},
+    }[grade]
     return _ae(day, "CRS", grade, CRS_TERM, crs=findings, **kwargs)
 
 
@@ -87,20 +132,29 @@ def _report(day: int, ae: tuple[str, int], report: str = "sae_to_sponsor") -> St
     return Step("followup", "safety-reports", day, {"report": report}, ae=ae)
 
 
-def _response(day: int, timepoint: str, response: str, blasts: float, mrd: bool | None = None,
-              cd19: str | None = None) -> Step:
+def _response(
+    day: int, timepoint: str, response: str, blasts: float, mrd: bool | None = None, cd19: str | None = None
+) -> Step:
     payload = {"timepoint": timepoint, "response": response, "marrow_blasts_pct": blasts, "mrd_negative": mrd}
     if response in ("CR", "CRi"):
-        payload |= {"anc_10e9_per_l": 1.6 if response == "CR" else 0.7, "platelets_10e9_per_l": 140.0,
-                    "circulating_blasts": False, "extramedullary_disease": False}
+        payload |= {
+            "anc_10e9_per_l": 1.6 if response == "CR" else 0.7,
+            "platelets_10e9_per_l": 140.0,
+            "circulating_blasts": False,
+            "extramedullary_disease": False,
+        }
     if cd19:
         payload["cd19_status"] = cd19
     return Step("followup", "response-assessments", day, payload)
 
 
 def _persistence(day0: int, code: str, day: int, copies: float, car_pct: float) -> Step:
-    return Step("followup", "persistence-samples", day0 + day, {
-        "visit_code": code, "qpcr_copies_per_ug_dna": copies, "flow_car_pct_of_cd3": car_pct})
+    return Step(
+        "followup",
+        "persistence-samples",
+        day0 + day,
+        {"visit_code": code, "qpcr_copies_per_ug_dna": copies, "flow_car_pct_of_cd3": car_pct},
+    )
 
 
 def _visits(day0: int, *codes_days: tuple[str, int]) -> list[Step]:
@@ -113,100 +167,272 @@ SAFETY = [("D1", 1), ("D4", 4), ("D7", 7), ("D10", 10), ("D14", 14), ("D21", 21)
 def cohort() -> list[SeedSubject]:
     s = []
     d0 = -200  # in long-term follow-up, month-6 visit done, then an allo-HSCT consolidation
-    s.append(SeedSubject("UCT-01-001", "long_term_follow_up", [
-        _enrol(d0 - 12, "F", 1988), *_treated(d0), _crs(d0 + 2, 1),
-        *_visits(d0, *SAFETY, ("LTFU_M6", 183)),
-        _persistence(d0, "PERS_D7", 7, 45_000, 12.5), _persistence(d0, "PERS_D28", 28, 8_200, 3.1),
-        _response(d0 + 28, "W4", "CR", 1.0, True), _response(d0 + 56, "W8", "CR", 0.5, True),
-        _response(d0 + 84, "W12", "CR", 0.5, True),
-        Step("followup", "subsequent-therapies", d0 + 190, {"therapy": "allo_hsct", "details": "consolidation"})]))
+    s.append(
+        SeedSubject(
+            "UCT-01-001",
+            "long_term_follow_up",
+            [
+                _enrol(d0 - 12, "F", 1988),
+                *_treated(d0),
+                _crs(d0 + 2, 1),
+                *_visits(d0, *SAFETY, ("LTFU_M6", 183)),
+                _persistence(d0, "PERS_D7", 7, 45_000, 12.5),
+                _persistence(d0, "PERS_D28", 28, 8_200, 3.1),
+                _response(d0 + 28, "W4", "CR", 1.0, True),
+                _response(d0 + 56, "W8", "CR", 0.5, True),
+                _response(d0 + 84, "W12", "CR", 0.5, True),
+                Step(
+                    "followup", "subsequent-therapies", d0 + 190, {"therapy": "allo_hsct", "details": "consolidation"}
+                ),
+            ],
+        )
+    )
     d0 = -120
-    s.append(SeedSubject("UCT-01-002", "long_term_follow_up", [
-        _enrol(d0 - 10, "M", 1975), *_treated(d0, 4), _crs(d0 + 3, 2),
-        _ae(d0 + 5, "ICANS", 1, ICANS_TERM, icans={"ice_score": 8}),
-        *_visits(d0, *SAFETY[:5]),
-        _response(d0 + 28, "W4", "CR", 2.0, True), _response(d0 + 56, "W8", "CRi", 3.0, False),
-        _response(d0 + 85, "W12", "CR", 1.0, True)]))
+    s.append(
+        SeedSubject(
+            "UCT-01-002",
+            "long_term_follow_up",
+            [
+                _enrol(d0 - 10, "M", 1975),
+                *_treated(d0, 4),
+                _crs(d0 + 3, 2),
+                _ae(d0 + 5, "ICANS", 1, ICANS_TERM, icans={"ice_score": 8}),
+                *_visits(d0, *SAFETY[:5]),
+                _response(d0 + 28, "W4", "CR", 2.0, True),
+                _response(d0 + 56, "W8", "CRi", 3.0, False),
+                _response(d0 + 85, "W12", "CR", 1.0, True),
+            ],
+        )
+    )
     d0 = -60  # the investigator graded CRS 2, the findings say 3: an open data query
-    s.append(SeedSubject("UCT-01-003", "follow_up", [
-        _enrol(d0 - 9, "F", 2001, "refractory"), *_treated(d0),
-        _ae(d0 + 1, "CRS", 2, CRS_TERM, crs={"max_temperature_c": 38.9, "oxygen_delivery": "nasal_cannula",
-                                              "oxygen_flow_l_min": 8.0}),
-        Step("followup", "adverse-event-updates", d0 + 6, {"outcome": "recovered"}, ae=(CRS_TERM, d0 + 1)),
-        _ae(d0 + 6, "ICANS", 1, ICANS_TERM, icans={"ice_score": 9}),
-        *_visits(d0, *SAFETY[:5], ("D21", 24), ("D28", 28)),  # D21 late: completed out of window
-        _response(d0 + 29, "W4", "CR", 1.5, True)]))
+    s.append(
+        SeedSubject(
+            "UCT-01-003",
+            "follow_up",
+            [
+                _enrol(d0 - 9, "F", 2001, "refractory"),
+                *_treated(d0),
+                _ae(
+                    d0 + 1,
+                    "CRS",
+                    2,
+                    CRS_TERM,
+                    crs={"max_temperature_c": 38.9, "oxygen_delivery": "nasal_cannula", "oxygen_flow_l_min": 8.0},
+                ),
+                Step("followup", "adverse-event-updates", d0 + 6, {"outcome": "recovered"}, ae=(CRS_TERM, d0 + 1)),
+                _ae(d0 + 6, "ICANS", 1, ICANS_TERM, icans={"ice_score": 9}),
+                *_visits(d0, *SAFETY[:5], ("D21", 24), ("D28", 28)),  # D21 late: completed out of window
+                _response(d0 + 29, "W4", "CR", 1.5, True),
+            ],
+        )
+    )
     d0 = -40  # grade 3 CRS: a DLT and an SAE reported on time; the grade query answered and closed
-    s.append(SeedSubject("UCT-02-004", "follow_up", [
-        _enrol(d0 - 11, "M", 1969, site="02"), *_treated(d0, 3, FC, 3e7, 2),
-        _crs(d0 + 2, 3, serious=("hospitalisation",)), _report(d0 + 3, (CRS_TERM, d0 + 2)),
-        _ae(d0 + 9, "INFECTION", 3, "Febrile neutropenia", serious=("hospitalisation",), rel="possible"),
-        _report(d0 + 10, ("Febrile neutropenia", d0 + 9)),
-        _ae(d0 + 4, "ICANS", 1, ICANS_TERM, icans={"ice_score": 5}),
-        Step("followup", "query-answers", d0 + 6, {"answer": "ICE 5 was at 02:00 under sedation; "
-                                                             "grade 1 confirmed by neurology."}),
-        Step("followup", "query-closures", d0 + 8, {"resolution": "Investigator grade kept; explanation accepted."}),
-        *_visits(d0, *SAFETY), _response(d0 + 27, "W4", "CRi", 4.0, False)]))
+    s.append(
+        SeedSubject(
+            "UCT-02-004",
+            "follow_up",
+            [
+                _enrol(d0 - 11, "M", 1969, site="02"),
+                *_treated(d0, 3, FC, 3e7, 2),
+                _crs(d0 + 2, 3, serious=("hospitalisation",)),
+                _report(d0 + 3, (CRS_TERM, d0 + 2)),
+                _ae(d0 + 9, "INFECTION", 3, "Febrile neutropenia", serious=("hospitalisation",), rel="possible"),
+                _report(d0 + 10, ("Febrile neutropenia", d0 + 9)),
+                _ae(d0 + 4, "ICANS", 1, ICANS_TERM, icans={"ice_score": 5}),
+                Step(
+                    "followup",
+                    "query-answers",
+                    d0 + 6,
+                    {"answer": "ICE 5 was at 02:00 under sedation; grade 1 confirmed by neurology."},
+                ),
+                Step(
+                    "followup",
+                    "query-closures",
+                    d0 + 8,
+                    {"resolution": "Investigator grade kept; explanation accepted."},
+                ),
+                *_visits(d0, *SAFETY),
+                _response(d0 + 27, "W4", "CRi", 4.0, False),
+            ],
+        )
+    )
     d0 = -10
-    s.append(SeedSubject("UCT-02-005", "infused", [
-        _enrol(d0 - 10, "F", 1994, site="02"), *_treated(d0, 3, FCA, 3e7, 2),
-        _crs(d0 + 1, 2), *_visits(d0, *SAFETY[:3])]))
+    s.append(
+        SeedSubject(
+            "UCT-02-005",
+            "infused",
+            [
+                _enrol(d0 - 10, "F", 1994, site="02"),
+                *_treated(d0, 3, FCA, 3e7, 2),
+                _crs(d0 + 1, 2),
+                *_visits(d0, *SAFETY[:3]),
+            ],
+        )
+    )
     d0 = -3
-    s.append(SeedSubject("UCT-01-006", "infused", [
-        _enrol(d0 - 9, "M", 1982), *_treated(d0), _crs(d0 + 1, 1), *_visits(d0, ("D1", 1))]))
-    s.append(SeedSubject("UCT-01-007", "lymphodepleting", [
-        _enrol(-6, "F", 1990), Step("treatment", "lymphodepletion-days", -1, {"agents": FCA}),
-        Step("treatment", "lymphodepletion-days", 0, {"agents": FCA})]))
+    s.append(
+        SeedSubject(
+            "UCT-01-006",
+            "infused",
+            [_enrol(d0 - 9, "M", 1982), *_treated(d0), _crs(d0 + 1, 1), *_visits(d0, ("D1", 1))],
+        )
+    )
+    s.append(
+        SeedSubject(
+            "UCT-01-007",
+            "lymphodepleting",
+            [
+                _enrol(-6, "F", 1990),
+                Step("treatment", "lymphodepletion-days", -1, {"agents": FCA}),
+                Step("treatment", "lymphodepletion-days", 0, {"agents": FCA}),
+            ],
+        )
+    )
     s.append(SeedSubject("UCT-02-008", "enrolled", [_enrol(-2, "M", 1979, site="02")]))
-    s.append(SeedSubject("UCT-02-009", "screen_failed", [
-        Step("enrollment", "screen-failure", -15,
-             {"site_id": "02", "failure_reason": "CD19-negative blasts at screening"})]))
-    s.append(SeedSubject("UCT-01-010", "withdrawn", [
-        _enrol(-30, "F", 1985), Step("treatment", "lymphodepletion-days", -28, {"agents": FC}),
-        Step("enrollment", "consent-withdrawal", -25,
-             {"withdrawal_reason": "Subject chose to pursue treatment closer to home"})]))
+    s.append(
+        SeedSubject(
+            "UCT-02-009",
+            "screen_failed",
+            [
+                Step(
+                    "enrollment",
+                    "screen-failure",
+                    -15,
+                    {"site_id": "02", "failure_reason": "CD19-negative blasts at screening"},
+                )
+            ],
+        )
+    )
+    s.append(
+        SeedSubject(
+            "UCT-01-010",
+            "withdrawn",
+            [
+                _enrol(-30, "F", 1985),
+                Step("treatment", "lymphodepletion-days", -28, {"agents": FC}),
+                Step(
+                    "enrollment",
+                    "consent-withdrawal",
+                    -25,
+                    {"withdrawal_reason": "Subject chose to pursue treatment closer to home"},
+                ),
+            ],
+        )
+    )
     d0 = -70  # grade 4 CRS and an unexpected grade 4 ICANS (a SUSAR), no response, death
-    s.append(SeedSubject("UCT-02-011", "died", [
-        _enrol(d0 - 10, "M", 1958, site="02"), *_treated(d0, 3, FCA, 5e7, 3),
-        _crs(d0 + 2, 4, serious=("life_threatening",), rel="definite"), _report(d0 + 3, (CRS_TERM, d0 + 2)),
-        _ae(d0 + 5, "ICANS", 4, ICANS_TERM, serious=("life_threatening",), rel="definite", expected=False,
-            icans={"ice_score": 0, "consciousness": "unarousable"}),
-        _report(d0 + 6, (ICANS_TERM, d0 + 5)), _report(d0 + 9, (ICANS_TERM, d0 + 5), "susar_to_regulator"),
-        *_visits(d0, *SAFETY[:6]), _response(d0 + 28, "W4", "NR", 35.0),
-        Step("followup", "death", d0 + 35, {"primary_cause": "disease_progression"})]))
+    s.append(
+        SeedSubject(
+            "UCT-02-011",
+            "died",
+            [
+                _enrol(d0 - 10, "M", 1958, site="02"),
+                *_treated(d0, 3, FCA, 5e7, 3),
+                _crs(d0 + 2, 4, serious=("life_threatening",), rel="definite"),
+                _report(d0 + 3, (CRS_TERM, d0 + 2)),
+                _ae(
+                    d0 + 5,
+                    "ICANS",
+                    4,
+                    ICANS_TERM,
+                    serious=("life_threatening",),
+                    rel="definite",
+                    expected=False,
+                    icans={"ice_score": 0, "consciousness": "unarousable"},
+                ),
+                _report(d0 + 6, (ICANS_TERM, d0 + 5)),
+                _report(d0 + 9, (ICANS_TERM, d0 + 5), "susar_to_regulator"),
+                *_visits(d0, *SAFETY[:6]),
+                _response(d0 + 28, "W4", "NR", 35.0),
+                Step("followup", "death", d0 + 35, {"primary_cause": "disease_progression"}),
+            ],
+        )
+    )
     d0 = -150  # CD19-negative relapse at week 12, main follow-up completed
-    s.append(SeedSubject("UCT-01-012", "completed", [
-        _enrol(d0 - 10, "F", 1999), *_treated(d0), _crs(d0 + 2, 1),
-        _response(d0 + 28, "W4", "CR", 0.8, True), _response(d0 + 57, "W8", "CR", 1.2, False),
-        _response(d0 + 84, "W12", "RELAPSE", 22.0, cd19="CD19-"),
-        Step("followup", "study-completion", d0 + 90, {"completed": "main_follow_up"})]))
+    s.append(
+        SeedSubject(
+            "UCT-01-012",
+            "completed",
+            [
+                _enrol(d0 - 10, "F", 1999),
+                *_treated(d0),
+                _crs(d0 + 2, 1),
+                _response(d0 + 28, "W4", "CR", 0.8, True),
+                _response(d0 + 57, "W8", "CR", 1.2, False),
+                _response(d0 + 84, "W12", "RELAPSE", 22.0, cd19="CD19-"),
+                Step("followup", "study-completion", d0 + 90, {"completed": "main_follow_up"}),
+            ],
+        )
+    )
     d0 = -95  # refractory
-    s.append(SeedSubject("UCT-02-013", "completed", [
-        _enrol(d0 - 12, "M", 1971, site="02"), *_treated(d0, 5, FC), _crs(d0 + 4, 2),
-        _response(d0 + 28, "W4", "NR", 41.0), _response(d0 + 56, "W8", "NR", 55.0),
-        _response(d0 + 84, "W12", "NR", 60.0),
-        Step("followup", "subsequent-therapies", d0 + 86, {"therapy": "inotuzumab"}),
-        Step("followup", "study-completion", d0 + 88, {"completed": "main_follow_up"})]))
+    s.append(
+        SeedSubject(
+            "UCT-02-013",
+            "completed",
+            [
+                _enrol(d0 - 12, "M", 1971, site="02"),
+                *_treated(d0, 5, FC),
+                _crs(d0 + 4, 2),
+                _response(d0 + 28, "W4", "NR", 41.0),
+                _response(d0 + 56, "W8", "NR", 55.0),
+                _response(d0 + 84, "W12", "NR", 60.0),
+                Step("followup", "subsequent-therapies", d0 + 86, {"therapy": "inotuzumab"}),
+                Step("followup", "study-completion", d0 + 88, {"completed": "main_follow_up"}),
+            ],
+        )
+    )
     d0 = -25  # infusion date corrected (entered a day early), then skin GvHD
-    s.append(SeedSubject("UCT-01-014", "infused", [
-        _enrol(d0 - 9, "F", 1996), *_treated(d0 - 1),
-        Step("treatment", "infusion-corrections", d0, {"dose_cells_per_kg": 1e7, "dose_level": 1,
-                                                      "product_lot": "UC19-L026", "donor_id": "D-0042"},
-             reason="Transcription error: the infusion was given the next morning (pharmacy log)."),
-        _crs(d0 + 2, 1), _ae(d0 + 18, "GVHD", 1, "Acute skin graft-versus-host disease", rel="possible",
-                             gvhd={"skin_stage": 1}),
-        *_visits(d0, *SAFETY[:5])]))
+    s.append(
+        SeedSubject(
+            "UCT-01-014",
+            "infused",
+            [
+                _enrol(d0 - 9, "F", 1996),
+                *_treated(d0 - 1),
+                Step(
+                    "treatment",
+                    "infusion-corrections",
+                    d0,
+                    {"dose_cells_per_kg": 1e7, "dose_level": 1, "product_lot": "UC19-L026", "donor_id": "D-0042"},
+                    reason="Transcription error: the infusion was given the next morning (pharmacy log).",
+                ),
+                _crs(d0 + 2, 1),
+                _ae(d0 + 18, "GVHD", 1, "Acute skin graft-versus-host disease", rel="possible", gvhd={"skin_stage": 1}),
+                *_visits(d0, *SAFETY[:5]),
+            ],
+        )
+    )
     d0 = -130
-    s.append(SeedSubject("UCT-02-015", "lost_to_follow_up", [
-        _enrol(d0 - 10, "F", 1992, site="02"), *_treated(d0), _crs(d0 + 2, 1),
-        _response(d0 + 28, "W4", "CR", 1.0, True), _response(d0 + 56, "W8", "CR", 0.9, True),
-        Step("followup", "lost-to-follow-up", d0 + 110, {"last_contact_on": None, "details": "moved abroad"})]))
+    s.append(
+        SeedSubject(
+            "UCT-02-015",
+            "lost_to_follow_up",
+            [
+                _enrol(d0 - 10, "F", 1992, site="02"),
+                *_treated(d0),
+                _crs(d0 + 2, 1),
+                _response(d0 + 28, "W4", "CR", 1.0, True),
+                _response(d0 + 56, "W8", "CR", 0.9, True),
+                Step("followup", "lost-to-follow-up", d0 + 110, {"last_contact_on": None, "details": "moved abroad"}),
+            ],
+        )
+    )
     d0 = -380  # long-term follow-up completed at month 12
-    s.append(SeedSubject("UCT-01-016", "completed", [
-        _enrol(d0 - 10, "M", 1986), *_treated(d0), _crs(d0 + 2, 2),
-        _response(d0 + 28, "W4", "CR", 0.4, True), _response(d0 + 56, "W8", "CR", 0.2, True),
-        _response(d0 + 84, "W12", "CR", 0.1, True), *_visits(d0, ("LTFU_M6", 182), ("LTFU_M9", 275)),
-        Step("followup", "study-completion", d0 + 366, {"completed": "long_term_follow_up"})]))
+    s.append(
+        SeedSubject(
+            "UCT-01-016",
+            "completed",
+            [
+                _enrol(d0 - 10, "M", 1986),
+                *_treated(d0),
+                _crs(d0 + 2, 2),
+                _response(d0 + 28, "W4", "CR", 0.4, True),
+                _response(d0 + 56, "W8", "CR", 0.2, True),
+                _response(d0 + 84, "W12", "CR", 0.1, True),
+                *_visits(d0, ("LTFU_M6", 182), ("LTFU_M9", 275)),
+                Step("followup", "study-completion", d0 + 366, {"completed": "long_term_follow_up"}),
+            ],
+        )
+    )
     return s
 
 

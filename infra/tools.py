@@ -58,8 +58,11 @@ def _run(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable]):
 def verify(settings: Settings) -> bool:
     async def work(pool: asyncpg.Pool):
         async with pool.acquire() as conn:
-            return [await verify_store(conn, s, s) for s in SOURCES
-                    if await conn.fetchval("SELECT to_regclass($1)", f"{s}.{s}_events_chain")]
+            return [
+                await verify_store(conn, s, s)
+                for s in SOURCES
+                if await conn.fetchval("SELECT to_regclass($1)", f"{s}.{s}_events_chain")
+            ]
 
     results = _run(settings, work)
     table = Table(title="Hash chains of the event stores")
@@ -71,15 +74,17 @@ def verify(settings: Settings) -> bool:
     findings = [f for r in results for f in r.findings]
     for finding in findings:
         console.print(f"[red]TAMPERED[/red] {finding}")
-    console.print("[green]Every chained event is intact.[/green]" if not findings else
-                  f"[red]{len(findings)} stream(s) were changed outside the application.[/red]")
+    console.print(
+        "[green]Every chained event is intact.[/green]"
+        if not findings
+        else f"[red]{len(findings)} stream(s) were changed outside the application.[/red]"
+    )
     return not findings
 
 
 @contextmanager
 def _progress(label: str, total: int | None):
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.update(task, advance=n)
 
@@ -100,8 +105,9 @@ def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
         total = await replay.count_events(pool, registry.named(name).sources)
         with _progress(f"Replaying {'Kafka' if from_kafka else 'the event stores'} into a replica", total) as advance:
             if from_kafka:
-                return await replay.compare_with_kafka(pool, name, settings.bootstrap_servers,
-                                                       settings.topic_prefix, progress=advance)
+                return await replay.compare_with_kafka(
+                    pool, name, settings.bootstrap_servers, settings.topic_prefix, progress=advance
+                )
             return await replay.compare_with_stores(pool, name, progress=advance)
 
     result = _run(settings, work)
@@ -110,10 +116,15 @@ def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
     for event in result.parked:
         console.print(f"[yellow]not applicable[/yellow] {_describe(event)}")
     if result.parked:
-        console.print(f"[yellow]{len(result.parked)} event(s) could not be applied to the replica either "
-                      "(see `ucart parked list` for the live ones).[/yellow]")
-    console.print(f"[green]{name}: the replica equals the live projection.[/green]" if not result.differences else
-                  f"[red]{name}: {len(result.differences)} row(s) differ.[/red]")
+        console.print(
+            f"[yellow]{len(result.parked)} event(s) could not be applied to the replica either "
+            "(see `ucart parked list` for the live ones).[/yellow]"
+        )
+    console.print(
+        f"[green]{name}: the replica equals the live projection.[/green]"
+        if not result.differences
+        else f"[red]{name}: {len(result.differences)} row(s) differ.[/red]"
+    )
     return not result.differences
 
 
@@ -127,12 +138,20 @@ def parked_list(settings: Settings) -> int:
     for column in ("id", "consumer", "event", "subject", "where", "parked at", "reason"):
         table.add_column(column, overflow="fold")
     for ref, e in events:
-        table.add_row(ref, e.consumer, e.label,
-                      e.subject_id or "", e.where, f"{e.parked_at:%Y-%m-%d %H:%M:%S}" if e.parked_at else "",
-                      e.reason[:300])
+        table.add_row(
+            ref,
+            e.consumer,
+            e.label,
+            e.subject_id or "",
+            e.where,
+            f"{e.parked_at:%Y-%m-%d %H:%M:%S}" if e.parked_at else "",
+            e.reason[:300],
+        )
     console.print(table)
-    console.print(f"{len(events)} parked event(s). After a fix: `ucart parked retry ID` or `--all`; "
-                  "to close one that should never apply: `ucart parked dismiss ID --note WHY`.")
+    console.print(
+        f"{len(events)} parked event(s). After a fix: `ucart parked retry ID` or `--all`; "
+        "to close one that should never apply: `ucart parked dismiss ID --note WHY`."
+    )
     return len(events)
 
 

@@ -78,8 +78,16 @@ def dlt_evaluable(window_completed: bool, had_dlt: bool) -> bool:
 
 # Records about the data rather than about the subject: their dates are not clinical contact (a loss
 # to follow-up carries its own last contact date).
-ADMINISTRATIVE = frozenset({"DataQueryOpened", "DataQueryAnswered", "DataQueryClosed", "SafetyReportSubmitted",
-                            "LongTermFollowUpStarted", "LostToFollowUp"})
+ADMINISTRATIVE = frozenset(
+    {
+        "DataQueryOpened",
+        "DataQueryAnswered",
+        "DataQueryClosed",
+        "SafetyReportSubmitted",
+        "LongTermFollowUpStarted",
+        "LostToFollowUp",
+    }
+)
 
 
 def administrative(event_type: str) -> bool:

@@ -52,8 +52,10 @@ class Command:
         provided = get_type_hints(Dependencies)
         for name in params[3:]:
             if name not in provided:
-                raise TypeError(f"{self.rule.__qualname__} asks for `{name}`; a rule may ask for: "
-                                f"{', '.join(provided)} (shared.commands.Dependencies)")
+                raise TypeError(
+                    f"{self.rule.__qualname__} asks for `{name}`; a rule may ask for: "
+                    f"{', '.join(provided)} (shared.commands.Dependencies)"
+                )
             if hints.get(name) != provided[name]:
                 raise TypeError(f"{self.rule.__qualname__}: `{name}` is a {provided[name]}, not {hints.get(name)}")
         object.__setattr__(self, "payload", payload)

@@ -43,7 +43,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="/ready reports degraded once the outbox relay has kept failing for this long."
     )
     ready_lag_window_seconds: float = Field(
-        60.0, gt=0, description="/ready reports degraded when the relay or a consumer lag grew over this window "
+        60.0,
+        gt=0,
+        description="/ready reports degraded when the relay or a consumer lag grew over this window "
         "without ever reaching zero.",
     )
 

@@ -80,8 +80,9 @@ class KafkaOrigin:
 
     def parcel(self, reason: str) -> parking.Parcel:
         """The message as it came, to park."""
-        return parking.Parcel(body=self.body, reason=reason, topic=self.topic, kafka_partition=self.partition,
-                              kafka_offset=self.offset)
+        return parking.Parcel(
+            body=self.body, reason=reason, topic=self.topic, kafka_partition=self.partition, kafka_offset=self.offset
+        )
 
 
 Origin = KafkaOrigin | StoredRow
@@ -116,8 +117,9 @@ DeadLetter = Callable[[parking.Parcel, bytes | None, dict[str, str]], Awaitable[
 
 
 class IdempotentConsumer:
-    def __init__(self, projection: Projection, pool: asyncpg.Pool, *, schema: str,
-                 dead_letter: DeadLetter | None = None):
+    def __init__(
+        self, projection: Projection, pool: asyncpg.Pool, *, schema: str, dead_letter: DeadLetter | None = None
+    ):
         self.projection = projection
         self.pool = pool
         self.schema = schema
@@ -145,8 +147,16 @@ class IdempotentConsumer:
             return await self._park(origin.parcel(str(exc)), key=origin.key)
         return await self._apply_or_park(envelope, payload, origin, retry_now=not redelivered)
 
-    async def _apply_or_park(self, envelope: Envelope, payload: Payload, origin: Origin, *, retry_now: bool,
-                             unpark: bool = False, park_itself: bool = True) -> Outcome:
+    async def _apply_or_park(
+        self,
+        envelope: Envelope,
+        payload: Payload,
+        origin: Origin,
+        *,
+        retry_now: bool,
+        unpark: bool = False,
+        park_itself: bool = True,
+    ) -> Outcome:
         while True:
             try:
                 outcome = await self.apply(envelope, payload, unpark=unpark)
@@ -183,15 +193,21 @@ class IdempotentConsumer:
         it now, and resolve it with it."""
         stream_id = subject_uuid(envelope.subject_id)
         async with self.pool.acquire() as conn, conn.transaction():
-            last = await conn.fetchval(
-                f"""SELECT last_version FROM {self.schema}.consumer_applied
+            last = (
+                await conn.fetchval(
+                    f"""SELECT last_version FROM {self.schema}.consumer_applied
                     WHERE consumer = $1 AND subject_id = $2 AND source = $3 FOR UPDATE""",
-                self.name, envelope.subject_id, envelope.source,
-            ) or 0
+                    self.name,
+                    envelope.subject_id,
+                    envelope.source,
+                )
+                or 0
+            )
             if envelope.stream_version <= last:
                 return "duplicate"
-            holes = await parking.holes(conn, self.schema, self.name, envelope.source, stream_id, last,
-                                        envelope.stream_version)
+            holes = await parking.holes(
+                conn, self.schema, self.name, envelope.source, stream_id, last, envelope.stream_version
+            )
             if envelope.stream_version > last + 1:
                 await self._fill_gap(conn, envelope, stream_id, last, holes)
             if unpark:
@@ -199,24 +215,43 @@ class IdempotentConsumer:
             hole = envelope.stream_version in holes
             await self._advance(conn, envelope, payload, skip=hole)
             if unpark:
-                await parking.resolve_hole(conn, self.schema, self.name, envelope.source, stream_id,
-                                           envelope.stream_version, "retried: applied")
+                await parking.resolve_hole(
+                    conn,
+                    self.schema,
+                    self.name,
+                    envelope.source,
+                    stream_id,
+                    envelope.stream_version,
+                    "retried: applied",
+                )
         return "parked" if hole else "applied"
 
-    async def _fill_gap(self, conn: asyncpg.Connection, envelope: Envelope, stream_id: UUID, last: int,
-                        holes: set[int]) -> None:
+    async def _fill_gap(
+        self, conn: asyncpg.Connection, envelope: Envelope, stream_id: UUID, last: int, holes: set[int]
+    ) -> None:
         if set(range(last + 1, envelope.stream_version)) <= holes:
             return  # only parked events before it: stepped over, not a gap
         rows = await stream_rows(conn, envelope.source, stream_id, last, envelope.stream_version)
         repaired = [r.version for r in rows] == list(range(last + 1, envelope.stream_version))
-        log.warning("%s: gap in %s/%s: expected version %d, got %d; %s from the event store",
-                    self.name, envelope.source, envelope.subject_id, last + 1, envelope.stream_version,
-                    "filled" if repaired else "could NOT be filled")
+        log.warning(
+            "%s: gap in %s/%s: expected version %d, got %d; %s from the event store",
+            self.name,
+            envelope.source,
+            envelope.subject_id,
+            last + 1,
+            envelope.stream_version,
+            "filled" if repaired else "could NOT be filled",
+        )
         await conn.execute(
             f"""INSERT INTO {self.schema}.consumer_gaps
                 (consumer, subject_id, source, expected_version, received_version, repaired)
                 VALUES ($1, $2, $3, $4, $5, $6)""",
-            self.name, envelope.subject_id, envelope.source, last + 1, envelope.stream_version, repaired,
+            self.name,
+            envelope.subject_id,
+            envelope.source,
+            last + 1,
+            envelope.stream_version,
+            repaired,
         )
         for row in rows:
             if row.version in holes:
@@ -227,14 +262,22 @@ class IdempotentConsumer:
                 raise Failure(None, row, exc) from exc
             await self._advance(conn, earlier, payload, row=row)
 
-    async def _advance(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload, *,
-                       skip: bool = False, row: StoredRow | None = None) -> None:
+    async def _advance(
+        self,
+        conn: asyncpg.Connection,
+        envelope: Envelope,
+        payload: Payload,
+        *,
+        skip: bool = False,
+        row: StoredRow | None = None,
+    ) -> None:
         await self._track(conn, envelope.subject_id, envelope.source, envelope.stream_version)
         if not skip:  # skip: parked for good, the stream goes on without it
             await self._project(conn, envelope, payload, row)
 
-    async def _project(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload,
-                       row: StoredRow | None = None) -> None:
+    async def _project(
+        self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload, row: StoredRow | None = None
+    ) -> None:
         try:
             await self.projection.apply(conn, envelope, payload)
         except TRANSIENT:
@@ -248,7 +291,10 @@ class IdempotentConsumer:
                 VALUES ($1, $2, $3, $4)
                 ON CONFLICT (consumer, subject_id, source)
                 DO UPDATE SET last_version = EXCLUDED.last_version, updated_at = now()""",
-            self.name, subject_id, source, version,
+            self.name,
+            subject_id,
+            source,
+            version,
         )
 
     async def reset(self) -> None:
@@ -260,8 +306,9 @@ class IdempotentConsumer:
             await parking.forget_holes(conn, self.schema, self.name)
             await self.projection.reset(conn)
 
-    async def reconcile(self, sources: tuple[Source, ...], batch: int = 500,
-                        progress: Callable[[int], None] | None = None) -> int:
+    async def reconcile(
+        self, sources: tuple[Source, ...], batch: int = 500, progress: Callable[[int], None] | None = None
+    ) -> int:
         """Apply, from the source event stores, every event this consumer has not applied yet;
         return how many were applied (parked ones are stepped over and counted apart).
 
@@ -271,9 +318,15 @@ class IdempotentConsumer:
         """
         applied = 0
         for source in sources:
-            after = await self.pool.fetchval(
-                f"""SELECT last_notification_id FROM {self.schema}.reconcile_position
-                    WHERE consumer = $1 AND source = $2""", self.name, source) or 0
+            after = (
+                await self.pool.fetchval(
+                    f"""SELECT last_notification_id FROM {self.schema}.reconcile_position
+                    WHERE consumer = $1 AND source = $2""",
+                    self.name,
+                    source,
+                )
+                or 0
+            )
             while True:
                 async with self.pool.acquire() as conn:
                     rows = await rows_after(conn, source, after, batch)
@@ -288,7 +341,10 @@ class IdempotentConsumer:
                     f"""INSERT INTO {self.schema}.reconcile_position (consumer, source, last_notification_id)
                         VALUES ($1, $2, $3) ON CONFLICT (consumer, source)
                         DO UPDATE SET last_notification_id = EXCLUDED.last_notification_id""",
-                    self.name, source, after)
+                    self.name,
+                    source,
+                    after,
+                )
         if applied:
             self.counts["reconciled"] = self.counts.get("reconciled", 0) + applied
         return applied
@@ -308,8 +364,9 @@ class IdempotentConsumer:
                 await self._apply_out_of_order(parked, envelope, payload)
                 return "applied"
             # Not yet passed by its stream (or not from a store): in order, with what comes before it.
-            outcome = await self._apply_or_park(envelope, payload, origin, retry_now=True, unpark=parked.in_store,
-                                                park_itself=False)
+            outcome = await self._apply_or_park(
+                envelope, payload, origin, retry_now=True, unpark=parked.in_store, park_itself=False
+            )
         except (ValueError, Failure) as exc:
             await parking.still_failing(self.pool, self.schema, parked.id, str(exc))
             return "parked"
@@ -320,22 +377,32 @@ class IdempotentConsumer:
     async def _reread(self, parked: parking.Parked) -> tuple[Envelope, Payload, Origin]:
         """The parked event as its store holds it now, or the message as it came."""
         if not parked.in_store:
-            origin = KafkaOrigin(parked.topic or "", parked.kafka_partition or 0, parked.kafka_offset or 0,
-                                 parked.body)
+            origin = KafkaOrigin(parked.topic or "", parked.kafka_partition or 0, parked.kafka_offset or 0, parked.body)
             return *read_message(parked.body), origin
         assert parked.source and parked.stream_id and parked.stream_version
         async with self.pool.acquire() as conn:
-            rows = await stream_rows(conn, source_named(parked.source), parked.stream_id,
-                                     parked.stream_version - 1, parked.stream_version + 1)
+            rows = await stream_rows(
+                conn,
+                source_named(parked.source),
+                parked.stream_id,
+                parked.stream_version - 1,
+                parked.stream_version + 1,
+            )
         if not rows:
             raise ValueError("the event is no longer in its store")
         return *read_row(rows[0]), rows[0]
 
     async def _passed(self, envelope: Envelope) -> bool:
-        last = await self.pool.fetchval(
-            f"""SELECT last_version FROM {self.schema}.consumer_applied
+        last = (
+            await self.pool.fetchval(
+                f"""SELECT last_version FROM {self.schema}.consumer_applied
                 WHERE consumer = $1 AND subject_id = $2 AND source = $3""",
-            self.name, envelope.subject_id, envelope.source) or 0
+                self.name,
+                envelope.subject_id,
+                envelope.source,
+            )
+            or 0
+        )
         return last >= envelope.stream_version
 
     async def _apply_out_of_order(self, parked: parking.Parked, envelope: Envelope, payload: Payload) -> None:
@@ -355,19 +422,36 @@ class IdempotentConsumer:
             row = await self._stored_copy(envelope) if envelope else None
             parcel = origin.parcel(str(failure))
         if envelope is not None:
-            parcel = replace(parcel, subject_id=envelope.subject_id, event_id=envelope.event_id,
-                             event_type=envelope.event_type, source=envelope.source,
-                             stream_id=subject_uuid(envelope.subject_id), stream_version=envelope.stream_version)
+            parcel = replace(
+                parcel,
+                subject_id=envelope.subject_id,
+                event_id=envelope.event_id,
+                event_type=envelope.event_type,
+                source=envelope.source,
+                stream_id=subject_uuid(envelope.subject_id),
+                stream_version=envelope.stream_version,
+            )
         if row is not None:
-            parcel = replace(parcel, in_store=True, source=row.source, stream_id=row.stream_id,
-                             stream_version=row.version, notification_id=row.notification_id)
+            parcel = replace(
+                parcel,
+                in_store=True,
+                source=row.source,
+                stream_id=row.stream_id,
+                stream_version=row.version,
+                notification_id=row.notification_id,
+            )
         return parcel
 
     async def _stored_copy(self, envelope: Envelope) -> StoredRow | None:
         """The store's row for this event, if the message is exactly that event."""
         async with self.pool.acquire() as conn:
-            rows = await stream_rows(conn, envelope.source, subject_uuid(envelope.subject_id),
-                                     envelope.stream_version - 1, envelope.stream_version + 1)
+            rows = await stream_rows(
+                conn,
+                envelope.source,
+                subject_uuid(envelope.subject_id),
+                envelope.stream_version - 1,
+                envelope.stream_version + 1,
+            )
         for row in rows:
             try:
                 if row.envelope() == envelope:
@@ -380,23 +464,34 @@ class IdempotentConsumer:
         parked_id = await parking.park(self.pool, self.schema, self.name, parcel)
         if parked_id is None:
             return "parked"  # that stored event was already parked
-        log.error("%s: parked event %s (%s/%s v%s): %s", self.name, parked_id, parcel.source, parcel.subject_id,
-                  parcel.stream_version, parking.clean(parcel.reason, 500))
+        log.error(
+            "%s: parked event %s (%s/%s v%s): %s",
+            self.name,
+            parked_id,
+            parcel.source,
+            parcel.subject_id,
+            parcel.stream_version,
+            parking.clean(parcel.reason, 500),
+        )
         if self.dead_letter is not None:
             try:
                 key = key or (parcel.subject_id.encode() if parcel.subject_id else None)
                 await self.dead_letter(parcel, key, _dead_letter_headers(parcel))
             except Exception as exc:  # the row keeps it; the topic copy is for outside eyes
-                log.warning("%s: could not copy parked event %s to the dead-letter topic: %s", self.name,
-                            parked_id, exc)
+                log.warning(
+                    "%s: could not copy parked event %s to the dead-letter topic: %s", self.name, parked_id, exc
+                )
         return "parked"
 
 
 def _dead_letter_headers(parcel: parking.Parcel) -> dict[str, str]:
     headers = {"dead_letter_reason": parking.clean(parcel.reason, 1000)}
     if parcel.topic is not None:
-        headers.update(original_topic=parcel.topic, original_partition=str(parcel.kafka_partition),
-                       original_offset=str(parcel.kafka_offset))
+        headers.update(
+            original_topic=parcel.topic,
+            original_partition=str(parcel.kafka_partition),
+            original_offset=str(parcel.kafka_offset),
+        )
     if parcel.notification_id is not None:
         headers.update(original_source=str(parcel.source), original_notification_id=str(parcel.notification_id))
     if parcel.event_id is not None:
@@ -468,7 +563,11 @@ async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[Sourc
     log.warning("%s: read model version %s is new; rebuilding it from the event stores", consumer.name, version)
     await consumer.reset()
     applied = await consumer.reconcile(sources)
-    await pool.execute(f"""INSERT INTO {table} (projection, version) VALUES ($1, $2)
-                           ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""", consumer.name, version)
+    await pool.execute(
+        f"""INSERT INTO {table} (projection, version) VALUES ($1, $2)
+                           ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""",
+        consumer.name,
+        version,
+    )
     log.warning("%s: rebuilt from %d events", consumer.name, applied)
     return applied

@@ -32,8 +32,9 @@ async def check_reachable(pool: asyncpg.Pool, timeout: float = 0.5) -> None:
     try:
         await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout)
     except UNREACHABLE as exc:
-        raise DependencyUnavailable("The database is unreachable; nothing was stored. Retry in a moment.",
-                                    retryable=True) from exc
+        raise DependencyUnavailable(
+            "The database is unreachable; nothing was stored. Retry in a moment.", retryable=True
+        ) from exc
 
 
 def plumbing_ddl(schema: str) -> str:

@@ -98,11 +98,20 @@ class SubjectFactsProjection:
             f"""INSERT INTO {self.schema}.subject_facts (subject_id, {", ".join(columns)})
                 VALUES ($1, {placeholders})
                 ON CONFLICT (subject_id) DO UPDATE SET {assignments}""",
-            subject_id, *values.values(),
+            subject_id,
+            *values.values(),
         )
 
 
 def read_model(service: Source, sources: tuple[Source, ...]) -> ReadModel:
     """The subject facts `service` keeps from `sources` (this module is their shape and fold)."""
-    return ReadModel(service, "subject-facts", f"{service}-facts", sources, "subject_facts", ddl,
-                     SubjectFactsProjection, defined_by=(sys.modules[__name__],))
+    return ReadModel(
+        service,
+        "subject-facts",
+        f"{service}-facts",
+        sources,
+        "subject_facts",
+        ddl,
+        SubjectFactsProjection,
+        defined_by=(sys.modules[__name__],),
+    )

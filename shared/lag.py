@@ -54,8 +54,7 @@ class LagMonitor:
         for name, now in self.samples[-1][1].items():
             series = [lags.get(name, 0) for _, lags in self.samples]
             if min(series) > 0 and now > series[0]:
-                reasons.append(f"{name} lag grew from {series[0]} to {now} in {self.window:.0f} s "
-                               "without reaching 0")
+                reasons.append(f"{name} lag grew from {series[0]} to {now} in {self.window:.0f} s without reaching 0")
         return reasons
 
 

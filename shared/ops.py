@@ -46,14 +46,17 @@ async def _check(name: str, probe: Callable[[], Awaitable[bool | str]], timeout:
 
 READY_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Ready: every check is ok"},
-    503: {"description": "Not ready (database, broker or consumers failing) or degraded (relay failing, lag "
-                         "growing, events parked): each check says ok or what is wrong",
-          "content": {"application/json": {}}},
+    503: {
+        "description": "Not ready (database, broker or consumers failing) or degraded (relay failing, lag "
+        "growing, events parked): each check says ok or what is wrong",
+        "content": {"application/json": {}},
+    },
 }
 
 
-@router.get("/ready", summary="Readiness: database, broker and consumers; relay, lag and parked events",
-            responses=READY_ANSWERS)
+@router.get(
+    "/ready", summary="Readiness: database, broker and consumers; relay, lag and parked events", responses=READY_ANSWERS
+)
 async def ready(rt: Rt) -> JSONResponse:
     async def database() -> bool:
         return bool(await rt.pool.fetchval("SELECT 1") == 1)
@@ -76,16 +79,24 @@ async def ready(rt: Rt) -> JSONResponse:
 
     async def parked() -> bool | str:
         counts = await parking.counts(rt.pool, rt.schema)
-        return "; ".join(f"{n} event(s) parked for {consumer}: see `ucart parked list`"
-                         for consumer, n in counts.items()) or True
+        return (
+            "; ".join(f"{n} event(s) parked for {consumer}: see `ucart parked list`" for consumer, n in counts.items())
+            or True
+        )
 
-    checks = dict(await asyncio.gather(_check("database", database), _check("broker", broker),
-                                       _check("consumers", consumers), _check("relay", relay),
-                                       _check("lag", lag), _check("parked", parked)))
+    checks = dict(
+        await asyncio.gather(
+            _check("database", database),
+            _check("broker", broker),
+            _check("consumers", consumers),
+            _check("relay", relay),
+            _check("lag", lag),
+            _check("parked", parked),
+        )
+    )
     failing = {name: error for name, error in checks.items() if error}
     status = "not ready" if failing.keys() & ESSENTIAL else "degraded" if failing else "ready"
-    body = {"status": status, "service": rt.name,
-            "checks": {name: error or "ok" for name, error in checks.items()}}
+    body = {"status": status, "service": rt.name, "checks": {name: error or "ok" for name, error in checks.items()}}
     return JSONResponse(body, status_code=503 if failing else 200)
 
 
@@ -98,31 +109,40 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         service, relay = self.rt.name, self.rt.relay
         for family, name, text, value in (
-            (CounterMetricFamily, "ucart_relay_published", "Events the outbox relay published",
-             relay.published),
-            (CounterMetricFamily, "ucart_relay_errors", "Failed attempts of the outbox relay",
-             relay.errors),
-            (CounterMetricFamily, "ucart_relay_republished", "Events the relay sent again after a failure or a "
-             "broker reset", relay.republished),
-            (GaugeMetricFamily, "ucart_relay_failing_seconds", "How long the relay has kept failing (0: it works)",
-             relay.failing_for()),
+            (CounterMetricFamily, "ucart_relay_published", "Events the outbox relay published", relay.published),
+            (CounterMetricFamily, "ucart_relay_errors", "Failed attempts of the outbox relay", relay.errors),
+            (
+                CounterMetricFamily,
+                "ucart_relay_republished",
+                "Events the relay sent again after a failure or a broker reset",
+                relay.republished,
+            ),
+            (
+                GaugeMetricFamily,
+                "ucart_relay_failing_seconds",
+                "How long the relay has kept failing (0: it works)",
+                relay.failing_for(),
+            ),
         ):
             metric = family(name, text, labels=["service"])
             metric.add_metric([service], value)
             yield metric
         if self.relay_lag is not None:
-            relay_lag = GaugeMetricFamily("ucart_relay_lag_events", "Events committed but not yet published",
-                                          labels=["service"])
+            relay_lag = GaugeMetricFamily(
+                "ucart_relay_lag_events", "Events committed but not yet published", labels=["service"]
+            )
             relay_lag.add_metric([service], self.relay_lag)
             yield relay_lag
-        outcomes = CounterMetricFamily("ucart_consumer_messages", "Messages handled by outcome",
-                                       labels=["consumer", "outcome"])
+        outcomes = CounterMetricFamily(
+            "ucart_consumer_messages", "Messages handled by outcome", labels=["consumer", "outcome"]
+        )
         for consumer in self.rt.consumers:
             for outcome, count in consumer.counts.items():
                 outcomes.add_metric([consumer.name, outcome], count)
         yield outcomes
-        lags = GaugeMetricFamily("ucart_consumer_lag_messages", "Messages not yet consumed",
-                                 labels=["group", "topic", "partition"])
+        lags = GaugeMetricFamily(
+            "ucart_consumer_lag_messages", "Messages not yet consumed", labels=["group", "topic", "partition"]
+        )
         for group, topic, partition, lag in self.consumer_lag:
             lags.add_metric([group, topic, str(partition)], lag)
         yield lags

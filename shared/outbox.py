@@ -31,6 +31,7 @@ from shared.eventstore.application import SubjectApplication, to_envelope
 
 log = logging.getLogger(__name__)
 
+
 class Acknowledged(Protocol):
     """What the broker answered (aiokafka's RecordMetadata)."""
 
@@ -109,9 +110,7 @@ class OutboxRelay:
         """Publish one batch after the saved position; return how many events went out. If a send
         fails, the position is saved after the events the broker acknowledged before it."""
         start = await self.position()
-        notifications = await asyncio.to_thread(
-            self.app.recorder.select_notifications, start + 1, self.batch_size
-        )
+        notifications = await asyncio.to_thread(self.app.recorder.select_notifications, start + 1, self.batch_size)
         acknowledged = None
         try:
             for notification in notifications:
@@ -143,12 +142,23 @@ class OutboxRelay:
         """Set an unreadable stored event aside (reported by /ready and `ucart parked list`) rather
         than stop publishing the service's events at it."""
         reason = f"stored event cannot be read: {type(exc).__name__}: {exc}"
-        await parking.park(self.pool, self.schema, self.name, parking.Parcel(
-            body=bytes(notification.state), reason=reason, in_store=True, source=self.app.source,
-            stream_id=UUID(str(notification.originator_id)), stream_version=notification.originator_version,
-            notification_id=notification.id))
-        log.error("%s: parked notification %d, not published: %s", self.name, notification.id,
-                  parking.clean(reason, 500))
+        await parking.park(
+            self.pool,
+            self.schema,
+            self.name,
+            parking.Parcel(
+                body=bytes(notification.state),
+                reason=reason,
+                in_store=True,
+                source=self.app.source,
+                stream_id=UUID(str(notification.originator_id)),
+                stream_version=notification.originator_version,
+                notification_id=notification.id,
+            ),
+        )
+        log.error(
+            "%s: parked notification %d, not published: %s", self.name, notification.id, parking.clean(reason, 500)
+        )
 
     async def _save_position(self, notification_id: int) -> None:
         await self.pool.execute(

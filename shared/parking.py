@@ -77,28 +77,39 @@ async def park(conn: asyncpg.Connection | asyncpg.Pool, schema: str, consumer: s
             ON CONFLICT (consumer, source, stream_id, stream_version) WHERE in_store AND resolved_at IS NULL
             DO UPDATE SET reason = EXCLUDED.reason, retried_at = now()
             RETURNING CASE WHEN xmax = 0 THEN id END""",
-        consumer, *values.values())
+        consumer,
+        *values.values(),
+    )
     return parked
 
 
-async def holes(conn: asyncpg.Connection, schema: str, consumer: str, source: str, stream_id: UUID,
-                after: int, until: int) -> set[int]:
+async def holes(
+    conn: asyncpg.Connection, schema: str, consumer: str, source: str, stream_id: UUID, after: int, until: int
+) -> set[int]:
     """Versions after `after`, up to and including `until`, of one stream that are parked for good."""
     rows = await conn.fetch(
         f"""SELECT stream_version FROM {schema}.parked_events
             WHERE consumer = $1 AND source = $2 AND stream_id = $3 AND stream_version > $4
               AND stream_version <= $5 AND in_store AND resolved_at IS NULL""",
-        consumer, source, stream_id, after, until)
+        consumer,
+        source,
+        stream_id,
+        after,
+        until,
+    )
     return {r["stream_version"] for r in rows}
 
 
-async def unresolved(conn: asyncpg.Connection | asyncpg.Pool, schema: str, *, consumer: str | None = None,
-                     ids: list[int] | None = None) -> list[Parked]:
+async def unresolved(
+    conn: asyncpg.Connection | asyncpg.Pool, schema: str, *, consumer: str | None = None, ids: list[int] | None = None
+) -> list[Parked]:
     rows = await conn.fetch(
         f"""SELECT id, consumer, parked_at, retried_at, {", ".join(_PARCEL)} FROM {schema}.parked_events
             WHERE resolved_at IS NULL AND ($1::text IS NULL OR consumer = $1)
               AND ($2::bigint[] IS NULL OR id = ANY($2)) ORDER BY id""",
-        consumer, ids)
+        consumer,
+        ids,
+    )
     return [_parked(dict(row)) for row in rows]
 
 
@@ -114,25 +125,38 @@ async def counts(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> dict[s
 
 
 async def resolve(conn: asyncpg.Connection | asyncpg.Pool, schema: str, parked_id: int, resolution: str) -> None:
-    await conn.execute(f"""UPDATE {schema}.parked_events SET resolved_at = now(), retried_at = now(),
-                                  resolution = $2 WHERE id = $1""", parked_id, clean(resolution, 500))
+    await conn.execute(
+        f"""UPDATE {schema}.parked_events SET resolved_at = now(), retried_at = now(),
+                                  resolution = $2 WHERE id = $1""",
+        parked_id,
+        clean(resolution, 500),
+    )
 
 
-async def resolve_hole(conn: asyncpg.Connection, schema: str, consumer: str, source: str, stream_id: UUID,
-                       version: int, resolution: str) -> None:
-    await conn.execute(f"""UPDATE {schema}.parked_events SET resolved_at = now(), retried_at = now(), resolution = $5
+async def resolve_hole(
+    conn: asyncpg.Connection, schema: str, consumer: str, source: str, stream_id: UUID, version: int, resolution: str
+) -> None:
+    await conn.execute(
+        f"""UPDATE {schema}.parked_events SET resolved_at = now(), retried_at = now(), resolution = $5
                            WHERE consumer = $1 AND source = $2 AND stream_id = $3 AND stream_version = $4
                              AND in_store AND resolved_at IS NULL""",
-                       consumer, source, stream_id, version, clean(resolution, 500))
+        consumer,
+        source,
+        stream_id,
+        version,
+        clean(resolution, 500),
+    )
 
 
 async def still_failing(conn: asyncpg.Connection | asyncpg.Pool, schema: str, parked_id: int, reason: str) -> None:
-    await conn.execute(f"UPDATE {schema}.parked_events SET retried_at = now(), reason = $2 WHERE id = $1",
-                       parked_id, clean(reason))
+    await conn.execute(
+        f"UPDATE {schema}.parked_events SET retried_at = now(), reason = $2 WHERE id = $1", parked_id, clean(reason)
+    )
 
 
 async def forget_holes(conn: asyncpg.Connection, schema: str, consumer: str) -> None:
     """Before a rebuild: the stored events it meets are tried again (and parked again if they still fail).
     What no store holds stays recorded."""
-    await conn.execute(f"DELETE FROM {schema}.parked_events WHERE consumer = $1 AND in_store AND resolved_at IS NULL",
-                       consumer)
+    await conn.execute(
+        f"DELETE FROM {schema}.parked_events WHERE consumer = $1 AND in_store AND resolved_at IS NULL", consumer
+    )

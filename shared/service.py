@@ -68,12 +68,16 @@ class Wiring:
 
 
 def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event) -> Wiring:
-    broker = KafkaBroker(settings.bootstrap_servers, client_id=f"ucart-{spec.name}", acks="all",
-                         enable_idempotence=False,  # the embedded broker refuses idempotent producers
-                         request_timeout_ms=10_000,  # fail a send to a dead broker soon; the relay retries
-                         # A topic re-created with another layout after a broker restart fails sends
-                         # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
-                         metadata_max_age_ms=10_000)
+    broker = KafkaBroker(
+        settings.bootstrap_servers,
+        client_id=f"ucart-{spec.name}",
+        acks="all",
+        enable_idempotence=False,  # the embedded broker refuses idempotent producers
+        request_timeout_ms=10_000,  # fail a send to a dead broker soon; the relay retries
+        # A topic re-created with another layout after a broker restart fails sends
+        # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
+        metadata_max_age_ms=10_000,
+    )
     topic = topic_for(spec.name, settings.topic_prefix)
     publisher = broker.publisher(
         topic,
@@ -92,19 +96,23 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event) -> 
             correlation_id=str(envelope.correlation_id),
         )
 
-    dead_letters = {m.consumer: dead_letter_publisher(broker, dead_letter_topic(m.consumer, settings.topic_prefix),
-                                                      m.consumer) for m in spec.read_models}
+    dead_letters = {
+        m.consumer: dead_letter_publisher(broker, dead_letter_topic(m.consumer, settings.topic_prefix), m.consumer)
+        for m in spec.read_models
+    }
     return Wiring(broker, publish, dead_letters)
 
 
-def subscribe_all(wiring: Wiring, spec: ServiceSpec, settings: Settings,
-                  consumers: dict[str, Handler]) -> None:
+def subscribe_all(wiring: Wiring, spec: ServiceSpec, settings: Settings, consumers: dict[str, Handler]) -> None:
     prefix = settings.topic_prefix
     for model in spec.read_models:
-        subscribe(wiring.broker, consumers[model.consumer],
-                  topics=[topic_for(s, prefix) for s in model.sources],
-                  group_id=f"{prefix}ucart-{model.consumer}",
-                  dead_letter_topic=dead_letter_topic(model.consumer, prefix))
+        subscribe(
+            wiring.broker,
+            consumers[model.consumer],
+            topics=[topic_for(s, prefix) for s in model.sources],
+            group_id=f"{prefix}ucart-{model.consumer}",
+            dead_letter_topic=dead_letter_topic(model.consumer, prefix),
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +129,7 @@ def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
     settings = settings or Settings()
     wiring = wire(spec, settings, asyncio.Event())
     subscribe_all(wiring, spec, settings, {m.consumer: _Described(m.consumer) for m in spec.read_models})
-    return AsyncAPI(wiring.broker, title=f"UCAR-T {spec.title} events", version="1.0.0",
-                    description=spec.description)
+    return AsyncAPI(wiring.broker, title=f"UCAR-T {spec.title} events", version="1.0.0", description=spec.description)
 
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:
@@ -130,8 +137,11 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-                   for t in topics if t not in existing]
+        missing = [
+            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+            for t in topics
+            if t not in existing
+        ]
         if missing:
             with suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
@@ -161,8 +171,11 @@ async def _reconcile_forever(runtime: Runtime, sources: list[tuple[IdempotentCon
         for consumer, sources_of_it in sources:
             try:
                 if applied := await consumer.reconcile(sources_of_it):
-                    log.warning("%s: applied %d event(s) from the event stores that Kafka had not delivered",
-                                consumer.name, applied)
+                    log.warning(
+                        "%s: applied %d event(s) from the event stores that Kafka had not delivered",
+                        consumer.name,
+                        applied,
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -191,27 +204,50 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtim
     pool = await db.create_pool(database_url)
     try:
         await pool.execute(db.plumbing_ddl(spec.name) + "".join(m.ddl(spec.name) for m in spec.read_models))
-        consumers = tuple(IdempotentConsumer(m.projection(spec.name), pool, schema=spec.name,
-                                             dead_letter=wiring.dead_letters[m.consumer]) for m in spec.read_models)
+        consumers = tuple(
+            IdempotentConsumer(
+                m.projection(spec.name), pool, schema=spec.name, dead_letter=wiring.dead_letters[m.consumer]
+            )
+            for m in spec.read_models
+        )
         for consumer, model in zip(consumers, spec.read_models, strict=True):
             await rebuild_if_outdated(consumer, model.sources, model.version)
         subscribe_all(wiring, spec, settings, {c.name: c for c in consumers})
-        store = await asyncio.to_thread(SubjectApplication, spec.aggregate, spec.name,
-                                        postgres_env(database_url, spec.name))
+        store = await asyncio.to_thread(
+            SubjectApplication, spec.aggregate, spec.name, postgres_env(database_url, spec.name)
+        )
     except BaseException:
         await pool.close()
         raise
     own_topic = [topic_for(spec.name, settings.topic_prefix)]
-    relay = OutboxRelay(store, pool, wiring.publish, schema=spec.name, poll_seconds=settings.relay_poll_seconds,
-                        prepare=lambda: ensure_topics(settings, own_topic))
-    runtime = Runtime(name=spec.name, settings=settings, protocol=protocol, pool=pool, store=store,
-                      idempotency=IdempotencyStore(pool, spec.name), relay=relay, broker=wiring.broker,
-                      broker_ready=broker_ready, consumers=consumers,
-                      lag=LagMonitor(relay, wiring.broker, settings.ready_lag_window_seconds))
+    relay = OutboxRelay(
+        store,
+        pool,
+        wiring.publish,
+        schema=spec.name,
+        poll_seconds=settings.relay_poll_seconds,
+        prepare=lambda: ensure_topics(settings, own_topic),
+    )
+    runtime = Runtime(
+        name=spec.name,
+        settings=settings,
+        protocol=protocol,
+        pool=pool,
+        store=store,
+        idempotency=IdempotencyStore(pool, spec.name),
+        relay=relay,
+        broker=wiring.broker,
+        broker_ready=broker_ready,
+        consumers=consumers,
+        lag=LagMonitor(relay, wiring.broker, settings.ready_lag_window_seconds),
+    )
     sources = [(c, m.sources) for c, m in zip(consumers, spec.read_models, strict=True)]
     relay_task = asyncio.create_task(relay.run())
-    tasks = [asyncio.create_task(_connect_broker(runtime)), asyncio.create_task(_reconcile_forever(runtime, sources)),
-             asyncio.create_task(runtime.lag.run())]
+    tasks = [
+        asyncio.create_task(_connect_broker(runtime)),
+        asyncio.create_task(_reconcile_forever(runtime, sources)),
+        asyncio.create_task(runtime.lag.run()),
+    ]
     log.info("%s service ready", spec.name)
     try:
         yield runtime
@@ -237,8 +273,7 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             app.state.runtime = runtime  # what `shared.runtime.Rt` gives each handler
             yield
 
-    app = FastAPI(title=f"UCAR-T {spec.title}", description=spec.description, version="0.1.0",
-                  lifespan=lifespan)
+    app = FastAPI(title=f"UCAR-T {spec.title}", description=spec.description, version="0.1.0", lifespan=lifespan)
     problems.install(app)
     for router in spec.routers:
         app.include_router(router)
@@ -251,5 +286,10 @@ def serve(spec: ServiceSpec) -> None:
 
     settings = Settings()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {spec.name} %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(build_app(spec, settings), host=settings.host, port=settings.port(spec.name),
-                log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        build_app(spec, settings),
+        host=settings.host,
+        port=settings.port(spec.name),
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )

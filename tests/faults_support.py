@@ -74,9 +74,15 @@ def own_postgres(tmp_path: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
 
 
 @contextmanager
-def fault_stack(servers: tuple[str, str], tmp_path: Path, *, database_url: str | None = None,
-                bootstrap: str | None = None, reconcile_seconds: float = RECONCILE_SECONDS,
-                **settings: object) -> Iterator[RunningStack]:
+def fault_stack(
+    servers: tuple[str, str],
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    bootstrap: str | None = None,
+    reconcile_seconds: float = RECONCILE_SECONDS,
+    **settings: object,
+) -> Iterator[RunningStack]:
     """The three services as processes, on a fresh database of the session's PostgreSQL (or on
     `database_url`) and the session's broker (or `bootstrap`), with a topic prefix of their own
     (`settings`: any other Settings for them)."""
@@ -84,8 +90,14 @@ def fault_stack(servers: tuple[str, str], tmp_path: Path, *, database_url: str |
         if database_url is None:
             database_url = new_database(servers[0])
             cleanup.callback(drop_database, servers[0], database_url)
-        stack = RunningStack(database_url, bootstrap or servers[1], f"f{uuid.uuid4().hex[:8]}.",
-                             tmp_path / "logs", reconcile_seconds=reconcile_seconds, **settings)
+        stack = RunningStack(
+            database_url,
+            bootstrap or servers[1],
+            f"f{uuid.uuid4().hex[:8]}.",
+            tmp_path / "logs",
+            reconcile_seconds=reconcile_seconds,
+            **settings,
+        )
         cleanup.enter_context(stack)
         cleanup.callback(stop_all, stack)  # before the stack's own (sequential) stop, which then has nothing to do
         yield stack
@@ -172,8 +184,9 @@ class Ledger:
         for key in by_key.keys() | answers.keys():
             n, outcomes = by_key.get(key, 0), answers.get(key, [])
             assert outcomes, f"stored, but no command asked for it: {key}"
-            assert outcomes.count(201) <= n <= outcomes.count(201) + outcomes.count(None), \
+            assert outcomes.count(201) <= n <= outcomes.count(201) + outcomes.count(None), (
                 f"{key}: stored {n} time(s), answers {outcomes}"
+            )
 
 
 class Client:
@@ -189,8 +202,18 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def send(self, service: str, subject: str, path: str, event_type: str, occurred_at: str, payload: dict,
-             *, key: str | None = None, retry: bool = True) -> Sent:
+    def send(
+        self,
+        service: str,
+        subject: str,
+        path: str,
+        event_type: str,
+        occurred_at: str,
+        payload: dict,
+        *,
+        key: str | None = None,
+        retry: bool = True,
+    ) -> Sent:
         url = self.stack.url(service, f"/subjects/{subject}/{path}")
         body = {"occurred_at": occurred_at, "payload": payload}
         sent = Sent(service, subject, event_type, key or occurred_at[:10], None)
@@ -228,16 +251,23 @@ class Client:
 
     def adverse_event(self, subject: str, days_ago: int = 2, grade: int = 1) -> Sent:
         ae_id = str(uuid.uuid4())
-        payload = {"ae_id": ae_id, "term": "Fever", "category": "OTHER", "grade": grade, "serious": False,
-                   "relatedness": "possible", "aware_at": at(days_ago, hour=12)}
+        payload = {
+            "ae_id": ae_id,
+            "term": "Fever",
+            "category": "OTHER",
+            "grade": grade,
+            "serious": False,
+            "relatedness": "possible",
+            "aware_at": at(days_ago, hour=12),
+        }
         return self.send("followup", subject, "adverse-events", "AEReported", at(days_ago), payload, key=ae_id)
 
     def visit(self, subject: str, code: str = "D1", days_ago: int = 2) -> Sent:
-        return self.send("followup", subject, "visits", "VisitCompleted", at(days_ago), {"visit_code": code},
-                         key=code)
+        return self.send("followup", subject, "visits", "VisitCompleted", at(days_ago), {"visit_code": code}, key=code)
 
-    def journey(self, subject: str, *, enrol: bool = True, ld_days: int = 3, aes: int = 1,
-                visits: tuple[str, ...] = ("D1",)) -> None:
+    def journey(
+        self, subject: str, *, enrol: bool = True, ld_days: int = 3, aes: int = 1, visits: tuple[str, ...] = ("D1",)
+    ) -> None:
         """Enrolment 12 days ago, lymphodepletion (8, 7, 6... days ago), infusion 3 days ago, then AEs
         and visits. A step whose answer was lost is not repeated; the journey goes on."""
         if enrol:
@@ -272,8 +302,9 @@ def event_counts(database_url: str) -> dict[str, int]:
 async def read_records(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[ConsumerRecord]:
     """A topic's messages from the earliest offset (all partitions), until `expected` or the timeout.
     No consumer group: nothing to join, and nothing committed."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                              auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await reader.start()
     found: list[ConsumerRecord] = []
     try:
@@ -310,8 +341,11 @@ async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> N
 
 def metrics(stack: RunningStack, service: str) -> dict[tuple[str, tuple], float]:
     text = stack.get(service, "/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def consumer_count(stack: RunningStack, service: str, consumer: str, outcome: str) -> float:
@@ -331,13 +365,17 @@ async def _undrained(bootstrap: str, prefix: str) -> list[str]:
     problems = []
     for watched in CONSUMERS:
         # The group's committed offsets, read without joining it (manual assignment: no rebalance).
-        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{prefix}ucart-{watched.consumer}",
-                                  enable_auto_commit=False)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=f"{prefix}ucart-{watched.consumer}", enable_auto_commit=False
+        )
         await reader.start()
         try:
             await reader.topics()  # metadata of every topic
-            partitions = [TopicPartition(topic_for(s, prefix), p) for s in watched.sources
-                          for p in sorted(reader.partitions_for_topic(topic_for(s, prefix)) or ())]
+            partitions = [
+                TopicPartition(topic_for(s, prefix), p)
+                for s in watched.sources
+                for p in sorted(reader.partitions_for_topic(topic_for(s, prefix)) or ())
+            ]
             reader.assign(partitions)
             for tp, end in (await reader.end_offsets(partitions)).items():
                 done = await reader.committed(tp) or 0
@@ -377,13 +415,15 @@ async def lagging(database_url: str) -> list[str]:
         for watched in CONSUMERS:
             rows = await conn.fetch(
                 f"SELECT subject_id, source, last_version FROM {watched.service}.consumer_applied WHERE consumer = $1",
-                watched.consumer)
+                watched.consumer,
+            )
             applied = {(r["source"], str(subject_uuid(r["subject_id"]))): r["last_version"] for r in rows}
             expected = {k: v for k, v in stored.items() if k[0] in watched.sources}
             for key in expected.keys() | applied.keys():
                 if applied.get(key, 0) != expected.get(key, 0):
-                    problems.append(f"{watched.consumer} {key}: applied {applied.get(key, 0)}, "
-                                    f"stored {expected.get(key, 0)}")
+                    problems.append(
+                        f"{watched.consumer} {key}: applied {applied.get(key, 0)}, stored {expected.get(key, 0)}"
+                    )
         return problems
     finally:
         await conn.close()
@@ -440,6 +480,7 @@ def snapshot(database_url: str) -> dict[str, dict[str, object]]:
 
 def wait_caught_up(database_url: str, timeout: float = 60.0) -> None:
     """Until every consumer has applied every stored event exactly once."""
+
     def caught_up() -> bool:
         problems = asyncio.run(lagging(database_url))
         assert not problems, problems[:5]
@@ -448,8 +489,9 @@ def wait_caught_up(database_url: str, timeout: float = 60.0) -> None:
     eventually(caught_up, timeout=timeout)
 
 
-def assert_converged(database_url: str, *, parked: dict[str, int] | None = None,
-                     timeout: float = 60.0) -> dict[str, dict[str, object]]:
+def assert_converged(
+    database_url: str, *, parked: dict[str, int] | None = None, timeout: float = 60.0
+) -> dict[str, dict[str, object]]:
     """Wait until every consumer has applied every stored event exactly once (per stream, the last
     version applied is the last version stored: nothing missing, nothing beyond; parked events are
     stepped over); then check that each read model rebuilt from the event stores equals the live one
@@ -460,29 +502,44 @@ def assert_converged(database_url: str, *, parked: dict[str, int] | None = None,
     models = snapshot(database_url)
     for watched in CONSUMERS:
         replica, replica_parked = asyncio.run(rebuilt(database_url, watched))
-        live_parked = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.service}.parked_events
-            WHERE consumer = '{watched.consumer}' AND in_store AND resolved_at IS NULL"""))
-        assert replica_parked == live_parked, \
+        live_parked = asyncio.run(
+            _count(
+                database_url,
+                f"""SELECT count(*) FROM {watched.service}.parked_events
+            WHERE consumer = '{watched.consumer}' AND in_store AND resolved_at IS NULL""",
+            )
+        )
+        assert replica_parked == live_parked, (
             f"{watched.consumer}: the rebuild parked {replica_parked} stored event(s), the live consumer {live_parked}"
+        )
         current = models[watched.consumer]
         assert current.keys() == replica.keys(), f"{watched.consumer}: subjects differ"
         different = [s for s in current if current[s] != replica[s]]
-        assert not different, f"{watched.consumer}: live != rebuilt for {different[:3]}: " \
-                              f"{current[different[0]]} != {replica[different[0]]}"
+        assert not different, (
+            f"{watched.consumer}: live != rebuilt for {different[:3]}: "
+            f"{current[different[0]]} != {replica[different[0]]}"
+        )
     expected_parked = parked or {}
     for watched in CONSUMERS:
-        count = asyncio.run(_count(database_url, f"""SELECT count(*) FROM {watched.service}.parked_events
-            WHERE consumer = '{watched.consumer}' AND resolved_at IS NULL"""))
+        count = asyncio.run(
+            _count(
+                database_url,
+                f"""SELECT count(*) FROM {watched.service}.parked_events
+            WHERE consumer = '{watched.consumer}' AND resolved_at IS NULL""",
+            )
+        )
         assert count == expected_parked.get(watched.consumer, 0), f"{watched.consumer}: {count} parked event(s)"
     for service in SOURCES:
-        unrepaired = asyncio.run(_count(database_url,
-                                        f"SELECT count(*) FROM {service}.consumer_gaps WHERE NOT repaired"))
+        unrepaired = asyncio.run(
+            _count(database_url, f"SELECT count(*) FROM {service}.consumer_gaps WHERE NOT repaired")
+        )
         assert unrepaired == 0, f"{service}: {unrepaired} gap(s) could not be filled"
     return models
 
 
 def journeys(stack: RunningStack, ledger: Ledger, subjects: list[str], **steps) -> None:
     """Each subject's journey (`Client.journey`) in a thread of its own, all at once."""
+
     def one(subject: str) -> None:
         client = Client(stack, ledger)
         try:
@@ -493,9 +550,11 @@ def journeys(stack: RunningStack, ledger: Ledger, subjects: list[str], **steps) 
     run_in_threads(*(partial(one, s) for s in subjects), workers=len(subjects))
 
 
-def concurrently(stack: RunningStack, ledger: Ledger, *commands: Callable[[Client], Sent],
-                 retry_for: float = 60.0) -> list[Sent]:
+def concurrently(
+    stack: RunningStack, ledger: Ledger, *commands: Callable[[Client], Sent], retry_for: float = 60.0
+) -> list[Sent]:
     """Send the commands all at once, each from its own client (`lambda c: c.enrol(...)`)."""
+
     def one(command: Callable[[Client], Sent]) -> Sent:
         client = Client(stack, ledger, retry_for=retry_for)
         try:

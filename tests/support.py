@@ -62,8 +62,13 @@ def count_events(database_url: str, service: str) -> int:
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Envelope]:
     """Read a topic from the earliest offset until `expected` messages (or the timeout)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     found: list[Envelope] = []
     try:
@@ -86,8 +91,9 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -
 async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, dict]]:
     from aiokafka import AIOKafkaConsumer
 
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"dlq-{uuid.uuid4().hex}",
-                              auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"dlq-{uuid.uuid4().hex}", auto_offset_reset="earliest"
+    )
     await reader.start()
     found = []
     try:
@@ -103,8 +109,9 @@ async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[t
 def ucart(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess:
     """The operator command line (`python -m infra ...`), as a person runs it."""
     environment = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "infra", *args], env=environment, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "infra", *args], env=environment, capture_output=True, text=True, timeout=120
+    )
 
 
 class RunningStack:
@@ -114,9 +121,16 @@ class RunningStack:
         """`settings`: any other Settings for the services (e.g. reconcile_seconds)."""
         self.database_url, self.bootstrap, self.prefix = database_url, bootstrap, prefix
         self.settings = Settings(
-            _env_file=None, host="127.0.0.1", topic_prefix=prefix, relay_poll_seconds=0.5,
-            enrollment_port=free_port(), treatment_port=free_port(), followup_port=free_port(),
-            database_url=database_url, kafka_bootstrap_servers=bootstrap, **settings,  # type: ignore[arg-type]  # checked by Settings itself
+            _env_file=None,
+            host="127.0.0.1",
+            topic_prefix=prefix,
+            relay_poll_seconds=0.5,
+            enrollment_port=free_port(),
+            treatment_port=free_port(),
+            followup_port=free_port(),
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap,
+            **settings,  # type: ignore[arg-type]  # checked by Settings itself
         )
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
         self.client = httpx.Client(timeout=30)
@@ -135,6 +149,7 @@ class RunningStack:
 
     def command_when_known(self, service: str, path: str, occurred_at: str, payload: dict) -> httpx.Response:
         """Post, retrying while the service has not yet learned (from Kafka) what it needs."""
+
         def attempt():
             response = self.command(service, path, occurred_at, payload)
             return response if not response.json().get("retryable") else None
@@ -150,10 +165,20 @@ class RunningStack:
         self.group.stop()
 
 
-ENROLLED = {"site_id": "01", "consent_signed_on": None, "year_of_birth": 1980, "sex": "F",
-            "disease_status": "relapsed", "cd19_positive": True}
-FLU_CY = {"agents": [{"agent": "fludarabine", "dose": 30, "unit": "mg/m2"},
-                     {"agent": "cyclophosphamide", "dose": 500, "unit": "mg/m2"}]}
+ENROLLED = {
+    "site_id": "01",
+    "consent_signed_on": None,
+    "year_of_birth": 1980,
+    "sex": "F",
+    "disease_status": "relapsed",
+    "cd19_positive": True,
+}
+FLU_CY = {
+    "agents": [
+        {"agent": "fludarabine", "dose": 30, "unit": "mg/m2"},
+        {"agent": "cyclophosphamide", "dose": 500, "unit": "mg/m2"},
+    ]
+}
 INFUSION = {"dose_cells_per_kg": 1e7, "dose_level": 1, "product_lot": "LOT-1", "donor_id": "D-1"}
 
 
@@ -164,8 +189,15 @@ def enrolment(days_ago: float) -> dict:
 
 def treat(stack: RunningStack, subject: str, infusion_days_ago: int, ld_days: int = 3) -> None:
     """Enrol, lymphodepletion for `ld_days` days, infusion 3 days after the last one."""
-    assert stack.command("enrollment", f"/subjects/{subject}/enrolment", at(infusion_days_ago + 10),
-                         enrolment(infusion_days_ago + 10)).status_code == 201
+    assert (
+        stack.command(
+            "enrollment",
+            f"/subjects/{subject}/enrolment",
+            at(infusion_days_ago + 10),
+            enrolment(infusion_days_ago + 10),
+        ).status_code
+        == 201
+    )
     for i in range(ld_days):
         day = infusion_days_ago + 2 + ld_days - i
         response = stack.command_when_known("treatment", f"/subjects/{subject}/lymphodepletion-days", at(day), FLU_CY)
@@ -177,6 +209,7 @@ def treat(stack: RunningStack, subject: str, infusion_days_ago: int, ld_days: in
 def journey_caught_up(database_url: str) -> bool:
     """True once the journey projection has applied every event stored by the three services
     (stream versions are contiguous, so the sum of the last versions applied is the event count)."""
+
     async def check() -> bool:
         conn = await asyncpg.connect(database_url)
         try:
@@ -185,7 +218,8 @@ def journey_caught_up(database_url: str) -> bool:
                 stored += await conn.fetchval(f"SELECT count(*) FROM {service}.{service}_events")
             applied = await conn.fetchval(
                 "SELECT coalesce(sum(last_version), 0) FROM followup.consumer_applied"
-                " WHERE consumer = 'followup-journey'")
+                " WHERE consumer = 'followup-journey'"
+            )
             return applied == stored
         finally:
             await conn.close()
@@ -219,13 +253,28 @@ def poisoned_followup_store(database_url: str) -> dict[str, list[Envelope]]:
     app = SubjectApplication(FollowupSubject, "followup", postgres_env(database_url, "followup"))
 
     def record(subject, subject_id: str, term: str) -> tuple:
-        fields = dict(ae_id=uuid.uuid4(), term=term, category="OTHER", grade=1, serious=False,
-                      seriousness_criteria=(), relatedness="possible", expected=None, aware_at=now - timedelta(days=2),
-                      crs=None, icans=None, gvhd=None)
+        fields = dict(
+            ae_id=uuid.uuid4(),
+            term=term,
+            category="OTHER",
+            grade=1,
+            serious=False,
+            seriousness_criteria=(),
+            relatedness="possible",
+            expected=None,
+            aware_at=now - timedelta(days=2),
+            crs=None,
+            icans=None,
+            gvhd=None,
+        )
         # A NUL cannot come in through the API any more; events stored before that may still hold one.
         payload = AEReported.model_construct(**fields) if "\x00" in term else AEReported(**fields)
-        meta = EventMeta(subject_id=subject_id, occurred_at=now - timedelta(days=2), protocol_version="t@1",
-                         recorded_by=RecordedBy(user_id="u1", role="coordinator"))
+        meta = EventMeta(
+            subject_id=subject_id,
+            occurred_at=now - timedelta(days=2),
+            protocol_version="t@1",
+            recorded_by=RecordedBy(user_id="u1", role="coordinator"),
+        )
         subject = FollowupSubject.record_into(subject, meta, payload)
         return subject, app.commit(subject)[0]
 

@@ -22,5 +22,11 @@ async def get_subject(rt: Rt, subject_id: SubjectPath) -> dict[str, Any]:
     subject: EnrollmentSubject | None = await asyncio.to_thread(rt.store.find, subject_id)
     if subject is None:
         raise SubjectNotFound(f"No subject {subject_id} in enrollment: check the study code.")
-    return {"subject_id": subject.subject_id, "status": subject.status, "site_id": subject.site_id,
-            "enrolled_on": subject.enrolled_on, "withdrawn_on": subject.withdrawn_on, "version": subject.version}
+    return {
+        "subject_id": subject.subject_id,
+        "status": subject.status,
+        "site_id": subject.site_id,
+        "enrolled_on": subject.enrolled_on,
+        "withdrawn_on": subject.withdrawn_on,
+        "version": subject.version,
+    }

@@ -42,20 +42,27 @@ def _plausible_for_the_protocol(payload: Enrolled, rules: Enrolment) -> None:
     outside the protocol's range (counted in calendar years: only the year of birth is recorded)."""
     consented = payload.consent_signed_on
     if consented < rules.study_start_date:
-        raise InvalidCommand(f"consent_signed_on ({consented}) is before the study started "
-                             f"({rules.study_start_date}): correct the date of consent.")
+        raise InvalidCommand(
+            f"consent_signed_on ({consented}) is before the study started "
+            f"({rules.study_start_date}): correct the date of consent."
+        )
     if payload.year_of_birth > consented.year:
-        raise InvalidCommand(f"year_of_birth ({payload.year_of_birth}) is after the year consent was signed "
-                             f"({consented.year}): correct the year of birth or consent_signed_on.")
+        raise InvalidCommand(
+            f"year_of_birth ({payload.year_of_birth}) is after the year consent was signed "
+            f"({consented.year}): correct the year of birth or consent_signed_on."
+        )
     age = consented.year - payload.year_of_birth
     if not rules.min_age_years <= age <= rules.max_age_years:
-        raise InvalidCommand(f"year_of_birth ({payload.year_of_birth}) gives an age of {age} at consent; the "
-                             f"protocol enrols ages {rules.min_age_years} to {rules.max_age_years}. Check the "
-                             "year of birth; a subject outside that range is recorded as a screening failure.")
+        raise InvalidCommand(
+            f"year_of_birth ({payload.year_of_birth}) gives an age of {age} at consent; the "
+            f"protocol enrols ages {rules.min_age_years} to {rules.max_age_years}. Check the "
+            "year of birth; a subject outside that range is recorded as a screening failure."
+        )
 
 
-def enrol(subject: EnrollmentSubject | None, meta: EventMeta, payload: Enrolled,
-          protocol: Protocol) -> EnrollmentSubject:
+def enrol(
+    subject: EnrollmentSubject | None, meta: EventMeta, payload: Enrolled, protocol: Protocol
+) -> EnrollmentSubject:
     _code_is_free(subject)
     enrolled_on = meta.occurred_at.date()
     if payload.consent_signed_on > enrolled_on:
@@ -83,13 +90,17 @@ def withdraw(
     if subject is None:
         raise SubjectNotFound(f"No subject {meta.subject_id} in enrollment: check the study code.")
     if subject.status != "enrolled":
-        raise RuleViolation(f"Subject {subject.subject_id} is {subject.status.replace('_', ' ')}: "
-                            "only an enrolled subject can withdraw consent.")
+        raise RuleViolation(
+            f"Subject {subject.subject_id} is {subject.status.replace('_', ' ')}: "
+            "only an enrolled subject can withdraw consent."
+        )
     if facts and facts.died_on:
         raise RuleViolation(f"Subject {subject.subject_id} died on {facts.died_on}: consent cannot be withdrawn.")
     if subject.enrolled_on and meta.occurred_at.date() < subject.enrolled_on:
-        raise InvalidCommand(f"The withdrawal date {meta.occurred_at.date()} is before the enrolment "
-                             f"({subject.enrolled_on}); correct the date.")
+        raise InvalidCommand(
+            f"The withdrawal date {meta.occurred_at.date()} is before the enrolment "
+            f"({subject.enrolled_on}); correct the date."
+        )
     return EnrollmentSubject.record_into(subject, meta, payload)
 
 

@@ -32,8 +32,7 @@ read_router = APIRouter(tags=["read"])
 
 add_commands(router, COMMANDS)
 
-OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, "
-                                                "UTC).")]
+OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, UTC).")]
 # What each kind of read can answer besides 200.
 READ = responses(422, 503)
 READ_SUBJECT = responses(404, 422, 503)
@@ -42,8 +41,9 @@ READ_SUBJECT = responses(404, 422, 503)
 async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
     found = await store.get(rt.pool, rt.schema, subject_id)
     if found is None:
-        raise SubjectNotFound(f"No journey for {subject_id} yet: check the code; a subject appears here a "
-                              "moment after its first event.")
+        raise SubjectNotFound(
+            f"No journey for {subject_id} yet: check the code; a subject appears here a moment after its first event."
+        )
     return found
 
 
@@ -51,19 +51,29 @@ async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
 async def list_subjects(rt: Rt, on: OnDate = None) -> list[dict[str, Any]]:
     today = on or today_utc()
     return [
-        {"subject_id": j.subject_id, "site_id": j.site_id, "status": journeys.status(j, today, rt.protocol),
-         "study_day": (today - j.infused_on).days if j.infused_on else None}
+        {
+            "subject_id": j.subject_id,
+            "site_id": j.site_id,
+            "status": journeys.status(j, today, rt.protocol),
+            "study_day": (today - j.infused_on).days if j.infused_on else None,
+        }
         for j in await store.all_journeys(rt.pool, rt.schema)
     ]
 
 
-AsOf = Annotated[QueryDatetime, Query(description="What the system knew at this moment (system time, ISO 8601 "
-                                                   "with a UTC offset, e.g. 2026-03-02T09:30:00+01:00).")]
+AsOf = Annotated[
+    QueryDatetime,
+    Query(
+        description="What the system knew at this moment (system time, ISO 8601 "
+        "with a UTC offset, e.g. 2026-03-02T09:30:00+01:00)."
+    ),
+]
 EffectiveOn = Annotated[QueryDate, Query(description="The subject's clinical state on this date, YYYY-MM-DD.")]
 
 
-async def _journey_at(rt: Runtime, subject_id: str, as_of: datetime | None,
-                      effective: date | None) -> tuple[journeys.Journey, date]:
+async def _journey_at(
+    rt: Runtime, subject_id: str, as_of: datetime | None, effective: date | None
+) -> tuple[journeys.Journey, date]:
     """The live journey, or one folded from the history when asked for a moment or a date."""
     if as_of is None and effective is None:
         return await _journey(rt, subject_id), today_utc()
@@ -75,10 +85,12 @@ async def _journey_at(rt: Runtime, subject_id: str, as_of: datetime | None,
     return history.fold(subject_id, history.select(events, as_of, effective)), day
 
 
-@read_router.get("/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses",
-                 responses=READ_SUBJECT)
-async def get_journey(rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
-                      effective_on: EffectiveOn = None) -> journeys.JourneyView:
+@read_router.get(
+    "/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses", responses=READ_SUBJECT
+)
+async def get_journey(
+    rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None, effective_on: EffectiveOn = None
+) -> journeys.JourneyView:
     protocol = rt.protocol
     journey, day = await _journey_at(rt, subject_id, as_of, effective_on)
     today = on or day
@@ -88,35 +100,54 @@ async def get_journey(rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of:
     return view
 
 
-@read_router.get("/subjects/{subject_id}/schedule", summary="Planned visits with target date, window and status",
-                 responses=READ_SUBJECT)
-async def get_schedule(rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None,
-                       effective_on: EffectiveOn = None) -> list[schedules.ScheduledVisit]:
+@read_router.get(
+    "/subjects/{subject_id}/schedule",
+    summary="Planned visits with target date, window and status",
+    responses=READ_SUBJECT,
+)
+async def get_schedule(
+    rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None, effective_on: EffectiveOn = None
+) -> list[schedules.ScheduledVisit]:
     journey, day = await _journey_at(rt, subject_id, as_of, effective_on)
     return schedules.schedule(journey, rt.protocol, on or day)
 
 
-HISTORY_FORMATS = {"model": list[Envelope], "description": "The events in the format asked for: JSON (default), "
-                   "JSON Lines or CSV", "content": {"application/x-ndjson": {"schema": {"type": "string"}},
-                                                   "text/csv": {"schema": {"type": "string"}}}}
+HISTORY_FORMATS = {
+    "model": list[Envelope],
+    "description": "The events in the format asked for: JSON (default), JSON Lines or CSV",
+    "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
+}
 
 
-@read_router.get("/subjects/{subject_id}/history", tags=["audit"],
-                 summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)",
-                 responses={200: HISTORY_FORMATS, **READ_SUBJECT})
-async def get_history(rt: Rt, subject_id: SubjectPath, reader: Annotated[Caller, Depends(caller)],
-                      format: Literal["json", "jsonl", "csv"] = "json") -> Response:
+@read_router.get(
+    "/subjects/{subject_id}/history",
+    tags=["audit"],
+    summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)",
+    responses={200: HISTORY_FORMATS, **READ_SUBJECT},
+)
+async def get_history(
+    rt: Rt,
+    subject_id: SubjectPath,
+    reader: Annotated[Caller, Depends(caller)],
+    format: Literal["json", "jsonl", "csv"] = "json",
+) -> Response:
     async with rt.pool.acquire() as conn:
         events = await history.subject_history(conn, subject_id)
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
     log.info("history of %s read by %s (%s)", subject_id, reader.user_id, reader.role)
     if format == "jsonl":
-        return Response(history.as_jsonl(events), media_type="application/x-ndjson",
-                        headers={"Content-Disposition": f'attachment; filename="{subject_id}-history.jsonl"'})
+        return Response(
+            history.as_jsonl(events),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{subject_id}-history.jsonl"'},
+        )
     if format == "csv":
-        return Response(history.as_csv(events), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{subject_id}-history.csv"'})
+        return Response(
+            history.as_csv(events),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{subject_id}-history.csv"'},
+        )
     return JSONResponse([e.model_dump(mode="json") for e in events])
 
 
@@ -126,13 +157,16 @@ class StudyVisit(schedules.ScheduledVisit):
 
 
 @read_router.get("/followups", summary="Planned visits across the study, e.g. ?status=overdue", responses=READ)
-async def list_followups(rt: Rt, on: OnDate = None,
-                         status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None
-                         ) -> list[StudyVisit]:
+async def list_followups(
+    rt: Rt, on: OnDate = None, status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None
+) -> list[StudyVisit]:
     today = on or today_utc()
-    return [StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
-            for j in await store.all_journeys(rt.pool, rt.schema)
-            for visit in schedules.schedule(j, rt.protocol, today) if not status or visit.status in status]
+    return [
+        StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
+        for j in await store.all_journeys(rt.pool, rt.schema)
+        for visit in schedules.schedule(j, rt.protocol, today)
+        if not status or visit.status in status
+    ]
 
 
 class StudyQuery(journeys.DataQuery):
@@ -141,28 +175,39 @@ class StudyQuery(journeys.DataQuery):
 
 
 @read_router.get("/queries", summary="Data queries across the study, e.g. ?status=open", responses=READ)
-async def list_queries(rt: Rt, status: Annotated[list[Literal["open", "answered", "closed"]] | None,
-                                                           NeverNull(), Query()] = None) -> list[StudyQuery]:
-    return [StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
-            for j in await store.all_journeys(rt.pool, rt.schema)
-            for q in j.queries.values() if not status or q.status in status]
+async def list_queries(
+    rt: Rt, status: Annotated[list[Literal["open", "answered", "closed"]] | None, NeverNull(), Query()] = None
+) -> list[StudyQuery]:
+    return [
+        StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
+        for j in await store.all_journeys(rt.pool, rt.schema)
+        for q in j.queries.values()
+        if not status or q.status in status
+    ]
 
 
-@read_router.get("/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)",
-                 responses=READ)
+@read_router.get(
+    "/safety-reports", summary="Expedited reports due, with overdue flags (SAE 24 h, SUSAR 7/15 days)", responses=READ
+)
 async def list_safety_reports(
     rt: Rt,
-    at: Annotated[QueryDatetime, Query(description="Evaluate at this time, ISO 8601 with a UTC offset (default: "
-                                                   "now).")] = None,
+    at: Annotated[
+        QueryDatetime, Query(description="Evaluate at this time, ISO 8601 with a UTC offset (default: now).")
+    ] = None,
     status: Annotated[list[reporting.ReportStatus] | None, NeverNull(), Query()] = None,
 ) -> list[reporting.ReportDue]:
     now = at or now_utc()
-    return [r for j in await store.all_journeys(rt.pool, rt.schema)
-            for r in reporting.reports_due(j, rt.protocol, now) if not status or r.status in status]
+    return [
+        r
+        for j in await store.all_journeys(rt.pool, rt.schema)
+        for r in reporting.reports_due(j, rt.protocol, now)
+        if not status or r.status in status
+    ]
 
 
-@read_router.get("/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs",
-                 responses=READ)
+@read_router.get(
+    "/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs", responses=READ
+)
 async def study_safety(rt: Rt, on: OnDate = None) -> safety_tables.SafetyTable:
     as_of = on or today_utc()
     summaries = [study.safety(j, rt.protocol, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]

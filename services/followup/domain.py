@@ -39,6 +39,7 @@ from shared.protocol import Protocol
 # to the rules engine, caused by the event that triggered them.
 RULES = RecordedBy(user_id="ucart-rules", role="system")
 
+
 @dataclass
 class AERecord:
     fields: AEFields
@@ -103,8 +104,11 @@ class FollowupSubject(SubjectStream):
 
     @property
     def off_study(self) -> tuple[str, date] | None:
-        for what, on in (("died", self.died_on), ("was lost to follow-up", self.lost_on),
-                         ("completed the study", self.completed_on)):
+        for what, on in (
+            ("died", self.died_on),
+            ("was lost to follow-up", self.lost_on),
+            ("completed the study", self.completed_on),
+        ):
             if on:
                 return what, on
         return None
@@ -114,67 +118,98 @@ def _require_enrolled(meta: EventMeta, facts: SubjectFacts | None) -> SubjectFac
     if facts is not None and facts.screen_failed:  # final: unlike "not yet known", not retryable
         raise RuleViolation(f"Subject {meta.subject_id} failed screening and is not followed up.")
     if facts is None or facts.enrolled_on is None:
-        raise SubjectNotFound(f"Follow-up has no enrolment for {meta.subject_id}: check the study code, "
-                              "or retry in a few seconds if the subject was just enrolled.", retryable=True)
+        raise SubjectNotFound(
+            f"Follow-up has no enrolment for {meta.subject_id}: check the study code, "
+            "or retry in a few seconds if the subject was just enrolled.",
+            retryable=True,
+        )
     return facts
 
 
-def _require_infused(subject: FollowupSubject | None, meta: EventMeta, facts: SubjectFacts | None, what: str,
-                     *, after_withdrawal: bool = False) -> date:
+def _require_infused(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    facts: SubjectFacts | None,
+    what: str,
+    *,
+    after_withdrawal: bool = False,
+) -> date:
     facts = _require_enrolled(meta, facts)
     if facts.infused_on is None:
-        raise RuleViolation(f"{what} are recorded from the UCAR-T infusion on, and {meta.subject_id} has no "
-                            "infusion recorded yet. Record the infusion first (if it was just recorded, "
-                            "retry in a few seconds).", retryable=True)
+        raise RuleViolation(
+            f"{what} are recorded from the UCAR-T infusion on, and {meta.subject_id} has no "
+            "infusion recorded yet. Record the infusion first (if it was just recorded, "
+            "retry in a few seconds).",
+            retryable=True,
+        )
     day = meta.occurred_at.date()
     if day < facts.infused_on:
-        raise RuleViolation(f"{what}: {day} is before the infusion ({facts.infused_on}); "
-                            "check the date (study day 0 is the infusion).")
+        raise RuleViolation(
+            f"{what}: {day} is before the infusion ({facts.infused_on}); check the date (study day 0 is the infusion)."
+        )
     left = subject.off_study if subject else None
     if left and day > left[1] and not (after_withdrawal and left[0] != "died"):
         raise RuleViolation(f"{what}: {day} is after {meta.subject_id} {left[0]} ({left[1]}); check the date.")
     if not after_withdrawal and facts.withdrawn_on and day > facts.withdrawn_on:
-        raise RuleViolation(f"{what}: {day} is after {meta.subject_id} withdrew consent ({facts.withdrawn_on}); "
-                            "no study procedures after withdrawal.")
+        raise RuleViolation(
+            f"{what}: {day} is after {meta.subject_id} withdrew consent ({facts.withdrawn_on}); "
+            "no study procedures after withdrawal."
+        )
     return facts.infused_on
 
 
 def _rules_meta(cause: EventMeta) -> EventMeta:
-    return cause.model_copy(update={"recorded_by": RULES, "causation_id": cause.event_id, "reason": None,
-                                    "event_id": uuid4()})
+    return cause.model_copy(
+        update={"recorded_by": RULES, "causation_id": cause.event_id, "reason": None, "event_id": uuid4()}
+    )
 
 
 def _check_ae(meta: EventMeta, ae: AEFields) -> None:
     if "not_specified" in ae.seriousness_criteria:
-        raise InvalidCommand("seriousness_criteria: 'not_specified' only marks AEs recorded before the criteria "
-                             "were captured; give the ICH E2A criteria that apply.")
+        raise InvalidCommand(
+            "seriousness_criteria: 'not_specified' only marks AEs recorded before the criteria "
+            "were captured; give the ICH E2A criteria that apply."
+        )
     if ae.aware_at < meta.occurred_at:
-        raise InvalidCommand(f"aware_at ({ae.aware_at.isoformat()}) is before the onset "
-                             f"({meta.occurred_at.isoformat()}): the site cannot know of an AE before it starts.")
+        raise InvalidCommand(
+            f"aware_at ({ae.aware_at.isoformat()}) is before the onset "
+            f"({meta.occurred_at.isoformat()}): the site cannot know of an AE before it starts."
+        )
 
 
-def _grade_query(subject: FollowupSubject, meta: EventMeta, ae_id: UUID, ae: AEFields,
-                 protocol: Protocol) -> FollowupSubject:
+def _grade_query(
+    subject: FollowupSubject, meta: EventMeta, ae_id: UUID, ae: AEFields, protocol: Protocol
+) -> FollowupSubject:
     """Open a data query when the findings give another grade than the investigator's."""
     derived = derived_grade(ae.category, ae.crs, ae.icans, ae.gvhd, protocol.grading)
     if derived is None or derived == ae.grade:
         return subject
     scale = "MAGIC" if ae.category == "GVHD" else "ASTCT"
     query = DataQueryOpened(
-        ae_id=ae_id, field="grade", recorded_value=str(ae.grade), expected_value=str(derived),
+        ae_id=ae_id,
+        field="grade",
+        recorded_value=str(ae.grade),
+        expected_value=str(derived),
         text=f"The investigator's {ae.category} grade is {ae.grade}, but the recorded findings give grade "
-             f"{derived} by {scale} ({protocol.version}). Please check the grade or the findings, and answer.",
+        f"{derived} by {scale} ({protocol.version}). Please check the grade or the findings, and answer.",
     )
     return FollowupSubject.record_into(subject, _rules_meta(meta), query)
 
 
-def report_ae(subject: FollowupSubject | None, meta: EventMeta, payload: AEReported,
-              facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
+def report_ae(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    payload: AEReported,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> FollowupSubject:
     _require_infused(subject, meta, facts, "Adverse events", after_withdrawal=True)  # safety reporting goes on
     _check_ae(meta, payload)
     if subject and payload.ae_id in subject.aes:
-        raise RuleViolation(f"Adverse event {payload.ae_id} is already recorded for {meta.subject_id}; "
-                            "to change it, send an update or a correction.")
+        raise RuleViolation(
+            f"Adverse event {payload.ae_id} is already recorded for {meta.subject_id}; "
+            "to change it, send an update or a correction."
+        )
     subject = FollowupSubject.record_into(subject, meta, payload)
     return _grade_query(subject, meta, payload.ae_id, payload, protocol)
 
@@ -192,8 +227,13 @@ def update_ae(subject: FollowupSubject | None, meta: EventMeta, payload: AEUpdat
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def correct_ae(subject: FollowupSubject | None, meta: EventMeta, payload: AECorrected,
-               facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
+def correct_ae(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    payload: AECorrected,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> FollowupSubject:
     _known_ae(subject, meta, payload.ae_id)
     _require_infused(subject, meta, facts, "Adverse events", after_withdrawal=True)  # the corrected onset
     if not (meta.reason or "").strip():
@@ -205,8 +245,10 @@ def correct_ae(subject: FollowupSubject | None, meta: EventMeta, payload: AECorr
 
 def _open_query(subject: FollowupSubject | None, meta: EventMeta, query_id: UUID) -> FollowupSubject:
     if subject is None or query_id not in subject.open_queries:
-        raise NotFound(f"No open data query {query_id} for {meta.subject_id}: check the query id "
-                       "(a closed query cannot be changed).")
+        raise NotFound(
+            f"No open data query {query_id} for {meta.subject_id}: check the query id "
+            "(a closed query cannot be changed)."
+        )
     return subject
 
 
@@ -221,15 +263,19 @@ def close_query(subject: FollowupSubject | None, meta: EventMeta, payload: DataQ
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def submit_safety_report(subject: FollowupSubject | None, meta: EventMeta,
-                         payload: SafetyReportSubmitted) -> FollowupSubject:
+def submit_safety_report(
+    subject: FollowupSubject | None, meta: EventMeta, payload: SafetyReportSubmitted
+) -> FollowupSubject:
     ae = _known_ae(subject, meta, payload.ae_id)
     if not ae.fields.serious:
         raise RuleViolation(f"Adverse event {payload.ae_id} is not serious: no expedited report is due.")
-    if payload.report == "susar_to_regulator" and not clinical.susar(ae.fields.serious, ae.fields.suspected,
-                                                                     ae.fields.expected):
-        raise RuleViolation(f"Adverse event {payload.ae_id} is not a SUSAR (serious, suspected and unexpected); "
-                            "record expectedness first if it has changed.")
+    if payload.report == "susar_to_regulator" and not clinical.susar(
+        ae.fields.serious, ae.fields.suspected, ae.fields.expected
+    ):
+        raise RuleViolation(
+            f"Adverse event {payload.ae_id} is not a SUSAR (serious, suspected and unexpected); "
+            "record expectedness first if it has changed."
+        )
     if payload.report in ae.reports:
         raise RuleViolation(f"The {payload.report.replace('_', ' ')} report of {payload.ae_id} is already recorded.")
     if payload.received_at < ae.fields.aware_at:
@@ -237,19 +283,31 @@ def submit_safety_report(subject: FollowupSubject | None, meta: EventMeta,
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def assess_response(subject: FollowupSubject | None, meta: EventMeta, payload: ResponseAssessed,
-                    facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
+def assess_response(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    payload: ResponseAssessed,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> FollowupSubject:
     _require_infused(subject, meta, facts, "Response assessments")
     if payload.timepoint != "UNSCHEDULED" and subject and payload.timepoint in subject.assessed_timepoints:
-        raise RuleViolation(f"The {payload.timepoint} response of {meta.subject_id} is already recorded; "
-                            "use UNSCHEDULED for an extra assessment.")
+        raise RuleViolation(
+            f"The {payload.timepoint} response of {meta.subject_id} is already recorded; "
+            "use UNSCHEDULED for an extra assessment."
+        )
     _check_response_criteria(payload, protocol)
     if payload.response == "RELAPSE" and not (subject and subject.in_remission):
-        raise RuleViolation(f"A relapse follows a CR or CRi, and {meta.subject_id} is not in remission on "
-                            "record; record NR for refractory disease.")
+        raise RuleViolation(
+            f"A relapse follows a CR or CRi, and {meta.subject_id} is not in remission on "
+            "record; record NR for refractory disease."
+        )
     subject = FollowupSubject.record_into(subject, meta, payload)
-    if (payload.timepoint == "W12" and clinical.enters_long_term_follow_up(payload.response)
-            and not subject.long_term_follow_up):
+    if (
+        payload.timepoint == "W12"
+        and clinical.enters_long_term_follow_up(payload.response)
+        and not subject.long_term_follow_up
+    ):
         start = LongTermFollowUpStarted(week12_response=payload.response)
         subject = FollowupSubject.record_into(subject, _rules_meta(meta), start)
     return subject
@@ -265,55 +323,81 @@ def _check_response_criteria(r: ResponseAssessed, protocol: Protocol) -> None:
             problems.append("there must be no circulating blasts")
         if r.extramedullary_disease:
             problems.append("there must be no extramedullary disease")
-        counts_low = [name for name, value, least in (
-            ("ANC", r.anc_10e9_per_l, c.cr_min_anc_10e9_per_l),
-            ("platelets", r.platelets_10e9_per_l, c.cr_min_platelets_10e9_per_l),
-        ) if value is not None and value < least]
+        counts_low = [
+            name
+            for name, value, least in (
+                ("ANC", r.anc_10e9_per_l, c.cr_min_anc_10e9_per_l),
+                ("platelets", r.platelets_10e9_per_l, c.cr_min_platelets_10e9_per_l),
+            )
+            if value is not None and value < least
+        ]
         if r.response == "CR" and counts_low:
-            problems.append(f"{' and '.join(counts_low)} below the CR thresholds (ANC >= "
-                            f"{c.cr_min_anc_10e9_per_l}, platelets >= {c.cr_min_platelets_10e9_per_l} x10^9/L): "
-                            "this is a CRi")
+            problems.append(
+                f"{' and '.join(counts_low)} below the CR thresholds (ANC >= "
+                f"{c.cr_min_anc_10e9_per_l}, platelets >= {c.cr_min_platelets_10e9_per_l} x10^9/L): "
+                "this is a CRi"
+            )
         both_given = r.anc_10e9_per_l is not None and r.platelets_10e9_per_l is not None
         if r.response == "CRi" and both_given and not counts_low:
             problems.append("ANC and platelets both meet the CR thresholds: this is a CR")
-    if r.response == "RELAPSE" and r.marrow_blasts_pct < c.relapse_min_marrow_blasts_pct \
-            and not r.extramedullary_disease:
-        problems.append(f"a relapse needs marrow blasts >= {c.relapse_min_marrow_blasts_pct}% or "
-                        "extramedullary disease")
-    if r.mrd_pct is not None and r.mrd_negative is not None \
-            and r.mrd_negative != (r.mrd_pct < c.mrd_negative_below_pct):
-        problems.append(f"mrd_negative contradicts mrd_pct {r.mrd_pct}% (negative below "
-                        f"{c.mrd_negative_below_pct}%)")
+    if (
+        r.response == "RELAPSE"
+        and r.marrow_blasts_pct < c.relapse_min_marrow_blasts_pct
+        and not r.extramedullary_disease
+    ):
+        problems.append(
+            f"a relapse needs marrow blasts >= {c.relapse_min_marrow_blasts_pct}% or extramedullary disease"
+        )
+    if (
+        r.mrd_pct is not None
+        and r.mrd_negative is not None
+        and r.mrd_negative != (r.mrd_pct < c.mrd_negative_below_pct)
+    ):
+        problems.append(f"mrd_negative contradicts mrd_pct {r.mrd_pct}% (negative below {c.mrd_negative_below_pct}%)")
     if problems:
         raise InvalidCommand(f"{r.response} at {r.timepoint}: " + "; ".join(problems) + ".")
 
 
 def _check_visit(subject: FollowupSubject | None, meta: EventMeta, code: str, protocol: Protocol) -> None:
     if code not in protocol.visit_codes:
-        raise InvalidCommand(f"Visit code {code} is not in protocol {protocol.version}; "
-                             f"valid codes: {', '.join(v.code for v in protocol.followup.visits)}.")
+        raise InvalidCommand(
+            f"Visit code {code} is not in protocol {protocol.version}; "
+            f"valid codes: {', '.join(v.code for v in protocol.followup.visits)}."
+        )
     if subject and code in subject.visits_completed:
-        raise RuleViolation(f"Visit {code} of {meta.subject_id} was already completed on "
-                            f"{subject.visits_completed[code]}.")
+        raise RuleViolation(
+            f"Visit {code} of {meta.subject_id} was already completed on {subject.visits_completed[code]}."
+        )
 
 
-def complete_visit(subject: FollowupSubject | None, meta: EventMeta, payload: VisitCompleted,
-                   facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
+def complete_visit(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    payload: VisitCompleted,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> FollowupSubject:
     _check_visit(subject, meta, payload.visit_code, protocol)
     _require_infused(subject, meta, facts, "Visits")
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def record_persistence(subject: FollowupSubject | None, meta: EventMeta, payload: PersistenceSampled,
-                       facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
+def record_persistence(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    payload: PersistenceSampled,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> FollowupSubject:
     if payload.visit_code:
         _check_visit(subject, meta, payload.visit_code, protocol)
     _require_infused(subject, meta, facts, "Persistence samples")
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def start_subsequent_therapy(subject: FollowupSubject | None, meta: EventMeta, payload: SubsequentTherapyStarted,
-                             facts: SubjectFacts | None) -> FollowupSubject:
+def start_subsequent_therapy(
+    subject: FollowupSubject | None, meta: EventMeta, payload: SubsequentTherapyStarted, facts: SubjectFacts | None
+) -> FollowupSubject:
     _require_infused(subject, meta, facts, "Subsequent therapies", after_withdrawal=True)
     return FollowupSubject.record_into(subject, meta, payload)
 
@@ -324,18 +408,26 @@ def _require_on_study(subject: FollowupSubject | None, meta: EventMeta) -> None:
         raise RuleViolation(f"Subject {meta.subject_id} {left[0]} on {left[1]}: no longer on study.")
 
 
-def lose_to_follow_up(subject: FollowupSubject | None, meta: EventMeta, payload: LostToFollowUp,
-                      facts: SubjectFacts | None) -> FollowupSubject:
+def lose_to_follow_up(
+    subject: FollowupSubject | None, meta: EventMeta, payload: LostToFollowUp, facts: SubjectFacts | None
+) -> FollowupSubject:
     _require_enrolled(meta, facts)
     _require_on_study(subject, meta)
     if payload.last_contact_on > meta.occurred_at.date():
-        raise InvalidCommand(f"last_contact_on ({payload.last_contact_on}) is after the date the subject is "
-                             f"declared lost ({meta.occurred_at.date()}).")
+        raise InvalidCommand(
+            f"last_contact_on ({payload.last_contact_on}) is after the date the subject is "
+            f"declared lost ({meta.occurred_at.date()})."
+        )
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def complete_study(subject: FollowupSubject | None, meta: EventMeta, payload: StudyCompleted,
-                   facts: SubjectFacts | None, protocol: Protocol) -> FollowupSubject:
+def complete_study(
+    subject: FollowupSubject | None,
+    meta: EventMeta,
+    payload: StudyCompleted,
+    facts: SubjectFacts | None,
+    protocol: Protocol,
+) -> FollowupSubject:
     infused_on = _require_infused(subject, meta, facts, "Study completion")
     _require_on_study(subject, meta)
     fu, day = protocol.followup, (meta.occurred_at.date() - infused_on).days
@@ -343,22 +435,27 @@ def complete_study(subject: FollowupSubject | None, meta: EventMeta, payload: St
     in_ltfu = bool(subject and (subject.long_term_follow_up or subject.week12_remission))
     if payload.completed == "long_term_follow_up":
         if not in_ltfu:
-            raise RuleViolation(f"{meta.subject_id} is not in long-term follow-up (not in remission at week 12); "
-                                "record completion of the main follow-up instead.")
+            raise RuleViolation(
+                f"{meta.subject_id} is not in long-term follow-up (not in remission at week 12); "
+                "record completion of the main follow-up instead."
+            )
         if day < fu.long_term_end_day:
             raise RuleViolation(f"Long-term follow-up runs to day {fu.long_term_end_day}; this is day {day}.")
     else:
         if in_ltfu:
-            raise RuleViolation(f"{meta.subject_id} is in long-term follow-up, which ends at day "
-                                f"{fu.long_term_end_day}.")
+            raise RuleViolation(
+                f"{meta.subject_id} is in long-term follow-up, which ends at day {fu.long_term_end_day}."
+            )
         if day < fu.main_followup_end_day:
-            raise RuleViolation(f"The main follow-up runs to day {fu.main_followup_end_day} (week 12); "
-                                f"this is day {day}.")
+            raise RuleViolation(
+                f"The main follow-up runs to day {fu.main_followup_end_day} (week 12); this is day {day}."
+            )
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-def record_death(subject: FollowupSubject | None, meta: EventMeta, payload: SubjectDied,
-                 facts: SubjectFacts | None) -> FollowupSubject:
+def record_death(
+    subject: FollowupSubject | None, meta: EventMeta, payload: SubjectDied, facts: SubjectFacts | None
+) -> FollowupSubject:
     facts = _require_enrolled(meta, facts)
     day = meta.occurred_at.date()
     if subject and subject.died_on:
@@ -366,8 +463,10 @@ def record_death(subject: FollowupSubject | None, meta: EventMeta, payload: Subj
     if facts.enrolled_on and day < facts.enrolled_on:  # (known: enrolled)
         raise InvalidCommand(f"The date of death {day} is before enrolment ({facts.enrolled_on}); check the date.")
     if subject and subject.last_record_on and day < subject.last_record_on:
-        raise InvalidCommand(f"The date of death {day} is before follow-up data already recorded for "
-                             f"{meta.subject_id} (on {subject.last_record_on}); check the date.")
+        raise InvalidCommand(
+            f"The date of death {day} is before follow-up data already recorded for "
+            f"{meta.subject_id} (on {subject.last_record_on}); check the date."
+        )
     return FollowupSubject.record_into(subject, meta, payload)
 
 
@@ -378,13 +477,15 @@ COMMANDS = (
     Command("adverse-event-corrections", correct_ae, "Correct an AE report (reason required)"),
     Command("query-answers", answer_query, "Answer a data query"),
     Command("query-closures", close_query, "Close an answered data query"),
-    Command("safety-reports", submit_safety_report,
-            "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)"),
+    Command(
+        "safety-reports", submit_safety_report, "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)"
+    ),
     Command("response-assessments", assess_response, "Record a response assessment"),
     Command("persistence-samples", record_persistence, "Record a CAR-T persistence sample"),
     Command("visits", complete_visit, "Record a completed visit"),
-    Command("subsequent-therapies", start_subsequent_therapy,
-            "Record the start of a subsequent therapy (e.g. allo-HSCT)"),
+    Command(
+        "subsequent-therapies", start_subsequent_therapy, "Record the start of a subsequent therapy (e.g. allo-HSCT)"
+    ),
     Command("lost-to-follow-up", lose_to_follow_up, "Declare the subject lost to follow-up"),
     Command("study-completion", complete_study, "Record that the subject completed the study"),
     Command("death", record_death, "Record the death of a subject"),

@@ -22,9 +22,22 @@ from shared.contract.topics import SOURCES
 from shared.contract.upcasting import latest_payload
 from shared.eventstore.reader import read_stream
 
-CSV_COLUMNS = ["recorded_at", "occurred_at", "source", "stream_version", "event_type", "schema_version",
-               "event_id", "user_id", "role", "reason", "correlation_id", "causation_id", "protocol_version",
-               "payload"]
+CSV_COLUMNS = [
+    "recorded_at",
+    "occurred_at",
+    "source",
+    "stream_version",
+    "event_type",
+    "schema_version",
+    "event_id",
+    "user_id",
+    "role",
+    "reason",
+    "correlation_id",
+    "causation_id",
+    "protocol_version",
+    "payload",
+]
 
 
 async def subject_history(conn: asyncpg.Connection, subject_id: str) -> list[Envelope]:
@@ -41,8 +54,11 @@ def fold(subject_id: str, events: list[Envelope]) -> journeys.Journey:
 
 def select(events: list[Envelope], as_of: datetime | None, effective_on: date | None) -> list[Envelope]:
     """The events recorded by `as_of` (system time) that had happened by `effective_on` (clinical)."""
-    return [e for e in events if (as_of is None or e.recorded_at <= as_of)
-            and (effective_on is None or e.occurred_at.date() <= effective_on)]
+    return [
+        e
+        for e in events
+        if (as_of is None or e.recorded_at <= as_of) and (effective_on is None or e.occurred_at.date() <= effective_on)
+    ]
 
 
 def as_jsonl(events: list[Envelope]) -> str:
@@ -54,11 +70,22 @@ def as_csv(events: list[Envelope]) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     for e in events:
-        writer.writerow({
-            "recorded_at": e.recorded_at.isoformat(), "occurred_at": e.occurred_at.isoformat(), "source": e.source,
-            "stream_version": e.stream_version, "event_type": e.event_type, "schema_version": e.schema_version,
-            "event_id": e.event_id, "user_id": e.recorded_by.user_id, "role": e.recorded_by.role,
-            "reason": e.reason or "", "correlation_id": e.correlation_id, "causation_id": e.causation_id or "",
-            "protocol_version": e.protocol_version, "payload": json.dumps(e.payload, sort_keys=True),
-        })
+        writer.writerow(
+            {
+                "recorded_at": e.recorded_at.isoformat(),
+                "occurred_at": e.occurred_at.isoformat(),
+                "source": e.source,
+                "stream_version": e.stream_version,
+                "event_type": e.event_type,
+                "schema_version": e.schema_version,
+                "event_id": e.event_id,
+                "user_id": e.recorded_by.user_id,
+                "role": e.recorded_by.role,
+                "reason": e.reason or "",
+                "correlation_id": e.correlation_id,
+                "causation_id": e.causation_id or "",
+                "protocol_version": e.protocol_version,
+                "payload": json.dumps(e.payload, sort_keys=True),
+            }
+        )
     return out.getvalue()

@@ -62,17 +62,24 @@ def give_lymphodepletion(
     ld_days = subject.ld_days if subject else []
     limit = protocol.lymphodepletion.max_days
     if subject and subject.infusions:
-        raise RuleViolation(f"Subject {meta.subject_id} was infused on {subject.infusions[0].date()}: "
-                            "lymphodepletion comes before the infusion.")
+        raise RuleViolation(
+            f"Subject {meta.subject_id} was infused on {subject.infusions[0].date()}: "
+            "lymphodepletion comes before the infusion."
+        )
     if len(ld_days) >= limit:
-        raise RuleViolation(f"Subject {meta.subject_id} already has {len(ld_days)} lymphodepletion days; "
-                            f"the protocol allows at most {limit}.")
+        raise RuleViolation(
+            f"Subject {meta.subject_id} already has {len(ld_days)} lymphodepletion days; "
+            f"the protocol allows at most {limit}."
+        )
     if day in ld_days:
-        raise RuleViolation(f"Lymphodepletion on {day} is already recorded for {meta.subject_id}; "
-                            "record each day once, with all its agents.")
+        raise RuleViolation(
+            f"Lymphodepletion on {day} is already recorded for {meta.subject_id}; "
+            "record each day once, with all its agents."
+        )
     if ld_days and day < ld_days[-1]:
-        raise RuleViolation(f"Lymphodepletion on {day} is before the last recorded day ({ld_days[-1]}); "
-                            "days are recorded in order.")
+        raise RuleViolation(
+            f"Lymphodepletion on {day} is before the last recorded day ({ld_days[-1]}); days are recorded in order."
+        )
     if facts.enrolled_on and day < facts.enrolled_on:
         raise RuleViolation(f"Lymphodepletion on {day} is before enrolment ({facts.enrolled_on}).")
     return TreatmentSubject.record_into(subject, meta, payload)
@@ -89,11 +96,15 @@ def infuse(
     ld = protocol.lymphodepletion
     ld_days = subject.ld_days if subject else []
     if subject and len(subject.infusions) >= protocol.infusion.max_infusions:
-        raise RuleViolation(f"Subject {meta.subject_id} was already infused on {subject.infusions[0].date()}; "
-                            f"the protocol allows {protocol.infusion.max_infusions} infusion(s).")
+        raise RuleViolation(
+            f"Subject {meta.subject_id} was already infused on {subject.infusions[0].date()}; "
+            f"the protocol allows {protocol.infusion.max_infusions} infusion(s)."
+        )
     if len(ld_days) < ld.min_days:
-        raise RuleViolation(f"Subject {meta.subject_id} has {len(ld_days)} lymphodepletion day(s); "
-                            f"infusion needs at least {ld.min_days} first.")
+        raise RuleViolation(
+            f"Subject {meta.subject_id} has {len(ld_days)} lymphodepletion day(s); "
+            f"infusion needs at least {ld.min_days} first."
+        )
     _check_gap(meta, ld_days[-1], protocol)
     return TreatmentSubject.record_into(subject, meta, payload)
 

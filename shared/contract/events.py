@@ -141,7 +141,11 @@ class AEReportedV1(Payload):
 
 
 SeriousnessCriterion = Literal[
-    "death", "life_threatening", "hospitalisation", "disability", "congenital_anomaly",
+    "death",
+    "life_threatening",
+    "hospitalisation",
+    "disability",
+    "congenital_anomaly",
     "important_medical_event",
     "not_specified",  # only on events recorded with schema v1, before the criteria were captured
 ]
@@ -172,8 +176,11 @@ class AEFields(ContractModel):
             raise ValueError("a serious AE needs seriousness_criteria, and only a serious one has them")
         if "death" in self.seriousness_criteria and self.grade != 5:
             raise ValueError("seriousness criterion 'death' goes with grade 5")
-        wrong = [name for name, category in (("crs", "CRS"), ("icans", "ICANS"), ("gvhd", "GVHD"))
-                 if getattr(self, name) is not None and self.category != category]
+        wrong = [
+            name
+            for name, category in (("crs", "CRS"), ("icans", "ICANS"), ("gvhd", "GVHD"))
+            if getattr(self, name) is not None and self.category != category
+        ]
         if wrong:
             raise ValueError(f"{', '.join(wrong)} findings belong to an AE of that category, not {self.category}")
         return self
@@ -264,8 +271,9 @@ class SafetyReportSubmitted(Payload):
 
     ae_id: UUID
     report: Literal["sae_to_sponsor", "susar_to_regulator"]
-    received_at: IsoAwareDatetime = Field(description="When the recipient received it (sponsor receipt starts "
-                                                   "the SUSAR clock).")
+    received_at: IsoAwareDatetime = Field(
+        description="When the recipient received it (sponsor receipt starts the SUSAR clock)."
+    )
 
 
 class ResponseAssessedV1(Payload):
@@ -332,8 +340,11 @@ class PersistenceSampled(Payload):
     event_type: ClassVar[str] = "PersistenceSampled"
     source: ClassVar[Source] = "followup"
 
-    visit_code: str | None = Field(default=None, pattern=r"^PERS_[A-Z0-9]{2,8}$",
-                                   description="The persistence visit this sample completes, if any.")
+    visit_code: str | None = Field(
+        default=None,
+        pattern=r"^PERS_[A-Z0-9]{2,8}$",
+        description="The persistence visit this sample completes, if any.",
+    )
     qpcr_copies_per_ug_dna: StrictFloat | None = Field(default=None, ge=0)
     flow_car_pct_of_cd3: StrictFloat | None = Field(default=None, ge=0, le=100)
 

@@ -53,8 +53,9 @@ class ICANSFindings(ContractModel):
     """ASTCT ICANS domains; the grade is the worst domain."""
 
     ice_score: StrictInt | None = Field(default=None, ge=0, le=10, description="ICE score 0-10; None if not done.")
-    consciousness: Literal["awake", "awakens_spontaneously", "awakens_to_voice", "awakens_to_touch",
-                           "unarousable"] = "awake"
+    consciousness: Literal["awake", "awakens_spontaneously", "awakens_to_voice", "awakens_to_touch", "unarousable"] = (
+        "awake"
+    )
     seizure: Literal["none", "resolving_rapidly", "prolonged_or_repetitive"] = "none"
     deep_focal_motor_weakness: StrictBool = False
     cerebral_oedema: Literal["none", "focal", "diffuse_or_posturing"] = "none"

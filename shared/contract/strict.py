@@ -78,8 +78,9 @@ YEARS = (1900, 2100)  # as for a year of birth: no date of this study lies outsi
 def _check_year(value: date) -> date:
     """`value` (a date or a date-time), or ValueError if its year is out of YEARS."""
     if not YEARS[0] <= value.year <= YEARS[1]:
-        raise ValueError(f"{value.isoformat()} is not a date of this study (years {YEARS[0]} to {YEARS[1]}); "
-                         "check the year")
+        raise ValueError(
+            f"{value.isoformat()} is not a date of this study (years {YEARS[0]} to {YEARS[1]}); check the year"
+        )
     return value
 
 

@@ -31,13 +31,22 @@ def upcast(payload: Payload, occurred_at: datetime) -> Payload:
             # v1 had no awareness time (the onset is the earliest the site can have known) and no
             # seriousness criteria (marked as not specified rather than guessed).
             return AEReported(
-                ae_id=payload.ae_id, term=payload.term, category=payload.category, grade=payload.grade,
-                serious=payload.serious, seriousness_criteria=("not_specified",) if payload.serious else (),
-                relatedness=payload.relatedness, expected=None, aware_at=occurred_at,
+                ae_id=payload.ae_id,
+                term=payload.term,
+                category=payload.category,
+                grade=payload.grade,
+                serious=payload.serious,
+                seriousness_criteria=("not_specified",) if payload.serious else (),
+                relatedness=payload.relatedness,
+                expected=None,
+                aware_at=occurred_at,
             )
         case ResponseAssessedV1():
             return ResponseAssessed(
-                timepoint=payload.timepoint, response=payload.response, marrow_blasts_pct=payload.marrow_blasts_pct,
-                mrd_negative=payload.mrd_negative, cd19_status=payload.cd19_status,
+                timepoint=payload.timepoint,
+                response=payload.response,
+                marrow_blasts_pct=payload.marrow_blasts_pct,
+                mrd_negative=payload.mrd_negative,
+                cd19_status=payload.cd19_status,
             )
     return payload

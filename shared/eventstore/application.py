@@ -42,7 +42,8 @@ Write = tuple[str, Sequence[Any]]
 # HTTP request's idempotent answer: it is stored exactly when the events are). A context variable
 # because it belongs to the request, not to the use case; `asyncio.to_thread` carries it along.
 WITH_THE_EVENTS: ContextVar[Callable[[list[Envelope]], list[Write]] | None] = ContextVar(
-    "WITH_THE_EVENTS", default=None)
+    "WITH_THE_EVENTS", default=None
+)
 
 
 class PydanticTranscoding(Transcoding):
@@ -91,8 +92,9 @@ def postgres_env(database_url: str, schema: str) -> dict[str, str]:
     }
 
 
-def envelope_of(meta: EventMeta, payload: Payload, *, source: Source, stream_version: int,
-                recorded_at: datetime) -> Envelope:
+def envelope_of(
+    meta: EventMeta, payload: Payload, *, source: Source, stream_version: int, recorded_at: datetime
+) -> Envelope:
     return Envelope(
         event_id=meta.event_id,
         event_type=payload.event_type,
@@ -112,8 +114,13 @@ def envelope_of(meta: EventMeta, payload: Payload, *, source: Source, stream_ver
 
 
 def to_envelope(domain_event: Any, source: Source) -> Envelope:
-    return envelope_of(domain_event.meta, domain_event.payload, source=source,
-                       stream_version=domain_event.originator_version, recorded_at=domain_event.timestamp)
+    return envelope_of(
+        domain_event.meta,
+        domain_event.payload,
+        source=source,
+        stream_version=domain_event.originator_version,
+        recorded_at=domain_event.timestamp,
+    )
 
 
 def store_mapper(env: Environment) -> Mapper[UUID]:
@@ -157,16 +164,18 @@ class SubjectApplication(Application[UUID], Generic[S]):
             raise TypeError(f"{subject_id}'s stream in {self.source} is a {type(subject).__name__}")
         return subject
 
-    def record(self, rule: Callable[[S | None, EventMeta, Payload], SubjectStream], meta: EventMeta,
-               payload: Payload) -> list[Envelope]:
+    def record(
+        self, rule: Callable[[S | None, EventMeta, Payload], SubjectStream], meta: EventMeta, payload: Payload
+    ) -> list[Envelope]:
         """Run a rule on the subject's current state and commit the events it raised."""
         return self.commit(rule(self.find(meta.subject_id), meta, payload))
 
     def commit(self, subject: SubjectStream) -> list[Envelope]:
         """Save the subject's new events; a concurrent writer (same stream version) gets a 409."""
         loaded_at = subject.version - len(subject.pending_events)
-        concurrent = ConcurrentChange(f"Subject {subject.subject_id} was changed by another request at the same "
-                                      "time; reload it and try again.")
+        concurrent = ConcurrentChange(
+            f"Subject {subject.subject_id} was changed by another request at the same time; reload it and try again."
+        )
         writes = WITH_THE_EVENTS.get()
         also = writes([to_envelope(e, self.source) for e in subject.pending_events]) if writes else []
         try:

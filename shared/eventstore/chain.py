@@ -39,33 +39,39 @@ class ChainedRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         self.chain_table = f"{events_table_name}_chain"
         self.check_identifier_length(self.chain_table)
-        self.sql_create_statements.append(SQL(
-            "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-            "originator_id uuid NOT NULL, originator_version bigint NOT NULL, hash text NOT NULL, "
-            "PRIMARY KEY (originator_id, originator_version))"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.chain_table)))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "originator_id uuid NOT NULL, originator_version bigint NOT NULL, hash text NOT NULL, "
+                "PRIMARY KEY (originator_id, originator_version))"
+            ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.chain_table))
+        )
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
         for statement, params in kwargs.get("also", ()):  # the caller's writes that go with these events
             curs.execute(statement.encode(), params)
-        table = SQL("{schema}.{table}").format(schema=Identifier(self.datastore.schema),
-                                               table=Identifier(self.chain_table))
+        table = SQL("{schema}.{table}").format(
+            schema=Identifier(self.datastore.schema), table=Identifier(self.chain_table)
+        )
         rows = []
         for originator_id, grouped in groupby(stored_events, key=lambda e: e.originator_id):
             events = list(grouped)
             previous = GENESIS
             if events[0].originator_version > 1:
-                curs.execute(SQL("SELECT hash FROM {0} WHERE originator_id = %s AND originator_version = %s")
-                             .format(table), (originator_id, events[0].originator_version - 1))
+                curs.execute(
+                    SQL("SELECT hash FROM {0} WHERE originator_id = %s AND originator_version = %s").format(table),
+                    (originator_id, events[0].originator_version - 1),
+                )
                 found = curs.fetchone()
                 previous = found["hash"] if found else GENESIS  # a stream stored before the chain existed
             for event in events:
                 previous = chain_hash(previous, originator_id, event.originator_version, event.topic, event.state)
                 rows.append((originator_id, event.originator_version, previous))
         # A concurrent writer of the same stream fails here or on the event insert: either way, rolled back.
-        curs.executemany(SQL("INSERT INTO {0} (originator_id, originator_version, hash) VALUES (%s, %s, %s)")
-                         .format(table), rows)
+        curs.executemany(
+            SQL("INSERT INTO {0} (originator_id, originator_version, hash) VALUES (%s, %s, %s)").format(table), rows
+        )
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,8 @@ async def verify_store(conn: asyncpg.Connection, schema: str, name: str) -> Veri
                    e.notification_id, e.topic, e.state, c.hash
             FROM {events} e FULL OUTER JOIN {chain} c
               ON c.originator_id = e.originator_id AND c.originator_version = e.originator_version
-            ORDER BY 1, 2""")
+            ORDER BY 1, 2"""
+    )
     findings: list[Finding] = []
     streams = unchained = count = 0
     for originator_id, grouped in groupby(rows, key=lambda r: r["originator_id"]):

@@ -42,8 +42,9 @@ class StoredRow:
 
     def envelope(self) -> Envelope:
         """Decode the row (raises when it cannot be: the caller decides what to do with it)."""
-        stored = StoredEvent(originator_id=self.stream_id, originator_version=self.version, topic=self.topic,
-                             state=self.state)
+        stored = StoredEvent(
+            originator_id=self.stream_id, originator_version=self.version, topic=self.topic, state=self.state
+        )
         return to_envelope(_mapper(self.source).to_domain_event(stored), self.source)
 
 
@@ -51,28 +52,43 @@ _ROW = "notification_id, originator_id, originator_version, topic, state"
 
 
 def _row(source: Source, record: asyncpg.Record) -> StoredRow:
-    return StoredRow(source, record["notification_id"], record["originator_id"], record["originator_version"],
-                     record["topic"], bytes(record["state"]))
+    return StoredRow(
+        source,
+        record["notification_id"],
+        record["originator_id"],
+        record["originator_version"],
+        record["topic"],
+        bytes(record["state"]),
+    )
 
 
 async def rows_after(conn: asyncpg.Connection, source: Source, after: int, limit: int) -> list[StoredRow]:
     """Up to `limit` rows stored after notification id `after`, undecoded."""
     if not await store_exists(conn, source):
         return []
-    records = await conn.fetch(f"""SELECT {_ROW} FROM {source}.{source}_events
-                                   WHERE notification_id > $1 ORDER BY notification_id LIMIT $2""", after, limit)
+    records = await conn.fetch(
+        f"""SELECT {_ROW} FROM {source}.{source}_events
+                                   WHERE notification_id > $1 ORDER BY notification_id LIMIT $2""",
+        after,
+        limit,
+    )
     return [_row(source, r) for r in records]
 
 
-async def stream_rows(conn: asyncpg.Connection, source: Source, stream_id: UUID, after_version: int,
-                      before_version: int | None = None) -> list[StoredRow]:
+async def stream_rows(
+    conn: asyncpg.Connection, source: Source, stream_id: UUID, after_version: int, before_version: int | None = None
+) -> list[StoredRow]:
     """One stream's rows after a version (and before another, if given), undecoded."""
     if not await store_exists(conn, source):
         return []
     records = await conn.fetch(
         f"""SELECT {_ROW} FROM {source}.{source}_events
             WHERE originator_id = $1 AND originator_version > $2 AND originator_version < $3
-            ORDER BY originator_version""", stream_id, after_version, before_version or 2**31 - 1)
+            ORDER BY originator_version""",
+        stream_id,
+        after_version,
+        before_version or 2**31 - 1,
+    )
     return [_row(source, r) for r in records]
 
 
@@ -85,9 +101,11 @@ async def read_events(conn: asyncpg.Connection, source: Source, batch: int = 500
         after = rows[-1].notification_id
 
 
-async def read_stream(conn: asyncpg.Connection, source: Source, subject_id: str, after_version: int,
-                      before_version: int | None = None) -> list[Envelope]:
+async def read_stream(
+    conn: asyncpg.Connection, source: Source, subject_id: str, after_version: int, before_version: int | None = None
+) -> list[Envelope]:
     """One subject's events in one service's store, after a version (and before another, if given)."""
-    return [row.envelope() for row in await stream_rows(conn, source, subject_uuid(subject_id), after_version,
-                                                        before_version)]
-
+    return [
+        row.envelope()
+        for row in await stream_rows(conn, source, subject_uuid(subject_id), after_version, before_version)
+    ]

@@ -63,9 +63,16 @@ class CommandAccepted(BaseModel):
         return cls(
             subject_id=subject_id,
             correlation_id=correlation_id,
-            events=[RecordedEvent(event_id=e.event_id, event_type=e.event_type, stream_version=e.stream_version,
-                                  recorded_at=e.recorded_at, payload=e.payload)
-                    for e in envelopes],
+            events=[
+                RecordedEvent(
+                    event_id=e.event_id,
+                    event_type=e.event_type,
+                    stream_version=e.stream_version,
+                    recorded_at=e.recorded_at,
+                    payload=e.payload,
+                )
+                for e in envelopes
+            ],
         )
 
 
@@ -79,8 +86,10 @@ def _nothing_in_the_future(body: CommandRequest[Payload]) -> None:
     for where, value in _moments(body, ""):
         late = value > latest if isinstance(value, datetime) else value > (latest + timedelta(days=1)).date()
         if late:
-            raise InvalidCommand(f"{where} {value.isoformat()} is in the future; record events once they have "
-                                 "happened, with their UTC offset.")
+            raise InvalidCommand(
+                f"{where} {value.isoformat()} is in the future; record events once they have "
+                "happened, with their UTC offset."
+            )
 
 
 def _moments(model: BaseModel, prefix: str) -> Iterator[tuple[str, date]]:

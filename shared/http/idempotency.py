@@ -44,7 +44,9 @@ class IdempotencyStore:
                           AND {self.table}.request_fingerprint = EXCLUDED.request_fingerprint
                           AND {self.table}.created_at < now() - make_interval(secs => $3)
                     RETURNING key""",
-                key, request_fingerprint, float(self.abandon_after),
+                key,
+                request_fingerprint,
+                float(self.abandon_after),
             )
             if claimed:
                 return None
@@ -61,15 +63,22 @@ class IdempotencyStore:
             if row["status_code"] is not None:
                 return row["status_code"], json.loads(row["response_body"])
             break
-        raise ConcurrentChange(f"A request with Idempotency-Key {key!r} is still in progress; retry shortly.",
-                               retryable=True)
+        raise ConcurrentChange(
+            f"A request with Idempotency-Key {key!r} is still in progress; retry shortly.", retryable=True
+        )
 
-    def answer_with_the_events(self, key: str, answer: Callable[[list[Envelope]], dict[str, Any]]) -> Callable[
-            [list[Envelope]], list[Write]]:
+    def answer_with_the_events(
+        self, key: str, answer: Callable[[list[Envelope]], dict[str, Any]]
+    ) -> Callable[[list[Envelope]], list[Write]]:
         """The write that stores the command's answer, for the transaction that stores its events."""
+
         def writes(envelopes: list[Envelope]) -> list[Write]:
-            return [(f"UPDATE {self.table} SET status_code = %s, response_body = %s::jsonb WHERE key = %s",
-                     (CREATED, json.dumps(answer(envelopes)), key))]
+            return [
+                (
+                    f"UPDATE {self.table} SET status_code = %s, response_body = %s::jsonb WHERE key = %s",
+                    (CREATED, json.dumps(answer(envelopes)), key),
+                )
+            ]
 
         return writes
 

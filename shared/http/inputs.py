@@ -33,19 +33,41 @@ class NeverNull:
 
 
 # The limits of RecordedBy (shared/contract/envelope.py), which these headers fill.
-UserId = Annotated[str, Header(min_length=1, max_length=128, pattern=VISIBLE_ASCII,
-                               description="Who is acting: 1 to 128 visible ASCII characters, no spaces.")]
-Role = Annotated[str, Header(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
-                             description="Their study role, e.g. coordinator: 1 to 64 letters, digits, "
-                                         "_ or -, starting with a letter.")]
+UserId = Annotated[
+    str,
+    Header(
+        min_length=1,
+        max_length=128,
+        pattern=VISIBLE_ASCII,
+        description="Who is acting: 1 to 128 visible ASCII characters, no spaces.",
+    ),
+]
+Role = Annotated[
+    str,
+    Header(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+        description="Their study role, e.g. coordinator: 1 to 64 letters, digits, _ or -, starting with a letter.",
+    ),
+]
 
-CorrelationId = Annotated[UUID | None, NeverNull(), Header(description="Ties the events of one request "
-                                                                       "together (a UUID; default: a new one).")]
-CausationId = Annotated[UUID | None, NeverNull(), Header(description="The event that caused this command "
-                                                                     "(a UUID).")]
-IdempotencyKey = Annotated[str | None, NeverNull(), Header(
-    min_length=8, max_length=200, pattern=VISIBLE_ASCII,
-    description="Makes a retry safe: 8 to 200 visible ASCII characters, no spaces; one key per request.")]
+CorrelationId = Annotated[
+    UUID | None,
+    NeverNull(),
+    Header(description="Ties the events of one request together (a UUID; default: a new one)."),
+]
+CausationId = Annotated[UUID | None, NeverNull(), Header(description="The event that caused this command (a UUID).")]
+IdempotencyKey = Annotated[
+    str | None,
+    NeverNull(),
+    Header(
+        min_length=8,
+        max_length=200,
+        pattern=VISIBLE_ASCII,
+        description="Makes a retry safe: 8 to 200 visible ASCII characters, no spaces; one key per request.",
+    ),
+]
 
 # Any year is a fair question for a read (statuses on 9999-12-31); only stored dates keep to the study's years.
 QueryDate = Annotated[date | None, iso_date, NeverNull()]

@@ -36,11 +36,16 @@ PROBLEM_SCHEMA = {
         "errors": {
             "type": "array",
             "description": "Invalid input: each field (body, path, query or header) and what is wrong with it.",
-            "items": {"type": "object", "required": ["field", "message"],
-                      "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
         },
-        "retryable": {"type": "boolean",
-                      "description": "True when the refusal may clear by itself: retry after a moment."},
+        "retryable": {
+            "type": "boolean",
+            "description": "True when the refusal may clear by itself: retry after a moment.",
+        },
     },
 }
 
@@ -56,18 +61,24 @@ _MEANING = {
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` of a route for the error statuses it can answer."""
     schema = {"$ref": "#/components/schemas/Problem"}
-    return {status: {"description": _MEANING[status], "content": {PROBLEM: {"schema": schema}}}
-            for status in statuses}
+    return {status: {"description": _MEANING[status], "content": {PROBLEM: {"schema": schema}}} for status in statuses}
 
 
 # Documented on every command in OpenAPI.
 PROBLEM_RESPONSES = responses(400, 404, 409, 422, 503)
 
 
-def problem(status: int, title: str, detail: str, request: Request, headers: dict[str, str] | None = None,
-            **extra: object) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
-            "instance": request.url.path, **extra}
+def problem(
+    status: int, title: str, detail: str, request: Request, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -120,8 +131,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # exc.headers carries what the answer needs, e.g. Allow on a 405.
-        return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, _http_detail(request, exc), request,
-                       headers=dict(exc.headers or {}))
+        return problem(
+            exc.status_code,
+            HTTPStatus(exc.status_code).phrase,
+            _http_detail(request, exc),
+            request,
+            headers=dict(exc.headers or {}),
+        )
 
     for error in (*CONNECTION_LOST, OSError, TimeoutError):
         app.add_exception_handler(error, _unavailable_or_a_bug)
@@ -140,15 +156,26 @@ CLIENTS = frozenset({"asyncpg", "psycopg", "psycopg_pool", "eventsourcing", "aio
 
 
 def raised_by_a_client(exc: BaseException) -> bool:
-    return any(str(frame.f_globals.get("__name__", "")).partition(".")[0] in CLIENTS
-               for frame, _ in traceback.walk_tb(exc.__traceback__))
+    return any(
+        str(frame.f_globals.get("__name__", "")).partition(".")[0] in CLIENTS
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 async def _unavailable_or_a_bug(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, CONNECTION_LOST) or raised_by_a_client(exc):
         log.warning("dependency unavailable: %r", exc)
-        return problem(503, DependencyUnavailable.title, "The database or another dependency is unreachable; "
-                       "nothing was stored. Retry in a moment.", request, retryable=True)
+        return problem(
+            503,
+            DependencyUnavailable.title,
+            "The database or another dependency is unreachable; nothing was stored. Retry in a moment.",
+            request,
+            retryable=True,
+        )
     log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
-    return problem(500, "Internal Server Error", "Something went wrong on our side; it is logged. Retry later, "
-                   "or report it if it keeps happening.", request)
+    return problem(
+        500,
+        "Internal Server Error",
+        "Something went wrong on our side; it is logged. Retry later, or report it if it keeps happening.",
+        request,
+    )

@@ -55,8 +55,6 @@ class FollowUp(_Frozen):
     visits: tuple[PlannedVisit, ...]
 
 
-
-
 class ResponseCriteria(_Frozen):
     cr_max_marrow_blasts_pct: float
     cr_min_anc_10e9_per_l: float

@@ -13,25 +13,40 @@ AUDITOR = {"X-User-Id": "audit-1", "X-User-Role": "auditor"}
 
 
 def history(stack: RunningStack, subject: str, fmt: str = "json"):
-    return stack.client.get(stack.url("followup", f"/subjects/{subject}/history"), params={"format": fmt},
-                            headers=AUDITOR)
+    return stack.client.get(
+        stack.url("followup", f"/subjects/{subject}/history"), params={"format": fmt}, headers=AUDITOR
+    )
 
 
 def test_history_lists_every_event_of_every_service_in_recorded_order(stack: RunningStack):
     s = "UCT-08-501"
     treat(stack, s, infusion_days_ago=4)
-    ae = {"term": "Fever", "category": "OTHER", "grade": 2, "serious": False, "relatedness": "possible",
-          "aware_at": at(3)}
+    ae = {
+        "term": "Fever",
+        "category": "OTHER",
+        "grade": 2,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": at(3),
+    }
     ae_id = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(3), ae).json()["events"][0][
-        "payload"]["ae_id"]
-    correction = stack.post("followup", f"/subjects/{s}/adverse-event-corrections", {
-        "occurred_at": at(3), "reason": "Grade entered wrongly", "payload": {**ae, "grade": 1, "ae_id": ae_id}})
+        "payload"
+    ]["ae_id"]
+    correction = stack.post(
+        "followup",
+        f"/subjects/{s}/adverse-event-corrections",
+        {"occurred_at": at(3), "reason": "Grade entered wrongly", "payload": {**ae, "grade": 1, "ae_id": ae_id}},
+    )
     assert correction.status_code == 201, correction.text
 
     events = history(stack, s).json()
     assert [(e["source"], e["event_type"]) for e in events] == [
-        ("enrollment", "Enrolled"), *[("treatment", "LymphodepletionGiven")] * 3, ("treatment", "UCARTInfused"),
-        ("followup", "AEReported"), ("followup", "AECorrected")]
+        ("enrollment", "Enrolled"),
+        *[("treatment", "LymphodepletionGiven")] * 3,
+        ("treatment", "UCARTInfused"),
+        ("followup", "AEReported"),
+        ("followup", "AECorrected"),
+    ]
     assert [e["recorded_at"] for e in events] == sorted(e["recorded_at"] for e in events)
     assert events[-1]["reason"] == "Grade entered wrongly"
     assert events[-1]["recorded_by"] == {"user_id": HEADERS["X-User-Id"], "role": HEADERS["X-User-Role"]}
@@ -45,8 +60,12 @@ def test_history_lists_every_event_of_every_service_in_recorded_order(stack: Run
     assert table[-1]["reason"] == "Grade entered wrongly" and json.loads(table[-1]["payload"])["grade"] == 1
 
     # The journey shows the corrected value and what it replaced.
-    eventually(lambda: [a["corrections"] for a in
-                        stack.get("followup", f"/subjects/{s}/journey").json().get("adverse_events", [])] == [1])
+    eventually(
+        lambda: (
+            [a["corrections"] for a in stack.get("followup", f"/subjects/{s}/journey").json().get("adverse_events", [])]
+            == [1]
+        )
+    )
     (ae_view,) = stack.get("followup", f"/subjects/{s}/journey").json()["adverse_events"]
     assert ae_view["report"]["grade"] == 1 and [r["grade"] for r in ae_view["previous_reports"]] == [2]
 
@@ -61,8 +80,14 @@ def test_as_of_answers_what_the_system_knew_and_effective_on_what_was_true(stack
     s = "UCT-08-502"
     treat(stack, s, infusion_days_ago=6)
     before_ae = datetime.now(UTC)
-    ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-          "relatedness": "probable", "aware_at": at(5)}
+    ae = {
+        "term": "Cytokine release syndrome",
+        "category": "CRS",
+        "grade": 2,
+        "serious": False,
+        "relatedness": "probable",
+        "aware_at": at(5),
+    }
     assert stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(5), ae).status_code == 201
 
     def journey(**params) -> dict:

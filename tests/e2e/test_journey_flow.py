@@ -30,12 +30,26 @@ def test_subject_journey_end_to_end(stack: RunningStack):
         assert response.status_code == 201, response.text
     infusion = stack.command("treatment", f"/subjects/{s}/infusion", at(12), INFUSION)
     assert infusion.status_code == 201, infusion.text
-    ae = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(10), {
-        "term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-        "relatedness": "probable", "aware_at": at(10)})
+    ae = stack.command_when_known(
+        "followup",
+        f"/subjects/{s}/adverse-events",
+        at(10),
+        {
+            "term": "Cytokine release syndrome",
+            "category": "CRS",
+            "grade": 2,
+            "serious": False,
+            "relatedness": "probable",
+            "aware_at": at(10),
+        },
+    )
     assert ae.status_code == 201, ae.text
-    response = stack.command("followup", f"/subjects/{s}/response-assessments", at(1), {
-        "timepoint": "UNSCHEDULED", "response": "CR", "marrow_blasts_pct": 1.0, "mrd_negative": True})
+    response = stack.command(
+        "followup",
+        f"/subjects/{s}/response-assessments",
+        at(1),
+        {"timepoint": "UNSCHEDULED", "response": "CR", "marrow_blasts_pct": 1.0, "mrd_negative": True},
+    )
     assert response.status_code == 201, response.text
 
     def journey_complete():
@@ -67,8 +81,9 @@ def test_subject_journey_end_to_end(stack: RunningStack):
 def test_every_stored_event_is_published_once_keyed_by_subject(stack: RunningStack):
     s = "UCT-02-102"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(5), enrolment(5)).status_code == 201
-    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(1),
-                                    FLU_CY).status_code == 201
+    assert (
+        stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(1), FLU_CY).status_code == 201
+    )
 
     def published(service: str):
         stored = count_events(stack.database_url, service)
@@ -80,8 +95,11 @@ def test_every_stored_event_is_published_once_keyed_by_subject(stack: RunningSta
         ids = [m.event_id for m in messages]
         assert len(ids) == len(set(ids)) == stored
         assert all(m.source == service for m in messages)
-    mine = [m for m in asyncio.run(read_topic(stack.bootstrap, topic_for("treatment", stack.prefix), 99, 3))
-            if m.subject_id == s]
+    mine = [
+        m
+        for m in asyncio.run(read_topic(stack.bootstrap, topic_for("treatment", stack.prefix), 99, 3))
+        if m.subject_id == s
+    ]
     assert [m.event_type for m in mine] == ["LymphodepletionGiven"]
     assert mine[0].recorded_by.user_id == HEADERS["X-User-Id"]
     assert mine[0].protocol_version == load_protocol().version
@@ -99,8 +117,18 @@ def test_demo_cohort_reaches_every_stage(stack: RunningStack):
         return True
 
     assert eventually(statuses) is True
-    assert set(expected.values()) >= {"screen_failed", "enrolled", "lymphodepleting", "infused", "follow_up",
-                                      "long_term_follow_up", "completed", "withdrawn", "lost_to_follow_up", "died"}
+    assert set(expected.values()) >= {
+        "screen_failed",
+        "enrolled",
+        "lymphodepleting",
+        "infused",
+        "follow_up",
+        "long_term_follow_up",
+        "completed",
+        "withdrawn",
+        "lost_to_follow_up",
+        "died",
+    }
     # Seeding again adds nothing.
     before = count_events(stack.database_url, "followup")
     assert seed.seed(stack.settings) == (0, len(expected))
@@ -110,8 +138,14 @@ def test_demo_cohort_reaches_every_stage(stack: RunningStack):
 def test_a_message_delivered_twice_changes_nothing(stack: RunningStack):
     s = "UCT-02-103"
     treat(stack, s, infusion_days_ago=4)
-    ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 1, "serious": False,
-          "relatedness": "possible", "aware_at": at(3)}
+    ae = {
+        "term": "Cytokine release syndrome",
+        "category": "CRS",
+        "grade": 1,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": at(3),
+    }
     assert stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(3), ae).status_code == 201
     eventually(lambda: stack.get("followup", f"/subjects/{s}/journey").json().get("ae_count") == 1)
 
@@ -121,8 +155,13 @@ def test_a_message_delivered_twice_changes_nothing(stack: RunningStack):
     asyncio.run(redeliver(stack.bootstrap, topic, stored[0]))
     # A later event on the same key (same partition) proves the copy was consumed before it.
     assert stack.command("followup", f"/subjects/{s}/visits", at(3), {"visit_code": "D1"}).status_code == 201
-    journey = eventually(lambda: (j := stack.get("followup", f"/subjects/{s}/journey").json())
-                         and stack.get("followup", f"/subjects/{s}/schedule").json()[0]["completed_on"] and j)
+    journey = eventually(
+        lambda: (
+            (j := stack.get("followup", f"/subjects/{s}/journey").json())
+            and stack.get("followup", f"/subjects/{s}/schedule").json()[0]["completed_on"]
+            and j
+        )
+    )
     assert journey["ae_count"] == 1 and journey["worst_crs_grade"] == 1
 
 
@@ -140,8 +179,14 @@ async def redeliver(bootstrap: str, topic: str, envelope) -> None:
 def test_the_answer_shows_what_was_stored_including_generated_ids(stack: RunningStack):
     s = "UCT-02-104"
     treat(stack, s, infusion_days_ago=2)
-    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible",
-          "aware_at": at(1)}
+    ae = {
+        "term": "Fever",
+        "category": "OTHER",
+        "grade": 1,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": at(1),
+    }
     answer = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(1), ae).json()
     (event,) = answer["events"]
     assert event["event_type"] == "AEReported" and event["stream_version"] == 1

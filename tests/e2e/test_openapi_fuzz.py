@@ -33,8 +33,10 @@ def fuzzed(servers, tmp_path_factory):
     with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as stack:
         treat(stack, KNOWN, infusion_days_ago=10)
         # Once follow-up has learned of the infusion, commands about the subject reach its rules.
-        assert stack.command_when_known("followup", f"/subjects/{KNOWN}/visits", at(9),
-                                        {"visit_code": "D1"}).status_code == 201
+        assert (
+            stack.command_when_known("followup", f"/subjects/{KNOWN}/visits", at(9), {"visit_code": "D1"}).status_code
+            == 201
+        )
         yield stack
     drop_database(servers[0], url)
 
@@ -42,9 +44,22 @@ def fuzzed(servers, tmp_path_factory):
 def schemathesis(stack: RunningStack, service: str, workdir: Path) -> subprocess.Popen:
     """Start schemathesis on one service, writing its report to workdir/report.txt."""
     workdir.mkdir()
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
-               stack.url(service, "/openapi.json"), "--checks", "all", "--max-examples", str(EXAMPLES),
-               "--seed", str(SEED), "--no-color"]
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        stack.url(service, "/openapi.json"),
+        "--checks",
+        "all",
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--no-color",
+    ]
     with (workdir / "report.txt").open("w") as report:
         return subprocess.Popen(command, cwd=workdir, stdout=report, stderr=subprocess.STDOUT)
 

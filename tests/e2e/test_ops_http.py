@@ -10,8 +10,11 @@ from support import RunningStack, at, enrolment, eventually
 
 def samples(stack: RunningStack, service: str) -> dict[tuple[str, tuple], float]:
     text = stack.get(service, "/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_every_service_is_alive_and_becomes_ready(stack: RunningStack):
@@ -19,8 +22,14 @@ def test_every_service_is_alive_and_becomes_ready(stack: RunningStack):
         assert stack.get(service, "/health").json() == {"status": "ok", "service": service}
         ready = eventually(lambda service=service: (r := stack.get(service, "/ready")).status_code == 200 and r.json())
         assert ready["status"] == "ready"
-        assert ready["checks"] == {"database": "ok", "broker": "ok", "consumers": "ok", "relay": "ok", "lag": "ok",
-                                   "parked": "ok"}
+        assert ready["checks"] == {
+            "database": "ok",
+            "broker": "ok",
+            "consumers": "ok",
+            "relay": "ok",
+            "lag": "ok",
+            "parked": "ok",
+        }
 
 
 def test_metrics_show_relay_and_consumer_progress(stack: RunningStack):

@@ -12,9 +12,13 @@ from infra import seed
 from support import RunningStack, at, eventually, journey_caught_up, treat
 
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3: 8 L/min by nasal cannula is above the 6 L/min limit
-    "term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-    "relatedness": "probable", "crs": {"max_temperature_c": 39.0, "oxygen_delivery": "nasal_cannula",
-                                       "oxygen_flow_l_min": 8.0}}
+    "term": "Cytokine release syndrome",
+    "category": "CRS",
+    "grade": 2,
+    "serious": False,
+    "relatedness": "probable",
+    "crs": {"max_temperature_c": 39.0, "oxygen_delivery": "nasal_cannula", "oxygen_flow_l_min": 8.0},
+}
 
 
 def journey(stack: RunningStack, subject: str, **params) -> dict:
@@ -24,8 +28,9 @@ def journey(stack: RunningStack, subject: str, **params) -> dict:
 def test_a_grade_disagreement_opens_a_data_query_that_is_answered_and_closed(stack: RunningStack):
     s = "UCT-05-301"
     treat(stack, s, infusion_days_ago=6)
-    answer = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", at(5),
-                                      {**CRS_G2_BY_INVESTIGATOR, "aware_at": at(5)}).json()
+    answer = stack.command_when_known(
+        "followup", f"/subjects/{s}/adverse-events", at(5), {**CRS_G2_BY_INVESTIGATOR, "aware_at": at(5)}
+    ).json()
     ae, query = answer["events"]
     assert ae["event_type"] == "AEReported" and query["event_type"] == "DataQueryOpened"
     assert (query["payload"]["recorded_value"], query["payload"]["expected_value"]) == ("2", "3")
@@ -39,8 +44,15 @@ def test_a_grade_disagreement_opens_a_data_query_that_is_answered_and_closed(sta
     close = {"query_id": query_id, "resolution": "Accepted."}
     early = stack.command("followup", f"/subjects/{s}/query-closures", at(4), close)
     assert early.status_code == 409 and "not been answered" in early.json()["detail"]
-    assert stack.command("followup", f"/subjects/{s}/query-answers", at(4),
-                         {"query_id": query_id, "answer": "Flow was 4 L/min; findings corrected."}).status_code == 201
+    assert (
+        stack.command(
+            "followup",
+            f"/subjects/{s}/query-answers",
+            at(4),
+            {"query_id": query_id, "answer": "Flow was 4 L/min; findings corrected."},
+        ).status_code
+        == 201
+    )
     assert stack.command("followup", f"/subjects/{s}/query-closures", at(3), close).status_code == 201
     eventually(lambda: journey(stack, s).get("open_queries") == 0)
     assert journey(stack, s)["queries"][0]["status"] == "closed"
@@ -50,11 +62,19 @@ def test_a_serious_ae_starts_the_24_hour_sponsor_clock(stack: RunningStack):
     s = "UCT-05-302"
     treat(stack, s, infusion_days_ago=5)
     aware = datetime.now(UTC) - timedelta(hours=30)
-    ae = {"term": "Febrile neutropenia", "category": "INFECTION", "grade": 3, "serious": True,
-          "seriousness_criteria": ["hospitalisation"], "relatedness": "possible", "expected": False,
-          "aware_at": aware.isoformat()}
-    recorded = stack.command_when_known("followup", f"/subjects/{s}/adverse-events",
-                                        (aware - timedelta(hours=2)).isoformat(), ae)
+    ae = {
+        "term": "Febrile neutropenia",
+        "category": "INFECTION",
+        "grade": 3,
+        "serious": True,
+        "seriousness_criteria": ["hospitalisation"],
+        "relatedness": "possible",
+        "expected": False,
+        "aware_at": aware.isoformat(),
+    }
+    recorded = stack.command_when_known(
+        "followup", f"/subjects/{s}/adverse-events", (aware - timedelta(hours=2)).isoformat(), ae
+    )
     ae_id = recorded.json()["events"][0]["payload"]["ae_id"]
 
     def reports(**params) -> dict:
@@ -69,8 +89,15 @@ def test_a_serious_ae_starts_the_24_hour_sponsor_clock(stack: RunningStack):
     assert reports()["susar_to_regulator"]["status"] == "awaiting_sponsor_receipt"  # suspected and unexpected
 
     received = aware + timedelta(hours=20)
-    assert stack.command("followup", f"/subjects/{s}/safety-reports", at(0), {
-        "ae_id": ae_id, "report": "sae_to_sponsor", "received_at": received.isoformat()}).status_code == 201
+    assert (
+        stack.command(
+            "followup",
+            f"/subjects/{s}/safety-reports",
+            at(0),
+            {"ae_id": ae_id, "report": "sae_to_sponsor", "received_at": received.isoformat()},
+        ).status_code
+        == 201
+    )
     eventually(lambda: reports()["sae_to_sponsor"]["status"] == "submitted")
     susar = reports()["susar_to_regulator"]
     assert datetime.fromisoformat(susar["due_at"]) == received + timedelta(days=15)  # not fatal: 15 days
@@ -85,8 +112,9 @@ def test_an_infusion_correction_needs_a_reason_and_moves_day_0(stack: RunningSta
     assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
     eventually(lambda: journey(stack, s).get("infused_on"))
     before = {v["code"]: v["target_date"] for v in stack.get("followup", f"/subjects/{s}/schedule").json()}
-    response = stack.post("treatment", path,
-                          {"occurred_at": at(9), "reason": "Entered a day early", "payload": corrected})
+    response = stack.post(
+        "treatment", path, {"occurred_at": at(9), "reason": "Entered a day early", "payload": corrected}
+    )
     assert response.status_code == 201, response.text
     eventually(lambda: journey(stack, s)["infusion_corrected_from"])
     after = {v["code"]: v["target_date"] for v in stack.get("followup", f"/subjects/{s}/schedule").json()}
@@ -124,8 +152,16 @@ def cohort_stack(servers, tmp_path_factory):
 def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):
     cohort = seed.cohort()
     infused = [c for c in cohort if any(step.path == "infusion" for step in c.steps)]
-    w4_remission = [c for c in infused if any(step.path == "response-assessments" and step.payload["timepoint"] == "W4"
-                                              and step.payload["response"] in ("CR", "CRi") for step in c.steps)]
+    w4_remission = [
+        c
+        for c in infused
+        if any(
+            step.path == "response-assessments"
+            and step.payload["timepoint"] == "W4"
+            and step.payload["response"] in ("CR", "CRi")
+            for step in c.steps
+        )
+    ]
 
     eventually(lambda: journey_caught_up(cohort_stack.database_url))
     table = cohort_stack.get("followup", "/study/efficacy").json()
@@ -141,8 +177,10 @@ def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):
     assert safety["dlt"]["subjects_with_dlt"] == 2
     assert safety["crs"]["grade_3_or_higher"] == 2
     assert safety["susar"] == {"subjects": 1, "events": 1}  # the unexpected grade 4 ICANS of UCT-02-011
-    dlt = {s: cohort_stack.get("followup", f"/subjects/{s}/journey").json()["had_dlt"]
-           for s in ("UCT-02-004", "UCT-01-003")}
+    dlt = {
+        s: cohort_stack.get("followup", f"/subjects/{s}/journey").json()["had_dlt"]
+        for s in ("UCT-02-004", "UCT-01-003")
+    }
     assert dlt == {"UCT-02-004": True, "UCT-01-003": False}
     open_queries = cohort_stack.get("followup", "/queries", status="open").json()
     assert [q["subject_id"] for q in open_queries] == ["UCT-01-003"]
@@ -156,14 +194,24 @@ def test_day_0_is_the_site_s_local_date(stack: RunningStack):
     evening = (datetime.now(new_york) - timedelta(days=2)).replace(hour=23, minute=0, second=0, microsecond=0)
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(9), enrolment(9)).status_code == 201
     for days_before in (5, 4, 3):
-        ld = stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days",
-                                      (evening - timedelta(days=days_before)).isoformat(), FLU_CY)
+        ld = stack.command_when_known(
+            "treatment",
+            f"/subjects/{s}/lymphodepletion-days",
+            (evening - timedelta(days=days_before)).isoformat(),
+            FLU_CY,
+        )
         assert ld.status_code == 201, ld.text
     assert stack.command("treatment", f"/subjects/{s}/infusion", evening.isoformat(), INFUSION).status_code == 201
     # 23:40 the same evening in New York is already the next day in UTC: still day 0 at the site.
     onset = evening + timedelta(minutes=40)
-    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible",
-          "aware_at": onset.isoformat()}
+    ae = {
+        "term": "Fever",
+        "category": "OTHER",
+        "grade": 1,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": onset.isoformat(),
+    }
     response = stack.command_when_known("followup", f"/subjects/{s}/adverse-events", onset.isoformat(), ae)
     assert response.status_code == 201, response.text
     eventually(lambda: journey(stack, s).get("infused_on") == evening.date().isoformat())

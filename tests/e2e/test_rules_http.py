@@ -18,8 +18,9 @@ from support import (
 )
 
 
-def refused(stack: RunningStack, service: str, path: str, body: dict, status: int, words: str,
-            headers: dict | None = None) -> dict:
+def refused(
+    stack: RunningStack, service: str, path: str, body: dict, status: int, words: str, headers: dict | None = None
+) -> dict:
     before = count_events(stack.database_url, service)
     response = stack.post(service, path, body, headers)
     assert response.status_code == status, response.text
@@ -39,15 +40,39 @@ def test_enrollment_rules(stack: RunningStack):
     s = "UCT-03-201"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(3), enrolment(3)).status_code == 201
     refused(stack, "enrollment", f"/subjects/{s}/enrolment", cmd(at(2), enrolment(2)), 409, "already used")
-    refused(stack, "enrollment", f"/subjects/{s}/screen-failure",
-            cmd(at(2), {"site_id": "03", "failure_reason": "CD19 negative"}), 409, "already used")
+    refused(
+        stack,
+        "enrollment",
+        f"/subjects/{s}/screen-failure",
+        cmd(at(2), {"site_id": "03", "failure_reason": "CD19 negative"}),
+        409,
+        "already used",
+    )
     late_consent = {**enrolment(3), "consent_signed_on": at(0)[:10]}
-    refused(stack, "enrollment", "/subjects/UCT-03-202/enrolment", cmd(at(3), late_consent), 422,
-            "consent must be signed on or before enrolment")
-    refused(stack, "enrollment", "/subjects/UCT-03-203/enrolment",
-            cmd(at(3), {**enrolment(3), "cd19_positive": False}), 409, "not eligible")
-    refused(stack, "enrollment", "/subjects/UCT-03-204/consent-withdrawal",
-            cmd(at(1), {"withdrawal_reason": "moved away"}), 404, "no subject")
+    refused(
+        stack,
+        "enrollment",
+        "/subjects/UCT-03-202/enrolment",
+        cmd(at(3), late_consent),
+        422,
+        "consent must be signed on or before enrolment",
+    )
+    refused(
+        stack,
+        "enrollment",
+        "/subjects/UCT-03-203/enrolment",
+        cmd(at(3), {**enrolment(3), "cd19_positive": False}),
+        409,
+        "not eligible",
+    )
+    refused(
+        stack,
+        "enrollment",
+        "/subjects/UCT-03-204/consent-withdrawal",
+        cmd(at(1), {"withdrawal_reason": "moved away"}),
+        404,
+        "no subject",
+    )
 
 
 def test_invalid_input_is_422_and_names_the_field(stack: RunningStack):
@@ -59,23 +84,23 @@ def test_invalid_input_is_422_and_names_the_field(stack: RunningStack):
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     refused(stack, "enrollment", path, cmd(tomorrow, enrolment(1)), 422, "in the future")
     refused(stack, "enrollment", "/subjects/John%20Smith/enrolment", cmd(at(1), enrolment(1)), 422, "subject_id")
-    refused(stack, "enrollment", path, cmd(at(1), enrolment(1)), 422, "header x-user-id",
-            headers={"X-User-Id": ""})
+    refused(stack, "enrollment", path, cmd(at(1), enrolment(1)), 422, "header x-user-id", headers={"X-User-Id": ""})
 
 
 def test_treatment_rules(stack: RunningStack):
-    refused(stack, "treatment", "/subjects/UCT-03-221/lymphodepletion-days", cmd(at(1), FLU_CY), 404,
-            "no enrolment")
+    refused(stack, "treatment", "/subjects/UCT-03-221/lymphodepletion-days", cmd(at(1), FLU_CY), 404, "no enrolment")
     s = "UCT-03-222"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(12), enrolment(12)).status_code == 201
-    assert stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(10),
-                                    FLU_CY).status_code == 201
+    assert (
+        stack.command_when_known("treatment", f"/subjects/{s}/lymphodepletion-days", at(10), FLU_CY).status_code == 201
+    )
     refused(stack, "treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(10), FLU_CY), 409, "already recorded")
     refused(stack, "treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(11), FLU_CY), 409, "in order")
     refused(stack, "treatment", f"/subjects/{s}/infusion", cmd(at(7), INFUSION), 409, "at least 3")
     for days_ago in (9, 8, 7, 6):
-        assert stack.command("treatment", f"/subjects/{s}/lymphodepletion-days", at(days_ago),
-                             FLU_CY).status_code == 201
+        assert (
+            stack.command("treatment", f"/subjects/{s}/lymphodepletion-days", at(days_ago), FLU_CY).status_code == 201
+        )
     refused(stack, "treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(5), FLU_CY), 409, "at most 5")
     refused(stack, "treatment", f"/subjects/{s}/infusion", cmd(at(6), INFUSION), 409, "0 day(s) after")
     assert stack.command("treatment", f"/subjects/{s}/infusion", at(3), INFUSION).status_code == 201
@@ -87,8 +112,12 @@ def test_treatment_rules(stack: RunningStack):
 def test_no_treatment_after_withdrawal(stack: RunningStack):
     s = "UCT-03-231"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(6), enrolment(6)).status_code == 201
-    assert stack.command("enrollment", f"/subjects/{s}/consent-withdrawal", at(5),
-                         {"withdrawal_reason": "Subject request"}).status_code == 201
+    assert (
+        stack.command(
+            "enrollment", f"/subjects/{s}/consent-withdrawal", at(5), {"withdrawal_reason": "Subject request"}
+        ).status_code
+        == 201
+    )
 
     def learned_withdrawal():
         response = stack.post("treatment", f"/subjects/{s}/lymphodepletion-days", cmd(at(4), FLU_CY))
@@ -99,8 +128,14 @@ def test_no_treatment_after_withdrawal(stack: RunningStack):
 
 
 def test_followup_rules(stack: RunningStack):
-    ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-          "relatedness": "possible", "aware_at": at(1)}
+    ae = {
+        "term": "Cytokine release syndrome",
+        "category": "CRS",
+        "grade": 2,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": at(1),
+    }
     s = "UCT-03-241"
     assert stack.command("enrollment", f"/subjects/{s}/enrolment", at(3), enrolment(3)).status_code == 201
     # Once follow-up has learned of the enrolment (404 until then), it refuses AEs before infusion.
@@ -116,10 +151,22 @@ def test_followup_rules(stack: RunningStack):
     refused(stack, "followup", path, cmd(at(4), {**ae, "grade": 0}), 422, "payload.grade")
     refused(stack, "followup", path, cmd(at(7), ae), 409, "before the infusion")
     responses = f"/subjects/{t}/response-assessments"
-    refused(stack, "followup", responses, cmd(at(1), {"timepoint": "W4", "response": "PR", "marrow_blasts_pct": 2}),
-            422, "payload.response")
-    refused(stack, "followup", responses, cmd(at(1), {"timepoint": "W4", "response": "CR", "marrow_blasts_pct": 12}),
-            422, "marrow blasts must be < 5.0%")
+    refused(
+        stack,
+        "followup",
+        responses,
+        cmd(at(1), {"timepoint": "W4", "response": "PR", "marrow_blasts_pct": 2}),
+        422,
+        "payload.response",
+    )
+    refused(
+        stack,
+        "followup",
+        responses,
+        cmd(at(1), {"timepoint": "W4", "response": "CR", "marrow_blasts_pct": 12}),
+        422,
+        "marrow blasts must be < 5.0%",
+    )
     refused(stack, "followup", f"/subjects/{t}/visits", cmd(at(1), {"visit_code": "D99"}), 422, "not in protocol")
 
 
@@ -135,5 +182,4 @@ def test_idempotency_key_replays_the_first_answer(stack: RunningStack, service: 
     assert again.status_code == 201 and again.json() == first.json()
     assert again.headers.get("idempotent-replayed") == "true"
     assert count_events(stack.database_url, service) == stored
-    refused(stack, service, path, cmd(at(1), enrolment(1)), 422, "already used for a different request",
-            headers=key)
+    refused(stack, service, path, cmd(at(1), enrolment(1)), 422, "already used for a different request", headers=key)

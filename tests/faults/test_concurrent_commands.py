@@ -36,8 +36,13 @@ def test_racing_commands_are_stored_once_or_refused_with_409(servers, tmp_path):
         def enrol(days_ago: int, c: Client):
             return c.send("enrollment", CONTESTED, "enrolment", "Enrolled", at(days_ago), enrolment(days_ago))
 
-        answers = concurrently(stack, ledger, *(partial(ld_day, d) for d in LD_DAYS_AGO),
-                               *(partial(enrol, d) for d in (10, 9, 8, 7, 6, 5)), retry_for=0)
+        answers = concurrently(
+            stack,
+            ledger,
+            *(partial(ld_day, d) for d in LD_DAYS_AGO),
+            *(partial(enrol, d) for d in (10, 9, 8, 7, 6, 5)),
+            retry_for=0,
+        )
 
         for answer in answers:
             assert answer.status in (201, 409), (answer.status, answer.body)
@@ -50,8 +55,11 @@ def test_racing_commands_are_stored_once_or_refused_with_409(servers, tmp_path):
         ledger.assert_stored_exactly(stack.database_url, allowed=(201, 409))
 
         events = asyncio.run(stored_events(stack.database_url))
-        days = [e.occurred_at.date() for e in sorted(events, key=lambda e: e.stream_version)
-                if e.subject_id == LYMPHODEPLETING and e.event_type == "LymphodepletionGiven"]
+        days = [
+            e.occurred_at.date()
+            for e in sorted(events, key=lambda e: e.stream_version)
+            if e.subject_id == LYMPHODEPLETING and e.event_type == "LymphodepletionGiven"
+        ]
         assert days == sorted(set(days)) and len(days) <= 5  # in order, each day once, at most five
         assert sorted(d.isoformat() for d in days) == sorted(a.key for a in ld if a.status == 201)
         assert [e.event_type for e in events if e.subject_id == CONTESTED] == ["Enrolled"]
@@ -59,4 +67,5 @@ def test_racing_commands_are_stored_once_or_refused_with_409(servers, tmp_path):
         models = assert_converged(stack.database_url)
         assert len(models["followup-journey"][LYMPHODEPLETING]["lymphodepletion_days"]) == len(days)
         assert models["treatment-subject-facts"][CONTESTED]["enrolled_on"].isoformat() == next(
-            a.key for a in enrolments if a.status == 201)
+            a.key for a in enrolments if a.status == 201
+        )

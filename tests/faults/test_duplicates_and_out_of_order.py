@@ -37,8 +37,10 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
         eventually(lambda: kafka_drained(stack))  # the originals have all come through Kafka too
         before = snapshot(stack.database_url)
         stored = event_counts(stack.database_url)
-        counts_before = {w.consumer: {o: consumer_count(stack, w.service, w.consumer, o)
-                                      for o in ("applied", "duplicate", "parked")} for w in CONSUMERS}
+        counts_before = {
+            w.consumer: {o: consumer_count(stack, w.service, w.consumer, o) for o in ("applied", "duplicate", "parked")}
+            for w in CONSUMERS
+        }
 
         # Everything published, read back from the topics, and sent again: reversed order across
         # topics (follow-up first) and within each, every other message twice.
@@ -48,8 +50,9 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
             topic = topic_for(source, stack.prefix)
             records = asyncio.run(read_records(stack.bootstrap, topic, stored[source]))
             assert len(records) == stored[source]  # each stored event published once, so far
-            assert {Envelope.model_validate_json(r.value).event_id for r in records} == \
-                   {e.event_id for e in asyncio.run(stored_events(stack.database_url)) if e.source == source}
+            assert {Envelope.model_validate_json(r.value).event_id for r in records} == {
+                e.event_id for e in asyncio.run(stored_events(stack.database_url)) if e.source == source
+            }
             again = [(topic, r.key, r.value) for i, r in enumerate(reversed(records)) for _ in range(1 + i % 2)]
             copies += again
             sent_per_source[source] = len(again)
@@ -60,10 +63,11 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
             eventually(lambda w=watched, t=target: consumer_count(stack, w.service, w.consumer, "duplicate") >= t)
         for watched in CONSUMERS:
             for outcome in ("applied", "parked"):  # no copy was applied, none was refused
-                assert consumer_count(stack, watched.service, watched.consumer, outcome) == \
-                       counts_before[watched.consumer][outcome], (watched.consumer, outcome)
+                assert (
+                    consumer_count(stack, watched.service, watched.consumer, outcome)
+                    == counts_before[watched.consumer][outcome]
+                ), (watched.consumer, outcome)
 
         assert snapshot(stack.database_url) == before
         assert event_counts(stack.database_url) == stored
         assert_converged(stack.database_url)
-

@@ -53,8 +53,11 @@ def test_sigterm_drains_in_flight_commands_and_loses_nothing(servers, tmp_path):
         # uvicorn finishes its shutdown, then exits by the signal it caught (-15); -9 would mean killed.
         assert stopped["code"] in (0, -signal.SIGTERM), f"exit code {stopped['code']} after {stopped['seconds']:.1f}s"
         assert "Application shutdown complete" in treatment.log_file.read_text()  # relay, consumers, pools
-        drained = [x for x in ledger.sent if x.service == "treatment" and x.status == 201
-                   and x.attempted_at < stopped["at"] < x.answered_at]
+        drained = [
+            x
+            for x in ledger.sent
+            if x.service == "treatment" and x.status == 201 and x.attempted_at < stopped["at"] < x.answered_at
+        ]
         assert drained, "no command in flight at the SIGTERM was answered"
         assert stopped["answered"] < len(SUBJECTS) * 6, "the SIGTERM came after every command"
         assert ledger.unreachable > 0, "no command met the stopped service"
@@ -63,8 +66,12 @@ def test_sigterm_drains_in_flight_commands_and_loses_nothing(servers, tmp_path):
 
         models = assert_converged(stack.database_url)
         for s in SUBJECTS:
-            answered = sorted(x.key for x in ledger.sent
-                              if x.subject_id == s and x.event_type == "LymphodepletionGiven" and x.status == 201)
+            answered = sorted(
+                x.key
+                for x in ledger.sent
+                if x.subject_id == s and x.event_type == "LymphodepletionGiven" and x.status == 201
+            )
             assert [d for d in models["followup-journey"][s]["lymphodepletion_days"] if d in answered] == answered
             assert models["followup-subject-facts"][s]["infused_on"] or not any(
-                x.status == 201 for x in ledger.sent if x.subject_id == s and x.event_type == "UCARTInfused")
+                x.status == 201 for x in ledger.sent if x.subject_id == s and x.event_type == "UCARTInfused"
+            )

@@ -34,12 +34,25 @@ CONSUMERS = {"treatment": ["treatment-subject-facts"], "followup": ["followup-su
 def envelope(**changes) -> bytes:
     now = datetime.now(UTC)
     fields = dict(
-        event_id=uuid.uuid4(), event_type="Enrolled", schema_version=1, subject_id=SUBJECT, source="enrollment",
-        stream_version=1, occurred_at=now - timedelta(days=3), recorded_at=now,
-        recorded_by={"user_id": "intruder", "role": "coordinator"}, correlation_id=uuid.uuid4(),
+        event_id=uuid.uuid4(),
+        event_type="Enrolled",
+        schema_version=1,
+        subject_id=SUBJECT,
+        source="enrollment",
+        stream_version=1,
+        occurred_at=now - timedelta(days=3),
+        recorded_at=now,
+        recorded_by={"user_id": "intruder", "role": "coordinator"},
+        correlation_id=uuid.uuid4(),
         protocol_version="test@1",
-        payload={"site_id": "27", "consent_signed_on": "2026-01-01", "year_of_birth": 1970, "sex": "F",
-                 "disease_status": "relapsed", "cd19_positive": True},
+        payload={
+            "site_id": "27",
+            "consent_signed_on": "2026-01-01",
+            "year_of_birth": 1970,
+            "sex": "F",
+            "disease_status": "relapsed",
+            "cd19_positive": True,
+        },
     )
     return Envelope(**{**fields, **changes}).model_dump_json().encode()
 
@@ -48,8 +61,16 @@ POISON = {
     "invalid JSON": b'{"event_type": "Enrolled", ',
     "unknown event type": envelope(event_type="Teleported"),
     "unknown schema version": envelope(schema_version=99),
-    "invalid payload": envelope(payload={"site_id": "27", "consent_signed_on": "2026-01-01", "year_of_birth": 1800,
-                                         "sex": "X", "disease_status": "relapsed", "cd19_positive": True}),
+    "invalid payload": envelope(
+        payload={
+            "site_id": "27",
+            "consent_signed_on": "2026-01-01",
+            "year_of_birth": 1800,
+            "sex": "X",
+            "disease_status": "relapsed",
+            "cd19_positive": True,
+        }
+    ),
 }
 
 
@@ -67,8 +88,9 @@ def test_poison_messages_are_dead_lettered_counted_and_do_not_block(servers, tmp
         assert client.enrol(SUBJECT).status == 201
         assert client.lymphodepletion(SUBJECT, 8).status == 201  # treatment learned it from Kafka
         client.close()
-        journey = eventually(lambda: (r := stack.get("followup", f"/subjects/{SUBJECT}/journey")).status_code == 200
-                             and r.json())
+        journey = eventually(
+            lambda: (r := stack.get("followup", f"/subjects/{SUBJECT}/journey")).status_code == 200 and r.json()
+        )
         assert journey["site_id"] == "01" and journey["enrolled_on"]  # the real one, not the intruder's
 
         on_topic = asyncio.run(read_records(stack.bootstrap, topic, len(POISON) + 1))
@@ -77,8 +99,9 @@ def test_poison_messages_are_dead_lettered_counted_and_do_not_block(servers, tmp
 
         for service, consumers in CONSUMERS.items():
             for consumer in consumers:
-                parked = asyncio.run(read_records(stack.bootstrap, dead_letter_topic(consumer, stack.prefix),
-                                                  len(POISON)))
+                parked = asyncio.run(
+                    read_records(stack.bootstrap, dead_letter_topic(consumer, stack.prefix), len(POISON))
+                )
                 assert [r.value for r in parked] == list(POISON.values()), consumer
                 for record, (what, _) in zip(parked, POISON.items(), strict=True):
                     meta = headers(record)
@@ -95,8 +118,12 @@ def test_poison_messages_are_dead_lettered_counted_and_do_not_block(servers, tmp
 def same_partition_as(subject: str, partitions: int) -> str:
     """Another subject code whose events land on the same partition as `subject`'s."""
     target = murmur2(subject.encode()) & 0x7FFFFFFF
-    return next(code for n in range(2, 999) if (murmur2((code := f"UCT-31-{n:03d}").encode()) & 0x7FFFFFFF)
-                % partitions == target % partitions and code != OTHER)
+    return next(
+        code
+        for n in range(2, 999)
+        if (murmur2((code := f"UCT-31-{n:03d}").encode()) & 0x7FFFFFFF) % partitions == target % partitions
+        and code != OTHER
+    )
 
 
 def test_a_poison_event_in_a_store_is_parked_and_an_operator_deals_with_it(servers, tmp_path):
@@ -116,10 +143,14 @@ def test_a_poison_event_in_a_store_is_parked_and_an_operator_deals_with_it(serve
             return response.status_code == 200 and response.json()
 
         assert eventually(lambda: projected(neighbour))["enrolled_on"]
-        terms = lambda j: sorted(ae["report"]["term"] for ae in j["adverse_events"])  # noqa: E731
+
+        def terms(journey: dict) -> list[str]:
+            return sorted(ae["report"]["term"] for ae in journey["adverse_events"])
+
         assert terms(eventually(lambda: projected(POISONED))) == ["Fever"]  # went on without the poison
-        listed = eventually(lambda: POISONED in (r := ucart("parked", "list", database_url=stack.database_url)).stdout
-                            and r)
+        listed = eventually(
+            lambda: POISONED in (r := ucart("parked", "list", database_url=stack.database_url)).stdout and r
+        )
         assert listed.returncode == 0 and "followup-journey" in listed.stdout and "1 parked event(s)" in listed.stdout
         assert consumer_count(stack, "followup", "followup-journey", "parked") == 1
 
@@ -129,16 +160,26 @@ def test_a_poison_event_in_a_store_is_parked_and_an_operator_deals_with_it(serve
 
         # A service that must rebuild its read model at start still starts, and parks the poison again.
         stack.group["followup"].stop()
-        asyncio.run(execute(stack.database_url, "UPDATE followup.projection_versions SET version = 'old' "
-                                                "WHERE projection = 'followup-journey'"))
+        asyncio.run(
+            execute(
+                stack.database_url,
+                "UPDATE followup.projection_versions SET version = 'old' WHERE projection = 'followup-journey'",
+            )
+        )
         restart(stack, "followup")
         assert terms(projected(POISONED)) == ["Fever"] and projected(neighbour) and projected(OTHER)
         assert_converged(stack.database_url, parked={"followup-journey": 1})
 
         retried = ucart("parked", "retry", "--all", database_url=stack.database_url)
         assert retried.returncode == 1 and "still parked" in retried.stdout  # the term still holds the NUL
-        dismissed = ucart("parked", "dismiss", "--all", "--note", "garbled term; the site re-enters the AE",
-                          database_url=stack.database_url)
+        dismissed = ucart(
+            "parked",
+            "dismiss",
+            "--all",
+            "--note",
+            "garbled term; the site re-enters the AE",
+            database_url=stack.database_url,
+        )
         assert dismissed.returncode == 0 and "Dismissed 1" in dismissed.stdout
         assert "0 parked event(s)" in ucart("parked", "list", database_url=stack.database_url).stdout
 

@@ -37,8 +37,15 @@ def test_postgres_outage_answers_503_stores_nothing_and_recovers(servers, tmp_pa
         before = event_counts(url)
 
         postgres.stop()
-        refused = concurrently(stack, ledger, lambda c: c.enrol(NEW), lambda c: c.lymphodepletion(LYMPHODEPLETING, 5),
-                               lambda c: c.adverse_event(INFUSED), lambda c: c.visit(INFUSED, "D1"), retry_for=0)
+        refused = concurrently(
+            stack,
+            ledger,
+            lambda c: c.enrol(NEW),
+            lambda c: c.lymphodepletion(LYMPHODEPLETING, 5),
+            lambda c: c.adverse_event(INFUSED),
+            lambda c: c.visit(INFUSED, "D1"),
+            retry_for=0,
+        )
         for answer in refused:
             assert answer.status == 503, (answer.service, answer.status, answer.body)
             assert answer.body["retryable"] is True and answer.body["status"] == 503

@@ -19,8 +19,9 @@ RELAY_FAILING_SECONDS = 3
 @pytest.fixture(scope="module")
 def degradable(servers, tmp_path_factory) -> Iterator[RunningStack]:
     """A stack of this module's own (its /ready must be free to fail) that reports a failing relay soon."""
-    with fault_stack(servers, tmp_path_factory.mktemp("ready"),
-                     ready_relay_failing_seconds=RELAY_FAILING_SECONDS) as running:
+    with fault_stack(
+        servers, tmp_path_factory.mktemp("ready"), ready_relay_failing_seconds=RELAY_FAILING_SECONDS
+    ) as running:
         yield running
 
 
@@ -44,8 +45,11 @@ def test_a_relay_failing_for_too_long_makes_its_service_degraded(degradable: Run
 def test_parked_events_make_their_service_degraded_until_resolved(degradable: RunningStack):
     all_ready(degradable)
     # Three messages no event store holds (only recorded: nothing for the consumer to step over).
-    sql(degradable, """INSERT INTO followup.parked_events (consumer, in_store, body, reason)
-                  SELECT 'followup-journey', false, 'x'::bytea, 'test' FROM generate_series(1, 3)""")
+    sql(
+        degradable,
+        """INSERT INTO followup.parked_events (consumer, in_store, body, reason)
+                  SELECT 'followup-journey', false, 'x'::bytea, 'test' FROM generate_series(1, 3)""",
+    )
 
     ready = degradable.get("followup", "/ready")
     assert ready.status_code == 503 and ready.json()["status"] == "degraded"

@@ -80,8 +80,11 @@ def relays_caught_up(stack) -> None:
 def relay_metrics(stack, service: str) -> dict[str, float]:
     """ucart_relay_<name> of a service, by name (lag_events, errors_total, republished_total...)."""
     prefix = "ucart_relay_"
-    return {name.removeprefix(prefix): value for (name, labels), value in metrics(stack, service).items()
-            if name.startswith(prefix) and labels == (("service", service),)}
+    return {
+        name.removeprefix(prefix): value
+        for (name, labels), value in metrics(stack, service).items()
+        if name.startswith(prefix) and labels == (("service", service),)
+    }
 
 
 async def size(bootstrap: str, topic: str) -> int:

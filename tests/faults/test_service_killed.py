@@ -62,8 +62,9 @@ def test_followup_killed_mid_flight_loses_and_doubles_nothing(servers, tmp_path)
         assert set(journeys) == set(SUBJECTS)
         for s in SUBJECTS:
             assert len(journeys[s]["lymphodepletion_days"]) == 3 and journeys[s]["infused_at"]
-            answered = [x for x in ledger.sent if x.subject_id == s and x.event_type == "AEReported"
-                        and x.status == 201]
+            answered = [
+                x for x in ledger.sent if x.subject_id == s and x.event_type == "AEReported" and x.status == 201
+            ]
             assert {x.key for x in answered} <= set(journeys[s]["adverse_events"])
         infused = models["followup-subject-facts"]
         assert all(infused[s]["infused_on"] and infused[s]["enrolled_on"] for s in SUBJECTS)
@@ -93,21 +94,29 @@ def test_an_offset_is_committed_only_after_the_effect(servers, tmp_path):
 
             restart(stack, "followup")
             blocker.rollback()  # release the lock
-        eventually(lambda: consumer_count(stack, "followup", "followup-journey", "applied")
-                   + consumer_count(stack, "followup", "followup-journey", "duplicate") >= 1)  # delivered again
+        eventually(
+            lambda: (
+                consumer_count(stack, "followup", "followup-journey", "applied")
+                + consumer_count(stack, "followup", "followup-journey", "duplicate")
+                >= 1
+            )
+        )  # delivered again
         models = assert_converged(stack.database_url)
         assert models["followup-journey"][SUBJECT]["enrolled_on"]
 
 
 def waiting_on_journeys(database_url: str) -> bool:
     with psycopg.connect(database_url) as conn:
-        return bool(conn.execute("""SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                                    AND query ILIKE '%followup.journeys%FOR UPDATE%'""").fetchone()[0])
+        return bool(
+            conn.execute("""SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                                    AND query ILIKE '%followup.journeys%FOR UPDATE%'""").fetchone()[0]
+        )
 
 
 async def committed_offset(stack, consumer: str, partition: int) -> int:
-    reader = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=f"{stack.prefix}ucart-{consumer}",
-                              enable_auto_commit=False)
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=stack.bootstrap, group_id=f"{stack.prefix}ucart-{consumer}", enable_auto_commit=False
+    )
     await reader.start()
     try:
         tp = TopicPartition(topic_for("enrollment", stack.prefix), partition)

@@ -26,26 +26,49 @@ def test_verify_passes_then_names_a_tampered_event(stack: RunningStack):
     assert "Every chained event is intact" in clean.stdout
 
     # The infusion of UCT-09-701, as stored: change its dose level behind the application's back.
-    row = asyncio.run(sql(stack, """SELECT notification_id, originator_version, state FROM treatment.treatment_events
+    row = asyncio.run(
+        sql(
+            stack,
+            """SELECT notification_id, originator_version, state FROM treatment.treatment_events
                                     WHERE originator_id = $1 ORDER BY originator_version DESC LIMIT 1""",
-                          subject_uuid("UCT-09-701")))
+            subject_uuid("UCT-09-701"),
+        )
+    )
     forged = bytes(row["state"]).replace(b'"dose_level":1', b'"dose_level":2')
     assert forged != bytes(row["state"])
-    asyncio.run(sql(stack, "UPDATE treatment.treatment_events SET state = $2 WHERE notification_id = $1",
-                    row["notification_id"], forged))
+    asyncio.run(
+        sql(
+            stack,
+            "UPDATE treatment.treatment_events SET state = $2 WHERE notification_id = $1",
+            row["notification_id"],
+            forged,
+        )
+    )
     tampered = ucart("verify", database_url=stack.database_url)
     assert tampered.returncode == 1
     assert "TAMPERED" in tampered.stdout and f"version {row['originator_version']}" in tampered.stdout
     assert "changed" in tampered.stdout
     # Put the row back so that the shared stack stays sound for the other tests.
-    asyncio.run(sql(stack, "UPDATE treatment.treatment_events SET state = $2 WHERE notification_id = $1",
-                    row["notification_id"], bytes(row["state"])))
+    asyncio.run(
+        sql(
+            stack,
+            "UPDATE treatment.treatment_events SET state = $2 WHERE notification_id = $1",
+            row["notification_id"],
+            bytes(row["state"]),
+        )
+    )
     assert ucart("verify", database_url=stack.database_url).returncode == 0
 
 
 def test_compare_and_rebuild_report_with_progress_and_a_count(stack: RunningStack):
-    ae = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible",
-          "aware_at": at(1)}
+    ae = {
+        "term": "Fever",
+        "category": "OTHER",
+        "grade": 1,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": at(1),
+    }
     treat(stack, "UCT-09-702", infusion_days_ago=3)
     assert stack.command_when_known("followup", "/subjects/UCT-09-702/adverse-events", at(1), ae).status_code == 201
     eventually(lambda: journey_caught_up(stack.database_url))

@@ -8,8 +8,11 @@ from shared.contract.events import PAYLOADS
 
 def test_committed_documents_match_the_code():
     generated = docs.generated()
-    stale = [str(path.relative_to(docs.ROOT)) for path, text in generated.items()
-             if not path.exists() or path.read_text() != text]
+    stale = [
+        str(path.relative_to(docs.ROOT))
+        for path, text in generated.items()
+        if not path.exists() or path.read_text() != text
+    ]
     assert not stale, f"run `make docs` and commit: {stale}"
 
 
@@ -41,10 +44,15 @@ def test_the_event_catalogue_describes_every_event_and_field():
 def test_a_published_event_schema_never_changes():
     published = docs.published_fingerprints()
     assert published, "docs/events/published.json is missing: run `make docs`"
-    changed = [name for name, fingerprint in docs.schema_fingerprints().items()
-               if name in published and published[name] != fingerprint]
-    assert not changed, (f"published schemas changed: {changed}. Restore them and publish the new shape as "
-                         "a new schema_version with an upcaster in shared/contract/upcasting.py.")
+    changed = [
+        name
+        for name, fingerprint in docs.schema_fingerprints().items()
+        if name in published and published[name] != fingerprint
+    ]
+    assert not changed, (
+        f"published schemas changed: {changed}. Restore them and publish the new shape as "
+        "a new schema_version with an upcaster in shared/contract/upcasting.py."
+    )
     assert set(published) <= set(docs.schema_fingerprints()), "a published event version was removed"
 
 

@@ -15,8 +15,14 @@ from support import RunningStack, at, eventually, journey_caught_up, treat
 @pytest.fixture(scope="module")
 def settled(stack: RunningStack) -> RunningStack:
     treat(stack, "UCT-09-601", infusion_days_ago=8)
-    ae = {"term": "Cytokine release syndrome", "category": "CRS", "grade": 1, "serious": False,
-          "relatedness": "probable", "aware_at": at(7)}
+    ae = {
+        "term": "Cytokine release syndrome",
+        "category": "CRS",
+        "grade": 1,
+        "serious": False,
+        "relatedness": "probable",
+        "aware_at": at(7),
+    }
     assert stack.command_when_known("followup", "/subjects/UCT-09-601/adverse-events", at(7), ae).status_code == 201
     eventually(lambda: journey_caught_up(stack.database_url))
     return stack
@@ -59,8 +65,10 @@ def test_a_rebuilt_live_projection_comes_back_whole(settled: RunningStack):
 
 def test_compare_notices_a_live_projection_that_drifted(settled: RunningStack):
     async def drift_and_compare(pool):
-        await pool.execute("UPDATE followup.journeys SET journey = jsonb_set(journey, '{site_id}', '\"99\"') "
-                           "WHERE subject_id = 'UCT-09-601'")
+        await pool.execute(
+            "UPDATE followup.journeys SET journey = jsonb_set(journey, '{site_id}', '\"99\"') "
+            "WHERE subject_id = 'UCT-09-601'"
+        )
         try:
             return await replay.compare_with_stores(pool, "journey")
         finally:

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_mask_url_hides_the_password_wherever_a_url_carries_it():
     assert mask_url("postgresql://ucart:s3cr%40t@db:5432/ucart") == "postgresql://ucart:***@db:5432/ucart"
-    assert mask_url("postgresql://ucart@/ucart?host=/run/pg&password=s3cret&sslmode=require") == \
-        "postgresql://ucart@/ucart?host=/run/pg&password=***&sslmode=require"
+    assert (
+        mask_url("postgresql://ucart@/ucart?host=/run/pg&password=s3cret&sslmode=require")
+        == "postgresql://ucart@/ucart?host=/run/pg&password=***&sslmode=require"
+    )
     assert mask_url("host=db password=s3cret dbname=ucart") == "host=db password=*** dbname=ucart"
     assert mask_url("postgresql://ucart@/ucart?host=/run/pg") == "postgresql://ucart@/ucart?host=/run/pg"
     assert mask_url("127.0.0.1:9092,kafka-2:9092") == "127.0.0.1:9092,kafka-2:9092"
@@ -34,13 +36,17 @@ def test_the_demo_never_prints_or_logs_the_database_password(servers, tmp_path):
         url, password = with_password(database_url)
         data_dir, printed = tmp_path / "data", tmp_path / "demo.out"
         env = {k: v for k, v in os.environ.items() if not k.startswith("UCART_")} | {
-            "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": servers[1], "UCART_DATA_DIR": str(data_dir),
-            "UCART_TOPIC_PREFIX": f"s{uuid.uuid4().hex[:8]}.", "COLUMNS": "250",  # no URL cut by the table
+            "DATABASE_URL": url,
+            "KAFKA_BOOTSTRAP_SERVERS": servers[1],
+            "UCART_DATA_DIR": str(data_dir),
+            "UCART_TOPIC_PREFIX": f"s{uuid.uuid4().hex[:8]}.",
+            "COLUMNS": "250",  # no URL cut by the table
             **{f"UCART_{s}_PORT": str(free_port()) for s in ("ENROLLMENT", "TREATMENT", "FOLLOWUP")},
         }
         with printed.open("wb") as out:
-            demo = subprocess.Popen([sys.executable, "-m", "infra", "demo"], env=env, cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            demo = subprocess.Popen(
+                [sys.executable, "-m", "infra", "demo"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             wait_for(printed, "Press Ctrl-C", demo)
             demo.send_signal(signal.SIGINT)

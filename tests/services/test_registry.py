@@ -13,10 +13,10 @@ from shared.readmodel import ReadModel
 # When this test fails because you changed one on purpose, put its new fingerprint here: the change of
 # version is then a reviewed decision, like a published schema's.
 FINGERPRINTS = {
-    "enrollment-subject-facts": "5f0cf3ce1a1093c3",
-    "treatment-subject-facts": "6dde983318a8d5f6",
-    "followup-subject-facts": "5c68f188c092d490",
-    "followup-journey": "fc49aa35571d0b8c",
+    "enrollment-subject-facts": "0e48e0c7e9b033c7",
+    "treatment-subject-facts": "9c4bd3a4c68cad9f",
+    "followup-subject-facts": "5e590507511fdfc7",
+    "followup-journey": "ddc4f4ac1961abb9",
 }
 
 
@@ -32,8 +32,16 @@ def test_a_change_to_the_fold_or_the_table_changes_the_version():
     def fold_v2() -> int:
         return 2
 
-    base = ReadModel("followup", "test", "test", ("followup",), "t", lambda s: f"CREATE TABLE {s}.t ()",
-                     journey.projection, defined_by=(fold_v1,))
+    base = ReadModel(
+        "followup",
+        "test",
+        "test",
+        ("followup",),
+        "t",
+        lambda s: f"CREATE TABLE {s}.t ()",
+        journey.projection,
+        defined_by=(fold_v1,),
+    )
     other_fold = replace(base, defined_by=(fold_v2,))
     other_table = replace(base, ddl=lambda s: f"CREATE TABLE {s}.t (x int)")
     other_sources = replace(base, sources=("followup", "treatment"))

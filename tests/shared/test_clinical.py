@@ -7,8 +7,7 @@ import pytest
 from shared import clinical
 
 
-@pytest.mark.parametrize(("response", "remission"), [("CR", True), ("CRi", True), ("NR", False),
-                                                     ("RELAPSE", False)])
+@pytest.mark.parametrize(("response", "remission"), [("CR", True), ("CRi", True), ("NR", False), ("RELAPSE", False)])
 def test_remission_is_cr_or_cri(response, remission):
     assert clinical.in_remission(response) is remission
     assert clinical.enters_long_term_follow_up(response) is remission
@@ -18,38 +17,47 @@ def test_no_week12_assessment_means_no_long_term_follow_up():
     assert clinical.enters_long_term_follow_up(None) is False
 
 
-@pytest.mark.parametrize(("relatedness", "suspected"), [("unrelated", False), ("unlikely", False),
-                                                        ("possible", True), ("probable", True),
-                                                        ("definite", True)])
+@pytest.mark.parametrize(
+    ("relatedness", "suspected"),
+    [("unrelated", False), ("unlikely", False), ("possible", True), ("probable", True), ("definite", True)],
+)
 def test_possible_and_above_is_suspected(relatedness, suspected):
     assert clinical.suspected(relatedness) is suspected
     assert clinical.at_least(relatedness, "possible") is suspected
 
 
-@pytest.mark.parametrize(("serious", "suspected", "expected", "susar"), [
-    (True, True, False, True),
-    (True, True, None, False),  # expectedness not yet assessed
-    (True, True, True, False),
-    (True, False, False, False),
-    (False, True, False, False),
-])
+@pytest.mark.parametrize(
+    ("serious", "suspected", "expected", "susar"),
+    [
+        (True, True, False, True),
+        (True, True, None, False),  # expectedness not yet assessed
+        (True, True, True, False),
+        (True, False, False, False),
+        (False, True, False, False),
+    ],
+)
 def test_a_susar_is_serious_suspected_and_unexpected(serious, suspected, expected, susar):
     assert clinical.susar(serious, suspected, expected) is susar
 
 
-@pytest.mark.parametrize(("grade", "criteria", "expected"), [
-    (3, (), False),
-    (4, (), True),
-    (5, ("death",), True),
-    (3, ("life_threatening",), True),
-    (3, ("hospitalisation",), False),
-])
+@pytest.mark.parametrize(
+    ("grade", "criteria", "expected"),
+    [
+        (3, (), False),
+        (4, (), True),
+        (5, ("death",), True),
+        (3, ("life_threatening",), True),
+        (3, ("hospitalisation",), False),
+    ],
+)
 def test_fatal_or_life_threatening(grade, criteria, expected):
     assert clinical.fatal_or_life_threatening(grade, criteria) is expected
 
 
-@pytest.mark.parametrize(("window_completed", "had_dlt", "evaluable"), [
-    (True, False, True), (False, True, True), (True, True, True), (False, False, False)])
+@pytest.mark.parametrize(
+    ("window_completed", "had_dlt", "evaluable"),
+    [(True, False, True), (False, True, True), (True, True, True), (False, False, False)],
+)
 def test_dlt_evaluable_after_a_dlt_or_the_whole_window(window_completed, had_dlt, evaluable):
     assert clinical.dlt_evaluable(window_completed, had_dlt) is evaluable
 

@@ -29,20 +29,46 @@ PROTOCOL = load_protocol()
 def envelope(event_type: str, version: int, payload: dict, source: str = "enrollment", days_ago: int = 5) -> Envelope:
     now = datetime.now(UTC)
     return Envelope(
-        event_id=uuid.uuid4(), event_type=event_type, schema_version=1, subject_id=SUBJECT, source=source,
-        stream_version=version, occurred_at=now - timedelta(days=days_ago), recorded_at=now,
-        recorded_by={"user_id": "u1", "role": "coordinator"}, correlation_id=uuid.uuid4(),
-        protocol_version="test@1", payload=payload,
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        schema_version=1,
+        subject_id=SUBJECT,
+        source=source,
+        stream_version=version,
+        occurred_at=now - timedelta(days=days_ago),
+        recorded_at=now,
+        recorded_by={"user_id": "u1", "role": "coordinator"},
+        correlation_id=uuid.uuid4(),
+        protocol_version="test@1",
+        payload=payload,
     )
 
 
-ENROLLED = envelope("Enrolled", 1, {"site_id": "08", "consent_signed_on": "2026-01-01", "year_of_birth": 1970,
-                                    "sex": "F", "disease_status": "relapsed", "cd19_positive": True})
+ENROLLED = envelope(
+    "Enrolled",
+    1,
+    {
+        "site_id": "08",
+        "consent_signed_on": "2026-01-01",
+        "year_of_birth": 1970,
+        "sex": "F",
+        "disease_status": "relapsed",
+        "cd19_positive": True,
+    },
+)
 WITHDRAWN = envelope("ConsentWithdrawn", 2, {"withdrawal_reason": "moved away"}, days_ago=1)
-AE = envelope("AEReported", 1, {"term": "CRS", "category": "CRS", "grade": 2, "serious": False,
-                                "relatedness": "possible"}, source="followup")
-AE_V3 = envelope("AEReported", 3, {"term": "ICANS", "category": "ICANS", "grade": 1, "serious": False,
-                                   "relatedness": "possible"}, source="followup")
+AE = envelope(
+    "AEReported",
+    1,
+    {"term": "CRS", "category": "CRS", "grade": 2, "serious": False, "relatedness": "possible"},
+    source="followup",
+)
+AE_V3 = envelope(
+    "AEReported",
+    3,
+    {"term": "ICANS", "category": "ICANS", "grade": 1, "serious": False, "relatedness": "possible"},
+    source="followup",
+)
 
 
 @pytest.fixture
@@ -52,8 +78,12 @@ async def journey_consumer(database_url, bootstrap_servers, topic_prefix):
     broker = KafkaBroker(bootstrap_servers)
     name = "followup-journey"
     dlq = dead_letter_topic(name, topic_prefix)
-    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup",
-                                  dead_letter=dead_letter_publisher(broker, dlq, name))
+    consumer = IdempotentConsumer(
+        store.JourneyProjection("followup"),
+        pool,
+        schema="followup",
+        dead_letter=dead_letter_publisher(broker, dlq, name),
+    )
     topics = [topic_for(s, topic_prefix) for s in ("enrollment", "followup")]
     subscribe(broker, consumer, topics=topics, group_id=f"{topic_prefix}journey", dead_letter_topic=dlq)
     await broker.start()
@@ -75,7 +105,10 @@ async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
 async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer, bootstrap_servers):
     consumer, pool, prefix = journey_consumer
     enrollment, followup = topic_for("enrollment", prefix), topic_for("followup", prefix)
-    raw = lambda e: e.model_dump_json().encode()  # noqa: E731
+
+    def raw(envelope: Envelope) -> bytes:
+        return envelope.model_dump_json().encode()
+
     await produce(bootstrap_servers, enrollment, raw(ENROLLED), raw(ENROLLED), raw(WITHDRAWN), raw(ENROLLED))
     await produce(bootstrap_servers, followup, raw(AE), raw(AE), raw(AE_V3))
 
@@ -126,16 +159,31 @@ async def enrollment_store(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment"))
     await pool.close()
-    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
-                                  postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(
+        SubjectApplication, EnrollmentSubject, "enrollment", postgres_env(database_url, "enrollment")
+    )
     now = datetime.now(UTC)
-    meta = lambda days: EventMeta(subject_id=SUBJECT, occurred_at=now - timedelta(days=days),  # noqa: E731
-                                  recorded_by=RecordedBy(user_id="u1", role="coordinator"), protocol_version="t@1")
-    enrolled = Enrolled(site_id="08", consent_signed_on=(now - timedelta(days=9)).date(), year_of_birth=1970,
-                        sex="F", disease_status="relapsed", cd19_positive=True)
+
+    def meta(days: int) -> EventMeta:
+        return EventMeta(
+            subject_id=SUBJECT,
+            occurred_at=now - timedelta(days=days),
+            recorded_by=RecordedBy(user_id="u1", role="coordinator"),
+            protocol_version="t@1",
+        )
+
+    enrolled = Enrolled(
+        site_id="08",
+        consent_signed_on=(now - timedelta(days=9)).date(),
+        year_of_birth=1970,
+        sex="F",
+        disease_status="relapsed",
+        cd19_positive=True,
+    )
     stored = await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(8), enrolled)
-    stored += await asyncio.to_thread(app.record, partial(domain.withdraw, facts=None), meta(2),
-                                      ConsentWithdrawn(withdrawal_reason="moved"))
+    stored += await asyncio.to_thread(
+        app.record, partial(domain.withdraw, facts=None), meta(2), ConsentWithdrawn(withdrawal_reason="moved")
+    )
     yield stored
     app.close()
 

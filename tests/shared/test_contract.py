@@ -52,35 +52,67 @@ AWARE = datetime(2025, 3, 14, 8, tzinfo=UTC)
 AE_ID = uuid4()
 QUERY_ID = uuid4()
 INFUSION = dict(dose_cells_per_kg=1e7, dose_level=1, product_lot="LOT-1", donor_id="D-1")
-CRS_AE = dict(term="Cytokine release syndrome", category="CRS", grade=3, serious=True,
-              seriousness_criteria=("hospitalisation",), relatedness="probable", expected=False, aware_at=AWARE,
-              crs=CRSFindings(max_temperature_c=39.1, hypotension=True, vasopressors=1))
+CRS_AE = dict(
+    term="Cytokine release syndrome",
+    category="CRS",
+    grade=3,
+    serious=True,
+    seriousness_criteria=("hospitalisation",),
+    relatedness="probable",
+    expected=False,
+    aware_at=AWARE,
+    crs=CRSFindings(max_temperature_c=39.1, hypotension=True, vasopressors=1),
+)
 EXAMPLES: dict[type[Payload], Payload] = {
-    Enrolled: Enrolled(site_id="01", consent_signed_on=date(2025, 3, 1), year_of_birth=1980, sex="U",
-                       disease_status="relapsed", cd19_positive=True),
+    Enrolled: Enrolled(
+        site_id="01",
+        consent_signed_on=date(2025, 3, 1),
+        year_of_birth=1980,
+        sex="U",
+        disease_status="relapsed",
+        cd19_positive=True,
+    ),
     ScreenFailed: ScreenFailed(site_id="01", failure_reason="CD19 negative"),
     ConsentWithdrawn: ConsentWithdrawn(withdrawal_reason="moved away"),
-    LymphodepletionGiven: LymphodepletionGiven(agents=(FLU, AgentDose(agent="cyclophosphamide", dose=500,
-                                                                      unit="mg/m2"))),
+    LymphodepletionGiven: LymphodepletionGiven(
+        agents=(FLU, AgentDose(agent="cyclophosphamide", dose=500, unit="mg/m2"))
+    ),
     UCARTInfused: UCARTInfused(**INFUSION),
     InfusionCorrected: InfusionCorrected(**INFUSION | {"dose_level": 2}),
-    AEReportedV1: AEReportedV1(ae_id=AE_ID, term="CRS", category="CRS", grade=2, serious=False,
-                               relatedness="possible"),
+    AEReportedV1: AEReportedV1(ae_id=AE_ID, term="CRS", category="CRS", grade=2, serious=False, relatedness="possible"),
     AEReported: AEReported(ae_id=AE_ID, **CRS_AE),
     AEUpdated: AEUpdated(ae_id=AE_ID, grade=2, outcome="recovering"),
     AECorrected: AECorrected(ae_id=AE_ID, **CRS_AE | {"term": "CRS", "grade": 3}),
-    DataQueryOpened: DataQueryOpened(query_id=QUERY_ID, ae_id=AE_ID, field="grade", recorded_value="2",
-                                     expected_value="3", text="Please check the grade."),
+    DataQueryOpened: DataQueryOpened(
+        query_id=QUERY_ID,
+        ae_id=AE_ID,
+        field="grade",
+        recorded_value="2",
+        expected_value="3",
+        text="Please check the grade.",
+    ),
     DataQueryAnswered: DataQueryAnswered(query_id=QUERY_ID, answer="Grade corrected to 3."),
     DataQueryClosed: DataQueryClosed(query_id=QUERY_ID, resolution="Corrected."),
-    SafetyReportSubmitted: SafetyReportSubmitted(ae_id=AE_ID, report="sae_to_sponsor",
-                                                 received_at=datetime(2025, 3, 14, 20, tzinfo=UTC)),
+    SafetyReportSubmitted: SafetyReportSubmitted(
+        ae_id=AE_ID, report="sae_to_sponsor", received_at=datetime(2025, 3, 14, 20, tzinfo=UTC)
+    ),
     ResponseAssessedV1: ResponseAssessedV1(timepoint="W4", response="CR", marrow_blasts_pct=1.5, mrd_negative=True),
-    ResponseAssessed: ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1.5, circulating_blasts=False,
-                                       extramedullary_disease=False, anc_10e9_per_l=1.2, platelets_10e9_per_l=140,
-                                       mrd_pct=0.004, mrd_assay="flow", mrd_sensitivity_pct=0.001, mrd_negative=True),
-    PersistenceSampled: PersistenceSampled(visit_code="PERS_D7", qpcr_copies_per_ug_dna=15000.0,
-                                           flow_car_pct_of_cd3=4.2),
+    ResponseAssessed: ResponseAssessed(
+        timepoint="W4",
+        response="CR",
+        marrow_blasts_pct=1.5,
+        circulating_blasts=False,
+        extramedullary_disease=False,
+        anc_10e9_per_l=1.2,
+        platelets_10e9_per_l=140,
+        mrd_pct=0.004,
+        mrd_assay="flow",
+        mrd_sensitivity_pct=0.001,
+        mrd_negative=True,
+    ),
+    PersistenceSampled: PersistenceSampled(
+        visit_code="PERS_D7", qpcr_copies_per_ug_dna=15000.0, flow_car_pct_of_cd3=4.2
+    ),
     VisitCompleted: VisitCompleted(visit_code="RESP_W4"),
     SubsequentTherapyStarted: SubsequentTherapyStarted(therapy="allo_hsct", details="MUD, myeloablative"),
     LongTermFollowUpStarted: LongTermFollowUpStarted(week12_response="CRi"),
@@ -92,11 +124,19 @@ EXAMPLES: dict[type[Payload], Payload] = {
 
 def envelope(payload: Payload, **changes) -> Envelope:
     fields = dict(
-        event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version,
-        subject_id="UCT-01-007", source=payload.source, stream_version=3,
-        occurred_at=datetime(2025, 3, 12, 10, 30, tzinfo=UTC), recorded_at=datetime(2025, 3, 12, 11, tzinfo=UTC),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"), correlation_id=uuid4(),
-        causation_id=uuid4(), reason=None, protocol_version="UCART19-BALL-01@1.0",
+        event_id=uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id="UCT-01-007",
+        source=payload.source,
+        stream_version=3,
+        occurred_at=datetime(2025, 3, 12, 10, 30, tzinfo=UTC),
+        recorded_at=datetime(2025, 3, 12, 11, tzinfo=UTC),
+        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        correlation_id=uuid4(),
+        causation_id=uuid4(),
+        reason=None,
+        protocol_version="UCART19-BALL-01@1.0",
         payload=payload.model_dump(mode="json"),
     )
     return Envelope(**(fields | changes))
@@ -151,8 +191,9 @@ def test_typed_payload_validates_the_payload_against_its_model():
         broken.typed_payload()
 
 
-@pytest.mark.parametrize(("event_type", "version"), [("PatientRenamed", 1), ("Enrolled", 2), ("enrolled", 1),
-                                                    ("AEReported", 3)])
+@pytest.mark.parametrize(
+    ("event_type", "version"), [("PatientRenamed", 1), ("Enrolled", 2), ("enrolled", 1), ("AEReported", 3)]
+)
 def test_unknown_event_type_or_version(event_type, version):
     with pytest.raises(UnknownEventType, match=f"unknown event {event_type} v{version}; known: .*Enrolled v1"):
         payload_model(event_type, version)
@@ -175,16 +216,22 @@ def test_payload_model_finds_each_published_model():
         assert (model.event_type, model.schema_version) == (event_type, version)
 
 
-@pytest.mark.parametrize("code", ["John Smith", "john-smith", "JOHN SMITH", "UCT01007", "UCT-01-", "A-1",
-                                  "UCT-01-007-" + "9" * 30, "Smith-John"])
+@pytest.mark.parametrize(
+    "code",
+    ["John Smith", "john-smith", "JOHN SMITH", "UCT01007", "UCT-01-", "A-1", "UCT-01-007-" + "9" * 30, "Smith-John"],
+)
 def test_subject_id_rejects_names_and_malformed_codes(code):
     with pytest.raises(ValidationError):
         TypeAdapter(SubjectId).validate_python(code)
     with pytest.raises(ValidationError, match="subject_id"):
         envelope(EXAMPLES[Enrolled], subject_id=code)
     with pytest.raises(ValidationError, match="subject_id"):
-        EventMeta(subject_id=code, occurred_at=datetime(2025, 3, 12, tzinfo=UTC),
-                  recorded_by=RecordedBy(user_id="u", role="r"), protocol_version="p")
+        EventMeta(
+            subject_id=code,
+            occurred_at=datetime(2025, 3, 12, tzinfo=UTC),
+            recorded_by=RecordedBy(user_id="u", role="r"),
+            protocol_version="p",
+        )
 
 
 @pytest.mark.parametrize("code", ["UCT-01-007", "SITE2-0001", "AB-1"])
@@ -207,8 +254,10 @@ def test_v2_leaves_the_response_thresholds_to_the_protocol():
 def test_mrd_value_needs_its_assay():
     with pytest.raises(ValidationError, match="give mrd_assay"):
         ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1, mrd_pct=0.001)
-    assert ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1, mrd_pct=0.001,
-                            mrd_assay="ngs").mrd_assay == "ngs"
+    assert (
+        ResponseAssessed(timepoint="W4", response="CR", marrow_blasts_pct=1, mrd_pct=0.001, mrd_assay="ngs").mrd_assay
+        == "ngs"
+    )
 
 
 def test_no_response_may_have_any_blast_count():
@@ -262,15 +311,18 @@ def test_death_criterion_goes_with_grade_5(grade):
     assert ae_fields(grade=5, seriousness_criteria=("death",), crs=None).grade == 5
 
 
-@pytest.mark.parametrize(("findings", "value", "category"), [
-    ("crs", CRSFindings(max_temperature_c=38.5), "CRS"),
-    ("icans", ICANSFindings(ice_score=6), "ICANS"),
-    ("gvhd", GvHDStaging(skin_stage=2), "GVHD"),
-])
+@pytest.mark.parametrize(
+    ("findings", "value", "category"),
+    [
+        ("crs", CRSFindings(max_temperature_c=38.5), "CRS"),
+        ("icans", ICANSFindings(ice_score=6), "ICANS"),
+        ("gvhd", GvHDStaging(skin_stage=2), "GVHD"),
+    ],
+)
 def test_findings_belong_to_an_ae_of_their_category(findings, value, category):
     changes = {"crs": None, findings: value}
     assert getattr(ae_fields(category=category, **changes), findings) == value
-    for other in ({"CRS", "ICANS", "GVHD", "INFECTION"} - {category}):
+    for other in {"CRS", "ICANS", "GVHD", "INFECTION"} - {category}:
         with pytest.raises(ValidationError, match=f"{findings} findings belong to an AE of that category, not {other}"):
             ae_fields(category=other, **changes)
 
@@ -291,8 +343,10 @@ def test_awareness_time_is_required_and_timezone_aware():
         AEReported(**without, aware_at=datetime(2025, 3, 14, 8))
 
 
-@pytest.mark.parametrize(("relatedness", "suspected"), [("unrelated", False), ("unlikely", False),
-                                                        ("possible", True), ("probable", True), ("definite", True)])
+@pytest.mark.parametrize(
+    ("relatedness", "suspected"),
+    [("unrelated", False), ("unlikely", False), ("possible", True), ("probable", True), ("definite", True)],
+)
 def test_possible_and_above_is_suspected(relatedness, suspected):
     assert ae_fields(relatedness=relatedness).suspected is suspected
 
@@ -319,8 +373,9 @@ def test_a_persistence_sample_has_a_result_and_a_persistence_visit_code():
 
 @pytest.mark.parametrize("serious", [True, False])
 def test_v1_ae_reads_as_v2_aware_at_onset_and_criteria_not_specified(serious):
-    v1 = AEReportedV1(term="Febrile neutropenia", category="CYTOPENIA", grade=3, serious=serious,
-                      relatedness="unlikely")
+    v1 = AEReportedV1(
+        term="Febrile neutropenia", category="CYTOPENIA", grade=3, serious=serious, relatedness="unlikely"
+    )
     v2 = upcast(v1, ONSET)
     assert type(v2) is AEReported
     assert v2.aware_at == ONSET
@@ -331,16 +386,18 @@ def test_v1_ae_reads_as_v2_aware_at_onset_and_criteria_not_specified(serious):
 
 
 def test_v1_response_reads_as_v2_keeping_its_values():
-    v1 = ResponseAssessedV1(timepoint="W12", response="RELAPSE", marrow_blasts_pct=35, mrd_negative=False,
-                            cd19_status="CD19-")
+    v1 = ResponseAssessedV1(
+        timepoint="W12", response="RELAPSE", marrow_blasts_pct=35, mrd_negative=False, cd19_status="CD19-"
+    )
     v2 = upcast(v1, ONSET)
     assert type(v2) is ResponseAssessed
     assert v2.model_dump(exclude_none=True) == v1.model_dump(exclude_none=True)
     assert (v2.anc_10e9_per_l, v2.platelets_10e9_per_l, v2.mrd_pct) == (None, None, None)
 
 
-@pytest.mark.parametrize("model", [m for m in EXAMPLES if m not in (AEReportedV1, ResponseAssessedV1)],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "model", [m for m in EXAMPLES if m not in (AEReportedV1, ResponseAssessedV1)], ids=lambda m: m.__name__
+)
 def test_latest_versions_pass_through_unchanged(model):
     assert upcast(EXAMPLES[model], ONSET) is EXAMPLES[model]
 
@@ -364,8 +421,14 @@ def sent(model: type[Payload], body: str) -> Payload:
 
 
 def enrolment_json(**changes: str) -> str:
-    fields = {"site_id": '"01"', "consent_signed_on": '"2025-03-01"', "year_of_birth": "1980", "sex": '"F"',
-              "disease_status": '"relapsed"', "cd19_positive": "true"} | changes
+    fields = {
+        "site_id": '"01"',
+        "consent_signed_on": '"2025-03-01"',
+        "year_of_birth": "1980",
+        "sex": '"F"',
+        "disease_status": '"relapsed"',
+        "cd19_positive": "true",
+    } | changes
     return "{" + ", ".join(f'"{name}": {value}' for name, value in fields.items()) + "}"
 
 
@@ -373,12 +436,21 @@ def test_a_valid_command_payload_is_read_as_sent():
     assert sent(Enrolled, enrolment_json()) == EXAMPLES[Enrolled].model_copy(update={"sex": "F"})
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("year_of_birth", '"1980"'), ("year_of_birth", "1980.0"), ("year_of_birth", "true"),
-    ("cd19_positive", "1"), ("cd19_positive", '"yes"'), ("cd19_positive", '"true"'),
-    ("consent_signed_on", "0"), ("consent_signed_on", '"0"'), ("consent_signed_on", '"20250301"'),
-    ("consent_signed_on", '"2025-03-01T00:00:00Z"'),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("year_of_birth", '"1980"'),
+        ("year_of_birth", "1980.0"),
+        ("year_of_birth", "true"),
+        ("cd19_positive", "1"),
+        ("cd19_positive", '"yes"'),
+        ("cd19_positive", '"true"'),
+        ("consent_signed_on", "0"),
+        ("consent_signed_on", '"0"'),
+        ("consent_signed_on", '"20250301"'),
+        ("consent_signed_on", '"2025-03-01T00:00:00Z"'),
+    ],
+)
 def test_types_are_strict(field, value):
     with pytest.raises(ValidationError, match=f"payload.{field}"):
         sent(Enrolled, enrolment_json(**{field: value}))
@@ -398,8 +470,12 @@ def test_an_event_stored_before_the_input_rules_still_loads():
     # Accepted before input was strict, and stored: reading it back must not stop the relay or a rebuild.
     stored = PersistenceSampled.model_validate({"qpcr_copies_per_ug_dna": float("inf")})
     assert stored.qpcr_copies_per_ug_dna == float("inf")
-    assert AEReportedV1.model_validate({"term": "Rash\x00", "category": "OTHER", "grade": 1, "serious": False,
-                                        "relatedness": "possible"}).term == "Rash\x00"
+    assert (
+        AEReportedV1.model_validate(
+            {"term": "Rash\x00", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible"}
+        ).term
+        == "Rash\x00"
+    )
 
 
 def test_times_in_a_payload_are_iso_text_only():
@@ -407,17 +483,23 @@ def test_times_in_a_payload_are_iso_text_only():
         sent(SafetyReportSubmitted, f'{{"ae_id": "{AE_ID}", "report": "sae_to_sponsor", "received_at": 0}}')
     with pytest.raises(ValidationError, match=r"occurred_at\n.*ISO 8601"):
         CommandRequest[SubjectDied].model_validate({"occurred_at": "1741939200", "payload": {"primary_cause": "other"}})
-    received = sent(SafetyReportSubmitted, f'{{"ae_id": "{AE_ID}", "report": "sae_to_sponsor", '
-                                           '"received_at": "2025-03-14T20:00:00Z"}')
+    received = sent(
+        SafetyReportSubmitted,
+        f'{{"ae_id": "{AE_ID}", "report": "sae_to_sponsor", "received_at": "2025-03-14T20:00:00Z"}}',
+    )
     assert received == EXAMPLES[SafetyReportSubmitted]
 
 
-@pytest.mark.parametrize("term", ["Rash\\u0000", "Rash\\u0007", "Rash\\u001b[31m", "Rash\\u0085", "Rash\\ud800",
-                                  "Rash\\nFever", "Rash\\tFever"])
+@pytest.mark.parametrize(
+    "term",
+    ["Rash\\u0000", "Rash\\u0007", "Rash\\u001b[31m", "Rash\\u0085", "Rash\\ud800", "Rash\\nFever", "Rash\\tFever"],
+)
 def test_client_text_refuses_nul_and_control_characters(term):
     with pytest.raises(ValidationError, match=r"payload\.term\n.*(NUL|control character|unicode)"):
-        sent(AEReportedV1, f'{{"term": "{term}", "category": "OTHER", "grade": 1, "serious": false, '
-                           '"relatedness": "possible"}')
+        sent(
+            AEReportedV1,
+            f'{{"term": "{term}", "category": "OTHER", "grade": 1, "serious": false, "relatedness": "possible"}}',
+        )
 
 
 def test_free_text_may_hold_line_breaks_and_tabs_but_no_other_control_character():
@@ -426,16 +508,18 @@ def test_free_text_may_hold_line_breaks_and_tabs_but_no_other_control_character(
     with pytest.raises(ValidationError, match=r"payload\.details\n.*U\+0007"):
         sent(SubjectDied, '{"primary_cause": "other", "details": "bell \\u0007"}')
     with pytest.raises(ValidationError, match=r"reason\n.*NUL"):
-        CommandRequest[SubjectDied].model_validate({"occurred_at": "2025-03-14T09:00:00Z", "reason": "typo\x00",
-                                                    "payload": {"primary_cause": "other"}})
+        CommandRequest[SubjectDied].model_validate(
+            {"occurred_at": "2025-03-14T09:00:00Z", "reason": "typo\x00", "payload": {"primary_cause": "other"}}
+        )
 
 
 @pytest.mark.parametrize("aware_at", ["9999-12-31T23:59:59-14:00", "1899-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"])
 def test_client_dates_lie_in_the_study_years(aware_at):
     fields = {k: v for k, v in EXAMPLES[AEReported].model_dump(mode="json").items() if k != "aware_at"}
     with pytest.raises(ValidationError, match=r"payload\.aware_at\n.*is not a date of this study"):
-        CommandRequest[AEReported].model_validate({"occurred_at": "2025-03-14T09:00:00Z",
-                                                   "payload": fields | {"aware_at": aware_at}})
+        CommandRequest[AEReported].model_validate(
+            {"occurred_at": "2025-03-14T09:00:00Z", "payload": fields | {"aware_at": aware_at}}
+        )
     assert AEReported(**fields, aware_at=aware_at).aware_at.year in (1, 1899, 9999)  # stored ones still load
 
 

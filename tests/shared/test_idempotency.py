@@ -29,8 +29,9 @@ from shared.protocol import load_protocol
 async def keys_and_store(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment"))
-    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
-                                  postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(
+        SubjectApplication, EnrollmentSubject, "enrollment", postgres_env(database_url, "enrollment")
+    )
     yield IdempotencyStore(pool, "enrollment"), app, pool
     app.close()
     await pool.close()
@@ -38,10 +39,20 @@ async def keys_and_store(database_url):
 
 def enrol(app: SubjectApplication[EnrollmentSubject], subject: str):
     now = datetime.now(UTC)
-    meta = EventMeta(subject_id=subject, occurred_at=now - timedelta(days=1), protocol_version="t@1",
-                     recorded_by=RecordedBy(user_id="u1", role="coordinator"))
-    payload = Enrolled(site_id="01", consent_signed_on=(now - timedelta(days=2)).date(), year_of_birth=1970,
-                       sex="F", disease_status="relapsed", cd19_positive=True)
+    meta = EventMeta(
+        subject_id=subject,
+        occurred_at=now - timedelta(days=1),
+        protocol_version="t@1",
+        recorded_by=RecordedBy(user_id="u1", role="coordinator"),
+    )
+    payload = Enrolled(
+        site_id="01",
+        consent_signed_on=(now - timedelta(days=2)).date(),
+        year_of_birth=1970,
+        sex="F",
+        disease_status="relapsed",
+        cd19_positive=True,
+    )
     return app.record(partial(domain.enrol, protocol=load_protocol()), meta, payload)
 
 

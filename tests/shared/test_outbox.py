@@ -34,8 +34,12 @@ PROTOCOL = load_protocol()
 
 
 def meta(subject: str, days_ago: int) -> EventMeta:
-    return EventMeta(subject_id=subject, occurred_at=datetime.now(UTC) - timedelta(days=days_ago),
-                     recorded_by=RecordedBy(user_id="relay-test", role="coordinator"), protocol_version="test@1")
+    return EventMeta(
+        subject_id=subject,
+        occurred_at=datetime.now(UTC) - timedelta(days=days_ago),
+        recorded_by=RecordedBy(user_id="relay-test", role="coordinator"),
+        protocol_version="test@1",
+    )
 
 
 class Crash(Exception):
@@ -50,15 +54,26 @@ class Died(BaseException):
 async def store(database_url):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("enrollment") + facts.ddl("enrollment"))
-    app = await asyncio.to_thread(SubjectApplication, EnrollmentSubject, "enrollment",
-                                  postgres_env(database_url, "enrollment"))
+    app = await asyncio.to_thread(
+        SubjectApplication, EnrollmentSubject, "enrollment", postgres_env(database_url, "enrollment")
+    )
     for subject in SUBJECTS:
-        enrolled = Enrolled(site_id="09", consent_signed_on=(datetime.now(UTC) - timedelta(days=9)).date(),
-                            year_of_birth=1970, sex="M", disease_status="relapsed", cd19_positive=True)
+        enrolled = Enrolled(
+            site_id="09",
+            consent_signed_on=(datetime.now(UTC) - timedelta(days=9)).date(),
+            year_of_birth=1970,
+            sex="M",
+            disease_status="relapsed",
+            cd19_positive=True,
+        )
         await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(subject, 8), enrolled)
     for subject in WITHDRAWN:
-        await asyncio.to_thread(app.record, partial(domain.withdraw, facts=None), meta(subject, 2),
-                                ConsentWithdrawn(withdrawal_reason="test"))
+        await asyncio.to_thread(
+            app.record,
+            partial(domain.withdraw, facts=None),
+            meta(subject, 2),
+            ConsentWithdrawn(withdrawal_reason="test"),
+        )
     yield app, pool
     await pool.close()
     app.close()
@@ -105,8 +120,7 @@ async def test_relay_restarted_midway_republishes_at_most_once_more(store, produ
     with pytest.raises(Died):
         await crashing.publish_pending()  # 2 published, position not advanced
 
-    restarted = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", batch_size=5,
-                            poll_seconds=0.1)
+    restarted = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", batch_size=5, poll_seconds=0.1)
     task = asyncio.create_task(restarted.run())
     await until_caught_up(restarted)
     task.cancel()
@@ -126,8 +140,11 @@ async def test_relay_restarted_midway_republishes_at_most_once_more(store, produ
 
     # A consumer fed the duplicated stream ends in the state the store describes.
     await pool.execute("CREATE SCHEMA IF NOT EXISTS replica;" + db.plumbing_ddl("replica") + facts.ddl("replica"))
-    consumer = IdempotentConsumer(facts.SubjectFactsProjection("replica"), pool, schema="replica",
-                                  )
+    consumer = IdempotentConsumer(
+        facts.SubjectFactsProjection("replica"),
+        pool,
+        schema="replica",
+    )
     outcomes = Counter([await consumer.apply(m, m.typed_payload()) for m in messages])
     assert outcomes == {"applied": total, "duplicate": 2}
     rows = {r["subject_id"]: r for r in await pool.fetch("SELECT * FROM replica.subject_facts")}
@@ -138,8 +155,9 @@ async def test_relay_restarted_midway_republishes_at_most_once_more(store, produ
 async def test_only_one_relay_publishes_at_a_time(store, producer, bootstrap_servers, topic_prefix):
     app, pool = store
     topic = topic_for("enrollment", topic_prefix)
-    relays = [OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", poll_seconds=0.1)
-              for _ in range(2)]
+    relays = [
+        OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", poll_seconds=0.1) for _ in range(2)
+    ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     await until_caught_up(relays[0])
     await asyncio.sleep(0.5)
@@ -158,8 +176,14 @@ async def test_new_events_are_published_promptly_after_commit(store, producer, b
     relay = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", poll_seconds=30)
     task = asyncio.create_task(relay.run())
     await until_caught_up(relay)
-    late = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=1),
-                    year_of_birth=1990, sex="F", disease_status="refractory", cd19_positive=True)
+    late = Enrolled(
+        site_id="09",
+        consent_signed_on=datetime.now(UTC).date() - timedelta(days=1),
+        year_of_birth=1990,
+        sex="F",
+        disease_status="refractory",
+        cd19_positive=True,
+    )
     await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta("UCT-09-099", 0), late)
     # The poll interval is 30 s: only PostgreSQL's NOTIFY can wake the relay this fast.
     await until_caught_up(relay, timeout=5)
@@ -178,16 +202,28 @@ async def test_commands_commit_while_the_broker_is_down_and_the_relay_catches_up
     await producer.start()
     topic = topic_for("enrollment", topic_prefix)
     settings = Settings(_env_file=None, kafka_bootstrap_servers=broker.bootstrap_servers)
-    relay = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment", poll_seconds=0.2,
-                        prepare=lambda: ensure_topics(settings, [topic]))
+    relay = OutboxRelay(
+        app,
+        pool,
+        publisher(producer, topic),
+        schema="enrollment",
+        poll_seconds=0.2,
+        prepare=lambda: ensure_topics(settings, [topic]),
+    )
     task = asyncio.create_task(relay.run())
     try:
         await until_caught_up(relay)
         broker.kill()  # memory only: every topic and offset is gone
         late = [f"UCT-09-2{n:02d}" for n in range(3)]
         for subject in late:  # the write side does not need Kafka
-            enrolled = Enrolled(site_id="09", consent_signed_on=datetime.now(UTC).date() - timedelta(days=2),
-                                year_of_birth=1980, sex="U", disease_status="relapsed", cd19_positive=True)
+            enrolled = Enrolled(
+                site_id="09",
+                consent_signed_on=datetime.now(UTC).date() - timedelta(days=2),
+                year_of_birth=1980,
+                sex="U",
+                disease_status="relapsed",
+                cd19_positive=True,
+            )
             await asyncio.to_thread(app.record, partial(domain.enrol, protocol=PROTOCOL), meta(subject, 1), enrolled)
         await asyncio.sleep(1)
         assert await relay.lag() == len(late)
@@ -240,8 +276,9 @@ class Ack:
     offset: int
 
 
-async def test_a_failed_send_resumes_after_what_the_broker_acknowledged(store, producer, bootstrap_servers,
-                                                                        topic_prefix):
+async def test_a_failed_send_resumes_after_what_the_broker_acknowledged(
+    store, producer, bootstrap_servers, topic_prefix
+):
     app, pool = store
     topic = topic_for("enrollment", topic_prefix)
     total = len(SUBJECTS) + len(WITHDRAWN)
@@ -275,8 +312,15 @@ async def test_a_broker_reset_sends_the_whole_batch_again(store):
         offset = len(sent) - 1 if len(sent) <= 3 else len(sent) - 4  # the 4th goes to an empty broker
         return Ack(partition=0, offset=offset)
 
-    relay = OutboxRelay(app, pool, restarts_empty_after_the_third, schema="enrollment", batch_size=5,
-                        poll_seconds=0.05, backoff_base=0.02)
+    relay = OutboxRelay(
+        app,
+        pool,
+        restarts_empty_after_the_third,
+        schema="enrollment",
+        batch_size=5,
+        poll_seconds=0.05,
+        backoff_base=0.02,
+    )
     task = asyncio.create_task(relay.run())
     await until_caught_up(relay)
     await relay.stop(task)
@@ -297,8 +341,9 @@ async def test_a_failing_relay_backs_off_and_never_resends_what_was_acknowledged
             raise Crash("UnknownError")
         return Ack(partition=0, offset=sum(attempts.values()))
 
-    relay = OutboxRelay(app, pool, refuses_the_third, schema="enrollment", poll_seconds=0.05,
-                        backoff_base=0.05, backoff_cap=0.4)
+    relay = OutboxRelay(
+        app, pool, refuses_the_third, schema="enrollment", poll_seconds=0.05, backoff_base=0.05, backoff_cap=0.4
+    )
     task = asyncio.create_task(relay.run())
     await asyncio.sleep(2)
     assert relay.failing_for() > 1.5 and relay.last_error == "Crash: UnknownError"
@@ -312,12 +357,14 @@ async def test_a_failing_relay_backs_off_and_never_resends_what_was_acknowledged
     assert sorted(attempts.values()) == [1] * (total - 1) + [attempts[third]]  # the others went once
 
 
-async def test_a_stored_row_no_code_can_read_is_parked_and_the_rest_is_published(store, producer, topic_prefix,
-                                                                                 bootstrap_servers):
+async def test_a_stored_row_no_code_can_read_is_parked_and_the_rest_is_published(
+    store, producer, topic_prefix, bootstrap_servers
+):
     app, pool = store
     garbled = await pool.fetchval("SELECT min(notification_id) + 2 FROM enrollment.enrollment_events")
-    await pool.execute("UPDATE enrollment.enrollment_events SET state = $2 WHERE notification_id = $1",
-                       garbled, b'{"not": "an event"}')
+    await pool.execute(
+        "UPDATE enrollment.enrollment_events SET state = $2 WHERE notification_id = $1", garbled, b'{"not": "an event"}'
+    )
     topic = topic_for("enrollment", topic_prefix)
     relay = OutboxRelay(app, pool, publisher(producer, topic), schema="enrollment")
     total = len(SUBJECTS) + len(WITHDRAWN)

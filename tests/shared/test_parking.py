@@ -41,16 +41,22 @@ def raw(envelope: Envelope) -> bytes:
 
 
 async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothing_halts(
-        followup_store, bootstrap_servers, topic_prefix):
+    followup_store, bootstrap_servers, topic_prefix
+):
     pool, events = followup_store
     name = "followup-journey"
     broker = KafkaBroker(bootstrap_servers)
     dlq = dead_letter_topic(name, topic_prefix)
-    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup",
-                                  dead_letter=dead_letter_publisher(broker, dlq, name))
+    consumer = IdempotentConsumer(
+        store.JourneyProjection("followup"),
+        pool,
+        schema="followup",
+        dead_letter=dead_letter_publisher(broker, dlq, name),
+    )
     topic = topic_for("followup", topic_prefix)
-    subscribe(broker, consumer, topics=[topic], group_id=f"{topic_prefix}journey", dead_letter_topic=dlq,
-              retry_delay=0.1)
+    subscribe(
+        broker, consumer, topics=[topic], group_id=f"{topic_prefix}journey", dead_letter_topic=dlq, retry_delay=0.1
+    )
     await broker.start()
     try:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
@@ -95,8 +101,10 @@ async def test_a_rebuild_over_a_store_holding_poison_completes_and_parks_it(foll
     assert await consumer.reconcile(("followup",)) == 2
     [row] = await parking.unresolved(pool, "followup")
     assert row.in_store and row.topic is None and row.notification_id and row.stream_version == 1
-    assert {s: len(j.adverse_events) for s in (POISONED, OTHER)
-            if (j := await store.get(pool, "followup", s))} == {POISONED: 1, OTHER: 1}
+    assert {s: len(j.adverse_events) for s in (POISONED, OTHER) if (j := await store.get(pool, "followup", s))} == {
+        POISONED: 1,
+        OTHER: 1,
+    }
     assert await parking.counts(pool, "followup") == {"followup-journey": 1}
 
 
@@ -130,7 +138,9 @@ async def test_only_the_same_failure_twice_parks_an_event(followup_store):
     parked = await parking.unresolved(pool, "followup", consumer="flaky")
     # The same error twice; and, failing differently each time, the third failure.
     assert [(p.subject_id, p.stream_version, p.reason) for p in parked] == [
-        (POISONED, 1, "RuntimeError: cannot apply Rash\\x00"), (OTHER, 1, "RuntimeError: three")]
+        (POISONED, 1, "RuntimeError: cannot apply Rash\\x00"),
+        (OTHER, 1, "RuntimeError: three"),
+    ]
 
 
 async def test_from_kafka_a_first_failure_is_redelivered_and_the_second_parks(followup_store):

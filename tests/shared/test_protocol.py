@@ -43,8 +43,12 @@ def amended(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
 
 def meta(n: int, protocol: Protocol) -> EventMeta:
     on = LD1 + timedelta(days=n)
-    return EventMeta(subject_id=SUBJECT, occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
-                     recorded_by=RecordedBy(user_id="inv-1", role="investigator"), protocol_version=protocol.version)
+    return EventMeta(
+        subject_id=SUBJECT,
+        occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
+        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        protocol_version=protocol.version,
+    )
 
 
 def ld_days(n: int, protocol: Protocol) -> domain.TreatmentSubject | None:
@@ -82,10 +86,15 @@ def test_shipped_response_criteria_are_the_b_all_ones():
 def test_dlt_rules_and_safety_clocks_load():
     # DOMAIN.md: CRS and/or neurotoxicity grade >= 3, days 0-28, attribution at least possible.
     assert [(r.category, r.min_grade, r.min_relatedness) for r in SHIPPED.dlt.rules] == [
-        ("CRS", 3, "possible"), ("ICANS", 3, "possible")]
+        ("CRS", 3, "possible"),
+        ("ICANS", 3, "possible"),
+    ]
     clocks = SHIPPED.safety_reporting
-    assert (clocks.sae_to_sponsor_hours, clocks.fatal_or_life_threatening_susar_days,
-            clocks.other_susar_days) == (24, 7, 15)
+    assert (clocks.sae_to_sponsor_hours, clocks.fatal_or_life_threatening_susar_days, clocks.other_susar_days) == (
+        24,
+        7,
+        15,
+    )
 
 
 def test_enrolment_rules_load():
@@ -101,8 +110,14 @@ def test_min_age_above_max_age_is_refused(tmp_path):
 
 def test_study_start_comes_from_the_file(tmp_path):
     later = load_protocol(amended(tmp_path, ("study_start_date = 2024-01-01", "study_start_date = 2025-03-01")))
-    enrolled = Enrolled(site_id="05", consent_signed_on=date(2025, 2, 28), year_of_birth=1980, sex="F",
-                        disease_status="relapsed", cd19_positive=True)
+    enrolled = Enrolled(
+        site_id="05",
+        consent_signed_on=date(2025, 2, 28),
+        year_of_birth=1980,
+        sex="F",
+        disease_status="relapsed",
+        cd19_positive=True,
+    )
     assert enrollment.enrol(None, meta(0, SHIPPED), enrolled, SHIPPED).status == "enrolled"
     with pytest.raises(InvalidCommand, match="before the study started \\(2025-03-01\\)"):
         enrollment.enrol(None, meta(0, later), enrolled, later)
@@ -110,8 +125,15 @@ def test_study_start_comes_from_the_file(tmp_path):
 
 def test_a_dlt_rule_needs_a_known_relatedness(tmp_path):
     with pytest.raises(ValidationError, match="min_relatedness"):
-        load_protocol(amended(tmp_path, ('{ category = "CRS",   min_grade = 3, min_relatedness = "possible" }',
-                                         '{ category = "CRS",   min_grade = 3, min_relatedness = "maybe" }')))
+        load_protocol(
+            amended(
+                tmp_path,
+                (
+                    '{ category = "CRS",   min_grade = 3, min_relatedness = "possible" }',
+                    '{ category = "CRS",   min_grade = 3, min_relatedness = "maybe" }',
+                ),
+            )
+        )
 
 
 def test_a_new_version_is_reported(tmp_path):
@@ -135,8 +157,13 @@ def test_min_days_4_refuses_infusion_after_three_days(tmp_path):
 
 
 def test_gap_window_comes_from_the_file(tmp_path):
-    tight = load_protocol(amended(tmp_path, ("min_gap_days_to_infusion = 1", "min_gap_days_to_infusion = 0"),
-                                  ("max_gap_days_to_infusion = 7", "max_gap_days_to_infusion = 2")))
+    tight = load_protocol(
+        amended(
+            tmp_path,
+            ("min_gap_days_to_infusion = 1", "min_gap_days_to_infusion = 0"),
+            ("max_gap_days_to_infusion = 7", "max_gap_days_to_infusion = 2"),
+        )
+    )
     assert len(infuse_after(3, 3, SHIPPED).infusions) == 1
     with pytest.raises(RuleViolation, match=r"is 3 day\(s\) after .* requires 0 to 2 days"):
         infuse_after(3, 3, tight)
@@ -169,14 +196,16 @@ def test_unknown_setting_is_refused(tmp_path):
 
 
 def assess(response: ResponseAssessed, protocol: Protocol) -> followup.FollowupSubject:
-    infused = SubjectFacts(subject_id=SUBJECT, site_id="05", enrolled_on=date(2025, 3, 1),
-                           infused_at=datetime(2025, 3, 10, 10, tzinfo=UTC))
+    infused = SubjectFacts(
+        subject_id=SUBJECT, site_id="05", enrolled_on=date(2025, 3, 1), infused_at=datetime(2025, 3, 10, 10, tzinfo=UTC)
+    )
     return followup.assess_response(None, meta(40, protocol), response, infused, protocol)
 
 
 def test_response_thresholds_come_from_the_file(tmp_path):
-    stricter = load_protocol(amended(tmp_path, ("cr_min_platelets_10e9_per_l = 100.0",
-                                                "cr_min_platelets_10e9_per_l = 150.0")))
+    stricter = load_protocol(
+        amended(tmp_path, ("cr_min_platelets_10e9_per_l = 100.0", "cr_min_platelets_10e9_per_l = 150.0"))
+    )
     counts = dict(timepoint="W4", marrow_blasts_pct=1.0, anc_10e9_per_l=1.5, platelets_10e9_per_l=120)
     assert assess(ResponseAssessed(response="CR", **counts), SHIPPED)
     with pytest.raises(InvalidCommand, match=r"platelets below the CR thresholds .*platelets >= 150\.0.*this is a CRi"):

@@ -43,8 +43,17 @@ from shared.contract.events import (
 from shared.protocol import Protocol
 
 Status = Literal[
-    "screening", "screen_failed", "enrolled", "lymphodepleting", "infused", "follow_up",
-    "long_term_follow_up", "completed", "withdrawn", "lost_to_follow_up", "died",
+    "screening",
+    "screen_failed",
+    "enrolled",
+    "lymphodepleting",
+    "infused",
+    "follow_up",
+    "long_term_follow_up",
+    "completed",
+    "withdrawn",
+    "lost_to_follow_up",
+    "died",
 ]
 RESPONSE_RANK = {"CR": 3, "CRi": 2, "NR": 1, "RELAPSE": 0}
 
@@ -126,8 +135,9 @@ class Journey(BaseModel):
 
     def response_at(self, timepoint: str, on: date | None = None) -> Response | None:
         """The assessment at `timepoint`, if there is one (assessed on or before `on`, if given)."""
-        return next((r for r in self.responses
-                     if r.timepoint == timepoint and (on is None or r.assessed_on <= on)), None)
+        return next(
+            (r for r in self.responses if r.timepoint == timepoint and (on is None or r.assessed_on <= on)), None
+        )
 
     @property
     def off_study_on(self) -> date | None:
@@ -163,8 +173,12 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
             j.infused_at, j.dose_cells_per_kg = at, payload.dose_cells_per_kg
         case AEReported():
             j.adverse_events[str(payload.ae_id)] = AdverseEvent(
-                ae_id=payload.ae_id, report=AEFields(**payload.model_dump(exclude={"ae_id"})), onset_on=on,
-                grade=payload.grade, worst_grade=payload.grade)
+                ae_id=payload.ae_id,
+                report=AEFields(**payload.model_dump(exclude={"ae_id"})),
+                onset_on=on,
+                grade=payload.grade,
+                worst_grade=payload.grade,
+            )
         case AECorrected():
             ae = j.adverse_events.get(str(payload.ae_id))
             if ae:  # the correction replaces the report; updates since keep their grades
@@ -185,9 +199,9 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
             if ae:
                 ae.reports_submitted[payload.report] = payload.received_at
         case DataQueryOpened():
-            j.queries[str(payload.query_id)] = DataQuery(opened_at=envelope.recorded_at,
-                                                         **payload.model_dump(exclude={"query_id"}),
-                                                         query_id=payload.query_id)
+            j.queries[str(payload.query_id)] = DataQuery(
+                opened_at=envelope.recorded_at, **payload.model_dump(exclude={"query_id"}), query_id=payload.query_id
+            )
         case DataQueryAnswered():
             if q := j.queries.get(str(payload.query_id)):
                 q.status, q.answer = "answered", payload.answer
@@ -195,8 +209,15 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
             if q := j.queries.get(str(payload.query_id)):
                 q.status, q.resolution = "closed", payload.resolution
         case ResponseAssessed():
-            j.responses = sorted([*j.responses, Response(assessed_on=on, **payload.model_dump(include=set(
-                Response.model_fields) - {"assessed_on"}))], key=lambda r: r.assessed_on)
+            j.responses = sorted(
+                [
+                    *j.responses,
+                    Response(
+                        assessed_on=on, **payload.model_dump(include=set(Response.model_fields) - {"assessed_on"})
+                    ),
+                ],
+                key=lambda r: r.assessed_on,
+            )
         case PersistenceSampled():
             j.persistence.append(PersistenceSample(sampled_on=on, **payload.model_dump()))
             if payload.visit_code:
@@ -230,9 +251,12 @@ def status(journey: Journey, today: date, protocol: Protocol) -> Status:
     """The subject's state on `today`: only what had happened (clinically) by then counts."""
     fu = protocol.followup
     exits: tuple[tuple[Status, date | None], ...] = (
-        ("died", journey.died_on), ("withdrawn", journey.withdrawn_on),
-        ("lost_to_follow_up", journey.lost_to_follow_up_on), ("completed", journey.completed_on),
-        ("screen_failed", journey.screen_failed_on))
+        ("died", journey.died_on),
+        ("withdrawn", journey.withdrawn_on),
+        ("lost_to_follow_up", journey.lost_to_follow_up_on),
+        ("completed", journey.completed_on),
+        ("screen_failed", journey.screen_failed_on),
+    )
     for exit_status, on in exits:
         if _by(on, today):
             return exit_status
@@ -287,8 +311,7 @@ class JourneyView(BaseModel):
 
 
 def view(journey: Journey, today: date, protocol: Protocol) -> JourneyView:
-    best = max(journey.responses, key=lambda r: (RESPONSE_RANK[r.response], -r.assessed_on.toordinal()),
-               default=None)
+    best = max(journey.responses, key=lambda r: (RESPONSE_RANK[r.response], -r.assessed_on.toordinal()), default=None)
     aes = sorted(journey.adverse_events.values(), key=lambda a: (a.onset_on, str(a.ae_id)))
     return JourneyView(
         subject_id=journey.subject_id,

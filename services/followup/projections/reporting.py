@@ -52,8 +52,16 @@ def reports_due(journey: Journey, protocol: Protocol, now: datetime) -> list[Rep
         base = dict(subject_id=journey.subject_id, site_id=journey.site_id, ae_id=ae.ae_id, term=ae.report.term)
         sae_due = _after(ae.report.aware_at, timedelta(hours=clocks.sae_to_sponsor_hours))
         sponsor_received = ae.reports_submitted.get("sae_to_sponsor")
-        due.append(ReportDue(**base, report="sae_to_sponsor", clock_started_at=ae.report.aware_at, due_at=sae_due,
-                             received_at=sponsor_received, status=_status(sae_due, sponsor_received, now)))
+        due.append(
+            ReportDue(
+                **base,
+                report="sae_to_sponsor",
+                clock_started_at=ae.report.aware_at,
+                due_at=sae_due,
+                received_at=sponsor_received,
+                status=_status(sae_due, sponsor_received, now),
+            )
+        )
         if _is_susar(ae):
             due.append(_susar(base, ae, sponsor_received, protocol, now))
     return due
@@ -63,15 +71,28 @@ def _is_susar(ae: AdverseEvent) -> bool:
     return clinical.susar(ae.report.serious, ae.report.suspected, ae.report.expected)
 
 
-def _susar(base: dict[str, Any], ae: AdverseEvent, sponsor_received: datetime | None, protocol: Protocol,
-           now: datetime) -> ReportDue:
+def _susar(
+    base: dict[str, Any], ae: AdverseEvent, sponsor_received: datetime | None, protocol: Protocol, now: datetime
+) -> ReportDue:
     clocks = protocol.safety_reporting
     received = ae.reports_submitted.get("susar_to_regulator")
     if sponsor_received is None:  # the regulator clock starts when the sponsor first knows
-        return ReportDue(**base, report="susar_to_regulator", clock_started_at=None, due_at=None,
-                         received_at=received, status="submitted" if received else "awaiting_sponsor_receipt")
+        return ReportDue(
+            **base,
+            report="susar_to_regulator",
+            clock_started_at=None,
+            due_at=None,
+            received_at=received,
+            status="submitted" if received else "awaiting_sponsor_receipt",
+        )
     severe = clinical.fatal_or_life_threatening(ae.worst_grade, ae.report.seriousness_criteria)
     days = clocks.fatal_or_life_threatening_susar_days if severe else clocks.other_susar_days
     due_at = _after(sponsor_received, timedelta(days=days))
-    return ReportDue(**base, report="susar_to_regulator", clock_started_at=sponsor_received, due_at=due_at,
-                     received_at=received, status=_status(due_at, received, now))
+    return ReportDue(
+        **base,
+        report="susar_to_regulator",
+        clock_started_at=sponsor_received,
+        due_at=due_at,
+        received_at=received,
+        status=_status(due_at, received, now),
+    )

@@ -33,8 +33,9 @@ def _completed_on(journey: Journey, visit: PlannedVisit, protocol: Protocol) -> 
     return None
 
 
-def visit_status(window_start: date, window_end: date, completed_on: date | None,
-                 off_study_on: date | None, today: date) -> VisitStatus:
+def visit_status(
+    window_start: date, window_end: date, completed_on: date | None, off_study_on: date | None, today: date
+) -> VisitStatus:
     if completed_on is not None:
         return "completed" if window_start <= completed_on <= window_end else "completed_out_of_window"
     if off_study_on is not None and off_study_on <= today and window_end >= off_study_on:
@@ -59,9 +60,16 @@ def schedule(journey: Journey, protocol: Protocol, today: date) -> list[Schedule
         target = day0 + timedelta(days=visit.target_day)
         start, end = target - timedelta(days=visit.window_before), target + timedelta(days=visit.window_after)
         done = _completed_on(journey, visit, protocol)
-        visits.append(ScheduledVisit(
-            code=visit.code, kind=visit.kind, study_day=visit.target_day, target_date=target,
-            window_start=start, window_end=end, completed_on=done,
-            status=visit_status(start, end, done, journey.off_study_on, today),
-        ))
+        visits.append(
+            ScheduledVisit(
+                code=visit.code,
+                kind=visit.kind,
+                study_day=visit.target_day,
+                target_date=target,
+                window_start=start,
+                window_end=end,
+                completed_on=done,
+                status=visit_status(start, end, done, journey.off_study_on, today),
+            )
+        )
     return sorted(visits, key=lambda v: (v.target_date, v.code))

@@ -39,13 +39,13 @@ class JourneyProjection:
         row = await conn.fetchval(
             f"SELECT journey FROM {self.schema}.journeys WHERE subject_id = $1 FOR UPDATE", envelope.subject_id
         )
-        current = (journeys.Journey.model_validate_json(row) if row
-                   else journeys.Journey(subject_id=envelope.subject_id))
+        current = journeys.Journey.model_validate_json(row) if row else journeys.Journey(subject_id=envelope.subject_id)
         updated = journeys.apply(current, envelope, payload)
         await conn.execute(
             f"""INSERT INTO {self.schema}.journeys (subject_id, journey) VALUES ($1, $2::jsonb)
                 ON CONFLICT (subject_id) DO UPDATE SET journey = EXCLUDED.journey, updated_at = now()""",
-            envelope.subject_id, updated.model_dump_json(),
+            envelope.subject_id,
+            updated.model_dump_json(),
         )
 
 
@@ -61,5 +61,13 @@ async def all_journeys(pool: asyncpg.Pool, schema: str) -> list[journeys.Journey
 
 # Every event of every service, into one JSON row per subject. Its shape and fold: the journey module,
 # this one, and the clinical definitions and upcasters they read events with.
-JOURNEY = ReadModel("followup", "journey", "journey", SOURCES, "journeys", ddl, JourneyProjection,
-                    defined_by=(journeys, sys.modules[__name__], clinical, upcasting))
+JOURNEY = ReadModel(
+    "followup",
+    "journey",
+    "journey",
+    SOURCES,
+    "journeys",
+    ddl,
+    JourneyProjection,
+    defined_by=(journeys, sys.modules[__name__], clinical, upcasting),
+)

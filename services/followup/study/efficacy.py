@@ -106,8 +106,7 @@ def objective_response(outcomes: Sequence[SubjectOutcome], timepoint: str) -> Ob
         denominator=denominator,
         rate=numerator / denominator if denominator else None,
         denominator_definition=(
-            f"all subjects infused (N={denominator}); subjects without a {timepoint} assessment "
-            "count as non-responders"
+            f"all subjects infused (N={denominator}); subjects without a {timepoint} assessment count as non-responders"
         ),
     )
 

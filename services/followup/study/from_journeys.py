@@ -24,8 +24,11 @@ def outcome(journey: Journey, as_of: date) -> SubjectOutcome | None:
     infused_on = _on_or_before(journey.infused_on, as_of)
     if infused_on is None:
         return None
-    assessments = tuple(Assessment(r.timepoint, clinical.response_code(r.response), r.assessed_on)
-                        for r in journey.responses if r.assessed_on <= as_of)
+    assessments = tuple(
+        Assessment(r.timepoint, clinical.response_code(r.response), r.assessed_on)
+        for r in journey.responses
+        if r.assessed_on <= as_of
+    )
     relapse = next((a.assessed_on for a in assessments if a.response == "RELAPSE"), None)
     therapy = next((on for _, on in journey.subsequent_therapy if on <= as_of), None)
     last_contact = journey.last_contact_on or journey.last_event_on or infused_on
@@ -44,8 +47,12 @@ def is_dlt(ae: AdverseEvent, infused_on: date, protocol: Protocol) -> bool:
     """An AE matching a DLT rule of the protocol, with onset inside the DLT window."""
     if not 0 <= (ae.onset_on - infused_on).days <= protocol.dlt.window_days:
         return False
-    return any(ae.report.category == rule.category and ae.worst_grade >= rule.min_grade
-               and clinical.at_least(ae.report.relatedness, rule.min_relatedness) for rule in protocol.dlt.rules)
+    return any(
+        ae.report.category == rule.category
+        and ae.worst_grade >= rule.min_grade
+        and clinical.at_least(ae.report.relatedness, rule.min_relatedness)
+        for rule in protocol.dlt.rules
+    )
 
 
 def safety(journey: Journey, protocol: Protocol, as_of: date) -> SubjectSafety | None:
@@ -54,14 +61,21 @@ def safety(journey: Journey, protocol: Protocol, as_of: date) -> SubjectSafety |
     if infused_on is None:
         return None
     aes = tuple(
-        AESummary(ae_id=str(ae.ae_id), category=ae.report.category, grade=ae.worst_grade, serious=ae.report.serious,
-                  suspected=ae.report.suspected, expected=ae.report.expected,
-                  fatal_or_life_threatening=clinical.fatal_or_life_threatening(ae.worst_grade,
-                                                                               ae.report.seriousness_criteria),
-                  dlt=is_dlt(ae, infused_on, protocol))
-        for ae in journey.adverse_events.values() if ae.onset_on <= as_of
+        AESummary(
+            ae_id=str(ae.ae_id),
+            category=ae.report.category,
+            grade=ae.worst_grade,
+            serious=ae.report.serious,
+            suspected=ae.report.suspected,
+            expected=ae.report.expected,
+            fatal_or_life_threatening=clinical.fatal_or_life_threatening(
+                ae.worst_grade, ae.report.seriousness_criteria
+            ),
+            dlt=is_dlt(ae, infused_on, protocol),
+        )
+        for ae in journey.adverse_events.values()
+        if ae.onset_on <= as_of
     )
     window_completed = (as_of - infused_on).days > protocol.dlt.window_days
     evaluable = clinical.dlt_evaluable(window_completed, had_dlt=any(a.dlt for a in aes))
-    return SubjectSafety(subject_id=journey.subject_id, dlt_evaluable=evaluable,
-                         aes=aes)
+    return SubjectSafety(subject_id=journey.subject_id, dlt_evaluable=evaluable, aes=aes)

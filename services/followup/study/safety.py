@@ -95,8 +95,9 @@ def safety_table(subjects: Sequence[SubjectSafety]) -> SafetyTable:
     evaluable = [s for s in subjects if s.dlt_evaluable or s.had_dlt]
     with_dlt = sum(s.had_dlt for s in evaluable)
     # Every category is listed, even at 0.
-    categories = clinical.CATEGORIES + tuple(sorted({ae.category for ae in _all_aes(subjects)}
-                                                    - set(clinical.CATEGORIES)))
+    categories = clinical.CATEGORIES + tuple(
+        sorted({ae.category for ae in _all_aes(subjects)} - set(clinical.CATEGORIES))
+    )
     return SafetyTable(
         subjects=len(subjects),
         dlt=DLTRate(

@@ -20,13 +20,23 @@ PROTOCOL = load_protocol()
 
 
 def meta(on: date, subject: str = SUBJECT) -> EventMeta:
-    return EventMeta(subject_id=subject, occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
-                     recorded_by=RecordedBy(user_id="coord-1", role="coordinator"), protocol_version="test@1")
+    return EventMeta(
+        subject_id=subject,
+        occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
+        recorded_by=RecordedBy(user_id="coord-1", role="coordinator"),
+        protocol_version="test@1",
+    )
 
 
 def enrolled_payload(**changes) -> Enrolled:
-    values = dict(site_id="01", consent_signed_on=date(2025, 3, 1), year_of_birth=1980, sex="F",
-                  disease_status="relapsed", cd19_positive=True)
+    values = dict(
+        site_id="01",
+        consent_signed_on=date(2025, 3, 1),
+        year_of_birth=1980,
+        sex="F",
+        disease_status="relapsed",
+        cd19_positive=True,
+    )
     return Enrolled(**(values | changes))
 
 
@@ -85,8 +95,9 @@ def test_withdraw_an_enrolled_subject():
 
 
 def test_withdraw_on_the_enrolment_day_is_accepted():
-    withdrawn = domain.withdraw(enrolled_subject(), meta(ENROLLED_ON), ConsentWithdrawn(withdrawal_reason="moved"),
-                                None)
+    withdrawn = domain.withdraw(
+        enrolled_subject(), meta(ENROLLED_ON), ConsentWithdrawn(withdrawal_reason="moved"), None
+    )
     assert withdrawn.withdrawn_on == ENROLLED_ON
 
 
@@ -96,8 +107,9 @@ def test_withdraw_unknown_subject():
 
 
 def test_withdraw_twice_is_refused():
-    subject = domain.withdraw(enrolled_subject(), meta(date(2025, 4, 1)), ConsentWithdrawn(withdrawal_reason="moved"),
-                              None)
+    subject = domain.withdraw(
+        enrolled_subject(), meta(date(2025, 4, 1)), ConsentWithdrawn(withdrawal_reason="moved"), None
+    )
     with pytest.raises(RuleViolation, match="is withdrawn: only an enrolled subject"):
         domain.withdraw(subject, meta(date(2025, 4, 2)), ConsentWithdrawn(withdrawal_reason="again"), None)
 
@@ -139,22 +151,28 @@ def test_shipped_rules_take_children_and_adults_from_the_study_start():
 
 @pytest.mark.parametrize("consent", [date(1, 1, 1), date(2023, 12, 31)])
 def test_consent_before_the_study_started_is_invalid(consent):
-    with pytest.raises(InvalidCommand, match=f"consent_signed_on \\({consent}\\) is before the study started "
-                                             "\\(2024-01-01\\): correct the date of consent"):
+    with pytest.raises(
+        InvalidCommand,
+        match=f"consent_signed_on \\({consent}\\) is before the study started "
+        "\\(2024-01-01\\): correct the date of consent",
+    ):
         enrol_with_protocol(consent_signed_on=consent)
 
 
 @pytest.mark.parametrize("born", [2026, 2100])
 def test_birth_after_the_consent_year_is_invalid(born):
-    with pytest.raises(InvalidCommand, match=f"year_of_birth \\({born}\\) is after the year consent was signed "
-                                             "\\(2025\\)"):
+    with pytest.raises(
+        InvalidCommand, match=f"year_of_birth \\({born}\\) is after the year consent was signed \\(2025\\)"
+    ):
         enrol_with_protocol(year_of_birth=born)
 
 
 @pytest.mark.parametrize(("born", "age"), [(2025, 0), (1949, 76), (1900, 125)])
 def test_an_age_outside_the_protocol_range_is_invalid(born, age):
-    with pytest.raises(InvalidCommand, match=f"year_of_birth \\({born}\\) gives an age of {age} at consent; "
-                                             "the protocol enrols ages 1 to 75"):
+    with pytest.raises(
+        InvalidCommand,
+        match=f"year_of_birth \\({born}\\) gives an age of {age} at consent; the protocol enrols ages 1 to 75",
+    ):
         enrol_with_protocol(year_of_birth=born)
 
 

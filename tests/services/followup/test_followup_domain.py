@@ -49,8 +49,13 @@ def at(on: date, hour: int = 9) -> datetime:
 
 
 def meta(on: date, reason: str | None = None) -> EventMeta:
-    return EventMeta(subject_id=SUBJECT, occurred_at=at(on), recorded_by=INVESTIGATOR, reason=reason,
-                     protocol_version=PROTOCOL.version)
+    return EventMeta(
+        subject_id=SUBJECT,
+        occurred_at=at(on),
+        recorded_by=INVESTIGATOR,
+        reason=reason,
+        protocol_version=PROTOCOL.version,
+    )
 
 
 def facts(infused: bool = True, **changes) -> SubjectFacts:
@@ -63,8 +68,14 @@ FACTS = facts()
 
 def ae_fields(on: date, **changes) -> dict:
     """A grade 2 CRS without findings, onset at 09:00 on `on`, the site aware three hours later."""
-    return {"term": "Cytokine release syndrome", "category": "CRS", "grade": 2, "serious": False,
-            "relatedness": "probable", "aware_at": at(on, 12)} | changes
+    return {
+        "term": "Cytokine release syndrome",
+        "category": "CRS",
+        "grade": 2,
+        "serious": False,
+        "relatedness": "probable",
+        "aware_at": at(on, 12),
+    } | changes
 
 
 def ae(on: date, **changes) -> AEReported:
@@ -73,8 +84,9 @@ def ae(on: date, **changes) -> AEReported:
 
 def sae(on: date, **changes) -> AEReported:
     """Serious, suspected and unexpected: a SUSAR."""
-    return ae(on, **{"grade": 3, "serious": True, "seriousness_criteria": ("hospitalisation",),
-                     "expected": False} | changes)
+    return ae(
+        on, **{"grade": 3, "serious": True, "seriousness_criteria": ("hospitalisation",), "expected": False} | changes
+    )
 
 
 def report(subject, on: date, payload: AEReported, known: SubjectFacts | None = FACTS) -> domain.FollowupSubject:
@@ -123,10 +135,12 @@ NEEDS_INFUSION = {
     "ae": lambda s, on, f: report(s, on, ae(on), f),
     "response": lambda s, on, f: assess(s, on, response("UNSCHEDULED", "NR"), f),
     "visit": lambda s, on, f: visit(s, on, "D7", f),
-    "persistence": lambda s, on, f: domain.record_persistence(s, meta(on), PersistenceSampled(flow_car_pct_of_cd3=2.0),
-                                                              f, PROTOCOL),
-    "therapy": lambda s, on, f: domain.start_subsequent_therapy(s, meta(on), SubsequentTherapyStarted(
-        therapy="allo_hsct"), f),
+    "persistence": lambda s, on, f: domain.record_persistence(
+        s, meta(on), PersistenceSampled(flow_car_pct_of_cd3=2.0), f, PROTOCOL
+    ),
+    "therapy": lambda s, on, f: domain.start_subsequent_therapy(
+        s, meta(on), SubsequentTherapyStarted(therapy="allo_hsct"), f
+    ),
 }
 
 
@@ -234,7 +248,11 @@ def test_findings_that_give_another_grade_open_a_data_query_from_the_rules(categ
     assert ae_payload == reported and ae_meta.recorded_by == INVESTIGATOR
     assert isinstance(query, DataQueryOpened)
     assert (query.ae_id, query.field, query.recorded_value, query.expected_value) == (
-        reported.ae_id, "grade", str(derived - 1), str(derived))
+        reported.ae_id,
+        "grade",
+        str(derived - 1),
+        str(derived),
+    )
     assert f"grade {derived} by {scale} ({PROTOCOL.version})" in query.text
     assert query_meta.recorded_by == RecordedBy(user_id="ucart-rules", role="system")
     assert query_meta.causation_id == ae_meta.event_id and query_meta.event_id != ae_meta.event_id
@@ -316,11 +334,15 @@ def test_a_correction_replaces_the_report_with_its_onset_and_keeps_the_reason():
 def test_a_correction_whose_findings_disagree_opens_a_query_caused_by_it():
     subject, reported = with_ae(grade=3)
     fix = corrected(reported, day(2), grade=2, crs=CRS_G3)
-    [(fix_meta, _), (query_meta, query)] = events(domain.correct_ae(subject, meta(day(2), "findings added"), fix,
-                                                                    FACTS, PROTOCOL))
+    [(fix_meta, _), (query_meta, query)] = events(
+        domain.correct_ae(subject, meta(day(2), "findings added"), fix, FACTS, PROTOCOL)
+    )
     assert isinstance(query, DataQueryOpened) and (query.recorded_value, query.expected_value) == ("2", "3")
     assert (query_meta.causation_id, query_meta.recorded_by.user_id, query_meta.reason) == (
-        fix_meta.event_id, "ucart-rules", None)
+        fix_meta.event_id,
+        "ucart-rules",
+        None,
+    )
 
 
 # --- data queries -------------------------------------------------------------------------------
@@ -335,11 +357,13 @@ def with_query() -> tuple[domain.FollowupSubject, DataQueryOpened]:
 def test_a_query_is_answered_then_closed():
     subject, query = with_query()
     assert subject.open_queries == {query.query_id: False}
-    subject = domain.answer_query(subject, meta(day(3)), DataQueryAnswered(query_id=query.query_id,
-                                                                           answer="Grade 2 is right"))
+    subject = domain.answer_query(
+        subject, meta(day(3)), DataQueryAnswered(query_id=query.query_id, answer="Grade 2 is right")
+    )
     assert subject.open_queries == {query.query_id: True}
-    subject = domain.close_query(subject, meta(day(4)), DataQueryClosed(query_id=query.query_id,
-                                                                        resolution="Explanation accepted"))
+    subject = domain.close_query(
+        subject, meta(day(4)), DataQueryClosed(query_id=query.query_id, resolution="Explanation accepted")
+    )
     assert subject.open_queries == {}
     assert [type(p) for _, p in events(subject)] == [DataQueryAnswered, DataQueryClosed]
 
@@ -367,8 +391,9 @@ def test_a_closed_or_unknown_query_cannot_be_changed():
 
 
 def submit(subject, ae_id, kind: str, received_at: datetime) -> domain.FollowupSubject:
-    return domain.submit_safety_report(subject, meta(day(3)), SafetyReportSubmitted(
-        ae_id=ae_id, report=kind, received_at=received_at))
+    return domain.submit_safety_report(
+        subject, meta(day(3)), SafetyReportSubmitted(ae_id=ae_id, report=kind, received_at=received_at)
+    )
 
 
 def test_a_susar_is_reported_to_the_sponsor_and_the_regulator_once_each():
@@ -427,8 +452,12 @@ def test_a_v1_ae_in_the_stream_is_read_as_v2():
 
 # --- response assessments -----------------------------------------------------------------------
 
-GOOD_COUNTS = {"anc_10e9_per_l": 1.0, "platelets_10e9_per_l": 100.0, "circulating_blasts": False,
-               "extramedullary_disease": False}
+GOOD_COUNTS = {
+    "anc_10e9_per_l": 1.0,
+    "platelets_10e9_per_l": 100.0,
+    "circulating_blasts": False,
+    "extramedullary_disease": False,
+}
 
 
 def refused_as(payload: ResponseAssessed, subject=None) -> str:
@@ -453,19 +482,27 @@ def test_remission_needs_blasts_below_the_threshold(result):
     counts = GOOD_COUNTS | {"anc_10e9_per_l": 0.5} if result == "CRi" else GOOD_COUNTS
     assert assess(None, day(28), response("W4", result, marrow_blasts_pct=4.99, **counts)).in_remission
     assert "marrow blasts must be < 5.0% (got 5.0%)" in refused_as(
-        response("W4", result, marrow_blasts_pct=5.0, **counts))
+        response("W4", result, marrow_blasts_pct=5.0, **counts)
+    )
 
 
-@pytest.mark.parametrize(("finding", "problem"), [("circulating_blasts", "no circulating blasts"),
-                                                  ("extramedullary_disease", "no extramedullary disease")])
+@pytest.mark.parametrize(
+    ("finding", "problem"),
+    [("circulating_blasts", "no circulating blasts"), ("extramedullary_disease", "no extramedullary disease")],
+)
 @pytest.mark.parametrize("result", ["CR", "CRi"])
 def test_remission_needs_no_circulating_blasts_and_no_extramedullary_disease(finding, problem, result):
     assert f"there must be {problem}" in refused_as(response("W4", result, **{finding: True}))
 
 
-@pytest.mark.parametrize(("low", "named"), [({"anc_10e9_per_l": 0.99}, "ANC"),
-                                            ({"platelets_10e9_per_l": 99.9}, "platelets"),
-                                            ({"anc_10e9_per_l": 0.2, "platelets_10e9_per_l": 20}, "ANC and platelets")])
+@pytest.mark.parametrize(
+    ("low", "named"),
+    [
+        ({"anc_10e9_per_l": 0.99}, "ANC"),
+        ({"platelets_10e9_per_l": 99.9}, "platelets"),
+        ({"anc_10e9_per_l": 0.2, "platelets_10e9_per_l": 20}, "ANC and platelets"),
+    ],
+)
 def test_a_cr_with_a_low_count_is_a_cri(low, named):
     detail = refused_as(response("W4", "CR", **GOOD_COUNTS | low))
     assert re.search(f"^CR at W4: {named} below the CR thresholds .*: this is a CRi.$", detail), detail
@@ -475,7 +512,8 @@ def test_a_cr_with_a_low_count_is_a_cri(low, named):
 def test_a_cr_at_the_count_thresholds_is_a_cr_not_a_cri():
     assert assess(None, day(28), response("W4", "CR", **GOOD_COUNTS)).in_remission
     assert "ANC and platelets both meet the CR thresholds: this is a CR" in refused_as(
-        response("W4", "CRi", **GOOD_COUNTS))
+        response("W4", "CRi", **GOOD_COUNTS)
+    )
 
 
 def test_counts_not_given_are_not_judged():
@@ -506,12 +544,15 @@ def test_a_relapse_follows_a_remission():
         assess(relapsed, day(60), response("UNSCHEDULED", "RELAPSE"))
 
 
-@pytest.mark.parametrize(("values", "accepted"), [
-    ({"marrow_blasts_pct": 5.0}, True),
-    ({"marrow_blasts_pct": 4.9}, False),
-    ({"marrow_blasts_pct": 0.0, "extramedullary_disease": True}, True),
-    ({"marrow_blasts_pct": 4.9, "extramedullary_disease": False}, False),
-])
+@pytest.mark.parametrize(
+    ("values", "accepted"),
+    [
+        ({"marrow_blasts_pct": 5.0}, True),
+        ({"marrow_blasts_pct": 4.9}, False),
+        ({"marrow_blasts_pct": 0.0, "extramedullary_disease": True}, True),
+        ({"marrow_blasts_pct": 4.9, "extramedullary_disease": False}, False),
+    ],
+)
 def test_a_relapse_needs_blasts_at_the_threshold_or_extramedullary_disease(values, accepted):
     payload = response("W8", "RELAPSE", **values)
     if accepted:
@@ -521,9 +562,16 @@ def test_a_relapse_needs_blasts_at_the_threshold_or_extramedullary_disease(value
             assess(in_remission(), day(56), payload)
 
 
-@pytest.mark.parametrize(("mrd_pct", "negative", "consistent"), [
-    (0.009, True, True), (0.01, True, False), (0.01, False, True), (0.009, False, False), (0.5, None, True),
-])
+@pytest.mark.parametrize(
+    ("mrd_pct", "negative", "consistent"),
+    [
+        (0.009, True, True),
+        (0.01, True, False),
+        (0.01, False, True),
+        (0.009, False, False),
+        (0.5, None, True),
+    ],
+)
 def test_mrd_negative_must_agree_with_the_mrd_value(mrd_pct, negative, consistent):
     payload = response("W4", "CR", mrd_pct=mrd_pct, mrd_assay="flow", mrd_negative=negative)
     if consistent:
@@ -533,8 +581,7 @@ def test_mrd_negative_must_agree_with_the_mrd_value(mrd_pct, negative, consisten
 
 
 def test_no_response_is_not_judged_against_the_remission_criteria():
-    assert assess(None, day(28), response("W4", "NR", marrow_blasts_pct=3, circulating_blasts=True,
-                                          anc_10e9_per_l=0.1))
+    assert assess(None, day(28), response("W4", "NR", marrow_blasts_pct=3, circulating_blasts=True, anc_10e9_per_l=0.1))
 
 
 @pytest.mark.parametrize("result", ["CR", "CRi"])
@@ -608,8 +655,10 @@ def test_subsequent_therapy_is_recorded():
 
 
 def test_lost_to_follow_up_with_a_last_contact_not_after_the_declaration():
-    with pytest.raises(InvalidCommand, match=f"last_contact_on \\({day(41)}\\) is after the date the subject is "
-                                             f"declared lost \\({day(40)}\\)"):
+    with pytest.raises(
+        InvalidCommand,
+        match=f"last_contact_on \\({day(41)}\\) is after the date the subject is declared lost \\({day(40)}\\)",
+    ):
         lost(None, day(40), last_contact=day(41))
     subject = lost(None, day(40), last_contact=day(30))
     assert subject.lost_on == day(40)
@@ -624,8 +673,9 @@ def test_lost_to_follow_up_once_and_not_after_death():
 
 
 def test_lost_before_the_infusion_is_allowed():
-    subject = domain.lose_to_follow_up(None, meta(day(-5)), LostToFollowUp(last_contact_on=day(-6)),
-                                       facts(infused=False))
+    subject = domain.lose_to_follow_up(
+        None, meta(day(-5)), LostToFollowUp(last_contact_on=day(-6)), facts(infused=False)
+    )
     assert subject.lost_on == day(-5)
 
 
@@ -650,8 +700,7 @@ def test_main_follow_up_completes_from_week_12(study_day, allowed):
 
 
 def test_completion_day_comes_from_the_protocol():
-    later = PROTOCOL.model_copy(update={"followup": PROTOCOL.followup.model_copy(
-        update={"main_followup_end_day": 90})})
+    later = PROTOCOL.model_copy(update={"followup": PROTOCOL.followup.model_copy(update={"main_followup_end_day": 90})})
     with pytest.raises(RuleViolation, match="runs to day 90"):
         complete(None, day(84), protocol=later)
     assert complete(None, day(90), protocol=later)
@@ -687,16 +736,18 @@ def test_the_study_is_completed_once_and_not_after_death_or_loss():
 
 def test_completion_needs_an_infusion():
     with pytest.raises(RuleViolation, match="no infusion recorded yet"):
-        domain.complete_study(None, meta(day(90)), StudyCompleted(completed="main_follow_up"), facts(infused=False),
-                              PROTOCOL)
+        domain.complete_study(
+            None, meta(day(90)), StudyCompleted(completed="main_follow_up"), facts(infused=False), PROTOCOL
+        )
 
 
 # --- death --------------------------------------------------------------------------------------
 
 
 def test_death_may_be_recorded_before_infusion():
-    subject = domain.record_death(None, meta(ENROLLED_ON + timedelta(days=2)),
-                                  SubjectDied(primary_cause="adverse_event"), facts(infused=False))
+    subject = domain.record_death(
+        None, meta(ENROLLED_ON + timedelta(days=2)), SubjectDied(primary_cause="adverse_event"), facts(infused=False)
+    )
     assert subject.died_on == ENROLLED_ON + timedelta(days=2)
 
 
@@ -733,8 +784,9 @@ def test_death_after_leaving_the_study_is_recorded(leave):
 def test_answering_a_query_is_not_contact_with_the_subject():
     # A query answered on day 40 must not make a death on day 30 look earlier than the data.
     subject = report(None, day(20), ae(day(20)))
-    query = DataQueryOpened(ae_id=next(iter(subject.aes)), field="grade", recorded_value="2", expected_value="3",
-                            text="check")
+    query = DataQueryOpened(
+        ae_id=next(iter(subject.aes)), field="grade", recorded_value="2", expected_value="3", text="check"
+    )
     subject = domain.FollowupSubject.record_into(subject, meta(day(21)), query)
     subject = domain.answer_query(subject, meta(day(40)), DataQueryAnswered(query_id=query.query_id, answer="ok"))
     assert died(day(30), subject).died_on == day(30)
@@ -749,8 +801,13 @@ def test_a_corrected_onset_is_checked_against_the_infusion():
     reported = ae(day(2))
     subject = report(None, day(2), reported)
     with pytest.raises(RuleViolation, match="before the infusion"):
-        domain.correct_ae(subject, meta(day(-1), "onset was earlier"),
-                          AECorrected(ae_id=reported.ae_id, **ae_fields(day(-1))), FACTS, PROTOCOL)
+        domain.correct_ae(
+            subject,
+            meta(day(-1), "onset was earlier"),
+            AECorrected(ae_id=reported.ae_id, **ae_fields(day(-1))),
+            FACTS,
+            PROTOCOL,
+        )
 
 
 def test_a_week12_remission_without_the_ltfu_event_still_counts_as_long_term_follow_up():

@@ -22,8 +22,12 @@ PROTOCOL = load_protocol()
 SUBJECT = "UCT-01-002"
 ENROLLED_ON = date(2025, 3, 3)
 LD1 = date(2025, 3, 5)
-FLU_CY = LymphodepletionGiven(agents=(AgentDose(agent="fludarabine", dose=30, unit="mg/m2"),
-                                      AgentDose(agent="cyclophosphamide", dose=500, unit="mg/m2")))
+FLU_CY = LymphodepletionGiven(
+    agents=(
+        AgentDose(agent="fludarabine", dose=30, unit="mg/m2"),
+        AgentDose(agent="cyclophosphamide", dose=500, unit="mg/m2"),
+    )
+)
 INFUSION = UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="LOT-1", donor_id="D-1")
 
 
@@ -31,9 +35,13 @@ CORRECTED = InfusionCorrected(dose_cells_per_kg=2e7, dose_level=2, product_lot="
 
 
 def meta(on: date, reason: str | None = None) -> EventMeta:
-    return EventMeta(subject_id=SUBJECT, occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
-                     recorded_by=RecordedBy(user_id="nurse-1", role="investigator"),
-                     protocol_version=PROTOCOL.version, reason=reason)
+    return EventMeta(
+        subject_id=SUBJECT,
+        occurred_at=datetime(on.year, on.month, on.day, 9, tzinfo=UTC),
+        recorded_by=RecordedBy(user_id="nurse-1", role="investigator"),
+        protocol_version=PROTOCOL.version,
+        reason=reason,
+    )
 
 
 def facts(**changes) -> SubjectFacts:
@@ -183,11 +191,14 @@ def test_not_yet_known_enrolment_is_retryable(command, known):
     assert refused.value.retryable is True
 
 
-@pytest.mark.parametrize(("state", "message"), [
-    ({"enrolled_on": None, "screen_failed": True}, "failed screening"),
-    ({"withdrawn_on": date(2025, 3, 4)}, "withdrew consent on 2025-03-04"),
-    ({"died_on": date(2025, 3, 4)}, "died on 2025-03-04"),
-])
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"enrolled_on": None, "screen_failed": True}, "failed screening"),
+        ({"withdrawn_on": date(2025, 3, 4)}, "withdrew consent on 2025-03-04"),
+        ({"died_on": date(2025, 3, 4)}, "died on 2025-03-04"),
+    ],
+)
 @pytest.mark.parametrize("command", ["ld", "infuse"])
 def test_off_study_subjects_are_not_treated(state, message, command):
     with pytest.raises(RuleViolation, match=message) as refused:
@@ -201,8 +212,9 @@ def test_off_study_subjects_are_not_treated(state, message, command):
 @pytest.mark.parametrize("exit_field", ["withdrawn_on", "died_on"])
 def test_an_infusion_given_before_leaving_the_study_may_be_entered_late(exit_field):
     infusion_day = day(4)
-    subject = domain.infuse(with_ld_days(3), meta(infusion_day), INFUSION, facts(**{exit_field: infusion_day}),
-                            PROTOCOL)
+    subject = domain.infuse(
+        with_ld_days(3), meta(infusion_day), INFUSION, facts(**{exit_field: infusion_day}), PROTOCOL
+    )
     assert subject.infusions == [meta(infusion_day).occurred_at]
     with pytest.raises(RuleViolation, match="no further treatment"):
         domain.infuse(with_ld_days(3), meta(day(5)), INFUSION, facts(**{exit_field: infusion_day}), PROTOCOL)

@@ -56,33 +56,65 @@ def at(on: date, hour: int = 10) -> datetime:
 
 def envelope(payload: Payload, on: date, stream_version: int = 1) -> Envelope:
     return Envelope(
-        event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version, subject_id=SUBJECT,
-        source=payload.source, stream_version=stream_version, occurred_at=at(on), recorded_at=at(on, 11),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"), correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version, payload=payload.model_dump(mode="json"),
+        event_id=uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id=SUBJECT,
+        source=payload.source,
+        stream_version=stream_version,
+        occurred_at=at(on),
+        recorded_at=at(on, 11),
+        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        correlation_id=uuid4(),
+        protocol_version=PROTOCOL.version,
+        payload=payload.model_dump(mode="json"),
     )
 
 
 def fold(events: list[tuple[Payload, date]], journey: Journey | None = None) -> Journey:
     """Fold as the consumer does: validate the envelope's payload, upcast it, apply it."""
     envelopes = [envelope(p, on, i) for i, (p, on) in enumerate(events, start=1)]
-    return reduce(lambda j, e: apply(j, e, upcast(e.typed_payload(), e.occurred_at)), envelopes,
-                  journey or Journey(subject_id=SUBJECT))
+    return reduce(
+        lambda j, e: apply(j, e, upcast(e.typed_payload(), e.occurred_at)),
+        envelopes,
+        journey or Journey(subject_id=SUBJECT),
+    )
 
 
 def enrolled() -> tuple[Payload, date]:
-    return Enrolled(site_id="03", consent_signed_on=day(-12), year_of_birth=1975, sex="M",
-                    disease_status="refractory", cd19_positive=True), day(-10)
+    return Enrolled(
+        site_id="03",
+        consent_signed_on=day(-12),
+        year_of_birth=1975,
+        sex="M",
+        disease_status="refractory",
+        cd19_positive=True,
+    ), day(-10)
 
 
 def resp(timepoint: str, result: str, on: date) -> tuple[Payload, date]:
-    return ResponseAssessed(timepoint=timepoint, response=result, marrow_blasts_pct=50 if result in ("NR", "RELAPSE")
-                            else 1, mrd_negative=result == "CR"), on
+    return ResponseAssessed(
+        timepoint=timepoint,
+        response=result,
+        marrow_blasts_pct=50 if result in ("NR", "RELAPSE") else 1,
+        mrd_negative=result == "CR",
+    ), on
 
 
 def ae(on: date, **changes) -> AEReported:
-    return AEReported(**({"term": "CRS", "category": "CRS", "grade": 2, "serious": False, "relatedness": "probable",
-                          "aware_at": at(on, 12)} | changes))
+    return AEReported(
+        **(
+            {
+                "term": "CRS",
+                "category": "CRS",
+                "grade": 2,
+                "serious": False,
+                "relatedness": "probable",
+                "aware_at": at(on, 12),
+            }
+            | changes
+        )
+    )
 
 
 def infused_journey(*extra: tuple[Payload, date]) -> Journey:
@@ -95,22 +127,39 @@ CRS_V1 = AEReportedV1(term="CRS", category="CRS", grade=2, serious=False, relate
 CRS_SERIOUS = ae(day(2), grade=3, serious=True, seriousness_criteria=("hospitalisation",), relatedness="definite")
 ICANS = ae(day(3), term="ICANS", category="ICANS", grade=1, relatedness="possible", icans=ICANSFindings(ice_score=5))
 QUERY = DataQueryOpened(ae_id=ICANS.ae_id, field="grade", recorded_value="1", expected_value="2", text="Check")
-INFECTION = ae(day(4), term="Sepsis", category="INFECTION", grade=4, serious=True,
-               seriousness_criteria=("life_threatening",), relatedness="unlikely")
+INFECTION = ae(
+    day(4),
+    term="Sepsis",
+    category="INFECTION",
+    grade=4,
+    serious=True,
+    seriousness_criteria=("life_threatening",),
+    relatedness="unlikely",
+)
 BY_SOURCE = {
     "enrollment": [enrolled(), (ConsentWithdrawn(withdrawal_reason="moved away"), day(200))],
-    "treatment": [(FLU, day(-5)), (FLU, day(-4)), (FLU, day(-3)),
-                  (UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L1", donor_id="D1"), day(1)),
-                  (InfusionCorrected(dose_cells_per_kg=2e7, dose_level=2, product_lot="L1", donor_id="D1"), DAY0)],
+    "treatment": [
+        (FLU, day(-5)),
+        (FLU, day(-4)),
+        (FLU, day(-3)),
+        (UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L1", donor_id="D1"), day(1)),
+        (InfusionCorrected(dose_cells_per_kg=2e7, dose_level=2, product_lot="L1", donor_id="D1"), DAY0),
+    ],
     "followup": [
-        (CRS_V1, day(1)), (CRS_SERIOUS, day(2)), (ICANS, day(3)), (QUERY, day(3)), (INFECTION, day(4)),
+        (CRS_V1, day(1)),
+        (CRS_SERIOUS, day(2)),
+        (ICANS, day(3)),
+        (QUERY, day(3)),
+        (INFECTION, day(4)),
         (SafetyReportSubmitted(ae_id=CRS_SERIOUS.ae_id, report="sae_to_sponsor", received_at=at(day(2), 20)), day(2)),
         (AEUpdated(ae_id=CRS_SERIOUS.ae_id, grade=4), day(5)),
         (DataQueryAnswered(query_id=QUERY.query_id, answer="ICE was 8"), day(6)),
         (DataQueryClosed(query_id=QUERY.query_id, resolution="Accepted"), day(8)),
         (VisitCompleted(visit_code="D7"), day(7)),
         (PersistenceSampled(visit_code="PERS_D14", qpcr_copies_per_ug_dna=12000.0), day(14)),
-        resp("W4", "CRi", day(28)), resp("W8", "CR", day(56)), resp("W12", "RELAPSE", day(84)),
+        resp("W4", "CRi", day(28)),
+        resp("W8", "CR", day(56)),
+        resp("W12", "RELAPSE", day(84)),
         (SubsequentTherapyStarted(therapy="allo_hsct"), day(100)),
         (SubjectDied(primary_cause="disease_progression"), day(210)),
     ],
@@ -140,7 +189,10 @@ def test_fold_collects_the_facts_of_every_source():
     assert j.adverse_events[str(CRS_SERIOUS.ae_id)].reports_submitted == {"sae_to_sponsor": at(day(2), 20)}
     assert (j.queries[str(QUERY.query_id)].status, v.open_queries) == ("closed", 0)
     assert [(r.timepoint, r.response, r.assessed_on) for r in j.responses] == [
-        ("W4", "CRi", day(28)), ("W8", "CR", day(56)), ("W12", "RELAPSE", day(84))]
+        ("W4", "CRi", day(28)),
+        ("W8", "CR", day(56)),
+        ("W12", "RELAPSE", day(84)),
+    ]
     assert j.visits_completed == {"D7": day(7), "PERS_D14": day(14)}
     assert j.subsequent_therapy == [("allo_hsct", day(100))]
     assert (j.withdrawn_on, j.died_on, j.last_event_on) == (day(200), day(210), day(210))
@@ -160,8 +212,9 @@ def test_apply_returns_a_new_journey_and_leaves_the_input_alone():
 
 
 def test_the_latest_clinical_date_is_kept_whatever_the_delivery_order():
-    j = infused_journey((SubjectDied(primary_cause="other"), day(210)),
-                        (ConsentWithdrawn(withdrawal_reason="moved"), day(200)))
+    j = infused_journey(
+        (SubjectDied(primary_cause="other"), day(210)), (ConsentWithdrawn(withdrawal_reason="moved"), day(200))
+    )
     assert j.last_event_on == day(210)
 
 
@@ -174,8 +227,11 @@ def test_same_ld_day_twice_counts_once():
 
 def test_updates_raise_the_worst_grade_and_set_the_current_one():
     crs = ae(day(2), grade=2)
-    j = infused_journey((crs, day(2)), (AEUpdated(ae_id=crs.ae_id, grade=4), day(3)),
-                        (AEUpdated(ae_id=crs.ae_id, grade=1, outcome="recovering"), day(6)))
+    j = infused_journey(
+        (crs, day(2)),
+        (AEUpdated(ae_id=crs.ae_id, grade=4), day(3)),
+        (AEUpdated(ae_id=crs.ae_id, grade=1, outcome="recovering"), day(6)),
+    )
     record = j.adverse_events[str(crs.ae_id)]
     assert (record.grade, record.worst_grade, record.outcome) == (1, 4, "recovering")
     j = fold([(AEUpdated(ae_id=crs.ae_id, outcome="recovered"), day(9))], j)
@@ -185,8 +241,12 @@ def test_updates_raise_the_worst_grade_and_set_the_current_one():
 
 def test_a_correction_replaces_the_report_and_its_onset():
     crs = ae(day(5), grade=3)
-    fix = AECorrected(ae_id=crs.ae_id, **ae(day(4), term="Cytokine release syndrome", grade=2, serious=True,
-                                            seriousness_criteria=("hospitalisation",)).model_dump(exclude={"ae_id"}))
+    fix = AECorrected(
+        ae_id=crs.ae_id,
+        **ae(
+            day(4), term="Cytokine release syndrome", grade=2, serious=True, seriousness_criteria=("hospitalisation",)
+        ).model_dump(exclude={"ae_id"}),
+    )
     j = infused_journey((crs, day(5)), (fix, day(4)))
     record = j.adverse_events[str(crs.ae_id)]
     assert record.report.model_dump() == fix.model_dump(exclude={"ae_id"})
@@ -210,55 +270,72 @@ def test_a_correction_replaces_the_reported_grade_but_keeps_the_updates_since():
 def test_a_query_is_open_then_answered_then_closed():
     opened = infused_journey((ICANS, day(3)), (QUERY, day(3)))
     q = opened.queries[str(QUERY.query_id)]
-    assert (q.status, q.ae_id, q.recorded_value, q.expected_value, q.opened_at) == ("open", ICANS.ae_id, "1", "2",
-                                                                                     at(day(3), 11))
+    assert (q.status, q.ae_id, q.recorded_value, q.expected_value, q.opened_at) == (
+        "open",
+        ICANS.ae_id,
+        "1",
+        "2",
+        at(day(3), 11),
+    )
     answered = fold([(DataQueryAnswered(query_id=QUERY.query_id, answer="ICE was 8"), day(5))], opened)
     assert (answered.queries[str(QUERY.query_id)].status, answered.queries[str(QUERY.query_id)].answer) == (
-        "answered", "ICE was 8")
+        "answered",
+        "ICE was 8",
+    )
     closed = fold([(DataQueryClosed(query_id=QUERY.query_id, resolution="Accepted"), day(6))], answered)
     assert (closed.queries[str(QUERY.query_id)].status, closed.queries[str(QUERY.query_id)].resolution) == (
-        "closed", "Accepted")
+        "closed",
+        "Accepted",
+    )
     assert [view(j, day(7), PROTOCOL).open_queries for j in (opened, answered, closed)] == [1, 1, 0]
     assert [q.status for q in view(closed, day(7), PROTOCOL).queries] == ["closed"]
 
 
 def test_safety_reports_are_kept_by_kind():
-    j = infused_journey((CRS_SERIOUS, day(2)),
-                        (SafetyReportSubmitted(ae_id=CRS_SERIOUS.ae_id, report="sae_to_sponsor",
-                                               received_at=at(day(2), 20)), day(2)),
-                        (SafetyReportSubmitted(ae_id=CRS_SERIOUS.ae_id, report="susar_to_regulator",
-                                               received_at=at(day(9))), day(9)))
+    j = infused_journey(
+        (CRS_SERIOUS, day(2)),
+        (SafetyReportSubmitted(ae_id=CRS_SERIOUS.ae_id, report="sae_to_sponsor", received_at=at(day(2), 20)), day(2)),
+        (SafetyReportSubmitted(ae_id=CRS_SERIOUS.ae_id, report="susar_to_regulator", received_at=at(day(9))), day(9)),
+    )
     assert j.adverse_events[str(CRS_SERIOUS.ae_id)].reports_submitted == {
-        "sae_to_sponsor": at(day(2), 20), "susar_to_regulator": at(day(9))}
+        "sae_to_sponsor": at(day(2), 20),
+        "susar_to_regulator": at(day(9)),
+    }
 
 
 # --- infusion correction, persistence, subsequent therapy ---------------------------------------
 
 
 def test_a_corrected_infusion_moves_day_0_and_keeps_the_previous_time():
-    j = infused_journey((InfusionCorrected(dose_cells_per_kg=3e7, dose_level=3, product_lot="L1", donor_id="D1"),
-                         day(2)))
+    j = infused_journey(
+        (InfusionCorrected(dose_cells_per_kg=3e7, dose_level=3, product_lot="L1", donor_id="D1"), day(2))
+    )
     assert (j.infused_on, j.infusion_corrected_from, j.dose_cells_per_kg) == (day(2), [at(DAY0)], 3e7)
     v = view(j, day(30), PROTOCOL)
     assert (v.study_day, v.infused_on, v.infusion_corrected_from, v.status) == (28, day(2), [at(DAY0)], "infused")
     assert status(j, day(1), PROTOCOL) == "lymphodepleting"
-    twice = fold([(InfusionCorrected(dose_cells_per_kg=3e7, dose_level=3, product_lot="L1", donor_id="D1"),
-                   day(1))], j)
+    twice = fold([(InfusionCorrected(dose_cells_per_kg=3e7, dose_level=3, product_lot="L1", donor_id="D1"), day(1))], j)
     assert (twice.infused_on, twice.infusion_corrected_from) == (day(1), [at(DAY0), at(day(2))])
 
 
 def test_a_persistence_sample_is_kept_and_completes_its_visit():
-    j = infused_journey((PersistenceSampled(visit_code="PERS_D7", flow_car_pct_of_cd3=3.5), day(7)),
-                        (PersistenceSampled(qpcr_copies_per_ug_dna=800.0), day(9)))
+    j = infused_journey(
+        (PersistenceSampled(visit_code="PERS_D7", flow_car_pct_of_cd3=3.5), day(7)),
+        (PersistenceSampled(qpcr_copies_per_ug_dna=800.0), day(9)),
+    )
     assert [(p.sampled_on, p.visit_code, p.qpcr_copies_per_ug_dna, p.flow_car_pct_of_cd3) for p in j.persistence] == [
-        (day(7), "PERS_D7", None, 3.5), (day(9), None, 800.0, None)]
+        (day(7), "PERS_D7", None, 3.5),
+        (day(9), None, 800.0, None),
+    ]
     assert j.visits_completed == {"PERS_D7": day(7)}
     assert len(view(j, day(10), PROTOCOL).persistence) == 2
 
 
 def test_subsequent_therapies_are_kept_in_date_order():
-    j = infused_journey((SubsequentTherapyStarted(therapy="allo_hsct"), day(120)),
-                        (SubsequentTherapyStarted(therapy="blinatumomab"), day(90)))
+    j = infused_journey(
+        (SubsequentTherapyStarted(therapy="allo_hsct"), day(120)),
+        (SubsequentTherapyStarted(therapy="blinatumomab"), day(90)),
+    )
     assert j.subsequent_therapy == [("blinatumomab", day(90)), ("allo_hsct", day(120))]
 
 
@@ -273,14 +350,17 @@ def test_status_before_infusion():
     assert status(failed, DAY0, PROTOCOL) == "screen_failed"
 
 
-@pytest.mark.parametrize(("study_day", "expected"), [(0, "infused"), (28, "infused"), (29, "follow_up"),
-                                                     (84, "follow_up")])
+@pytest.mark.parametrize(
+    ("study_day", "expected"), [(0, "infused"), (28, "infused"), (29, "follow_up"), (84, "follow_up")]
+)
 def test_status_in_the_dlt_window_and_main_follow_up(study_day, expected):
     assert status(infused_journey(resp("W12", "CR", day(84))), day(study_day), PROTOCOL) == expected
 
 
-@pytest.mark.parametrize(("w12", "expected"), [("CR", "long_term_follow_up"), ("CRi", "long_term_follow_up"),
-                                               ("NR", "follow_up"), ("RELAPSE", "follow_up")])
+@pytest.mark.parametrize(
+    ("w12", "expected"),
+    [("CR", "long_term_follow_up"), ("CRi", "long_term_follow_up"), ("NR", "follow_up"), ("RELAPSE", "follow_up")],
+)
 def test_status_after_week_12_depends_on_w12_remission(w12, expected):
     journey = infused_journey(resp("W12", w12, day(84)))
     assert status(journey, day(84), PROTOCOL) == "follow_up"
@@ -294,10 +374,13 @@ def test_missing_w12_keeps_the_subject_in_follow_up():
     assert status(journey, day(400), PROTOCOL) == "follow_up"
 
 
-@pytest.mark.parametrize(("w12", "ended", "completed"), [
-    ("NR", "follow_up", StudyCompleted(completed="main_follow_up")),
-    ("CR", "long_term_follow_up", StudyCompleted(completed="long_term_follow_up")),
-])
+@pytest.mark.parametrize(
+    ("w12", "ended", "completed"),
+    [
+        ("NR", "follow_up", StudyCompleted(completed="main_follow_up")),
+        ("CR", "long_term_follow_up", StudyCompleted(completed="long_term_follow_up")),
+    ],
+)
 def test_completed_only_from_the_study_completed_event(w12, ended, completed):
     finish = day(90) if completed.completed == "main_follow_up" else day(370)
     journey = infused_journey(resp("W12", w12, day(84)), (completed, finish))
@@ -307,8 +390,9 @@ def test_completed_only_from_the_study_completed_event(w12, ended, completed):
 
 
 def test_lost_to_follow_up_from_the_declaration():
-    journey = infused_journey(resp("W4", "CR", day(28)),
-                              (LostToFollowUp(last_contact_on=day(45), details="moved"), day(60)))
+    journey = infused_journey(
+        resp("W4", "CR", day(28)), (LostToFollowUp(last_contact_on=day(45), details="moved"), day(60))
+    )
     assert status(journey, day(59), PROTOCOL) == "follow_up"
     assert status(journey, day(60), PROTOCOL) == "lost_to_follow_up"
     assert (journey.lost_to_follow_up_on, journey.last_contact_on, journey.off_study_on) == (day(60), day(45), day(60))
@@ -364,11 +448,23 @@ def test_view_best_response_is_the_first_of_equal_rank():
 
 
 def test_view_keeps_the_response_values():
-    payload = ResponseAssessed(timepoint="W4", response="CRi", marrow_blasts_pct=2.0, anc_10e9_per_l=0.6,
-                               platelets_10e9_per_l=140, mrd_pct=0.002, mrd_assay="flow", mrd_negative=True)
+    payload = ResponseAssessed(
+        timepoint="W4",
+        response="CRi",
+        marrow_blasts_pct=2.0,
+        anc_10e9_per_l=0.6,
+        platelets_10e9_per_l=140,
+        mrd_pct=0.002,
+        mrd_assay="flow",
+        mrd_negative=True,
+    )
     latest = view(infused_journey((payload, day(28))), day(30), PROTOCOL).latest_response
     assert (latest.anc_10e9_per_l, latest.platelets_10e9_per_l, latest.mrd_pct, latest.mrd_negative) == (
-        0.6, 140, 0.002, True)
+        0.6,
+        140,
+        0.002,
+        True,
+    )
 
 
 def test_view_lists_adverse_events_by_onset():

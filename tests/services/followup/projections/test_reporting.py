@@ -31,24 +31,50 @@ SPONSOR_RECEIPT = AWARE + timedelta(hours=20)
 
 def envelope(payload: Payload, occurred_at: datetime) -> Envelope:
     return Envelope(
-        event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version, subject_id=SUBJECT,
-        source=payload.source, stream_version=1, occurred_at=occurred_at, recorded_at=occurred_at,
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"), correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version, payload=payload.model_dump(mode="json"),
+        event_id=uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id=SUBJECT,
+        source=payload.source,
+        stream_version=1,
+        occurred_at=occurred_at,
+        recorded_at=occurred_at,
+        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        correlation_id=uuid4(),
+        protocol_version=PROTOCOL.version,
+        payload=payload.model_dump(mode="json"),
     )
 
 
 def journey(*events: Payload) -> Journey:
-    enrolled = Enrolled(site_id="06", consent_signed_on=date(2025, 3, 1), year_of_birth=1970, sex="F",
-                        disease_status="relapsed", cd19_positive=True)
+    enrolled = Enrolled(
+        site_id="06",
+        consent_signed_on=date(2025, 3, 1),
+        year_of_birth=1970,
+        sex="F",
+        disease_status="relapsed",
+        cd19_positive=True,
+    )
     return reduce(lambda j, p: apply(j, envelope(p, ONSET), p), [enrolled, *events], Journey(subject_id=SUBJECT))
 
 
 def ae(**changes) -> AEReported:
     """A serious (hospitalisation), suspected, unexpected grade 3 CRS: a SUSAR."""
-    return AEReported(**({"term": "Cytokine release syndrome", "category": "CRS", "grade": 3, "serious": True,
-                          "seriousness_criteria": ("hospitalisation",), "relatedness": "possible",
-                          "expected": False, "aware_at": AWARE} | changes))
+    return AEReported(
+        **(
+            {
+                "term": "Cytokine release syndrome",
+                "category": "CRS",
+                "grade": 3,
+                "serious": True,
+                "seriousness_criteria": ("hospitalisation",),
+                "relatedness": "possible",
+                "expected": False,
+                "aware_at": AWARE,
+            }
+            | changes
+        )
+    )
 
 
 def submitted(reported: AEReported, kind: str, received_at: datetime) -> SafetyReportSubmitted:
@@ -91,22 +117,25 @@ def test_non_serious_aes_have_no_reports():
     assert reports_due(journey(severe), PROTOCOL, AWARE + timedelta(days=30)) == []
 
 
-@pytest.mark.parametrize("changes", [{"expected": True}, {"expected": None}, {"relatedness": "unlikely"},
-                                     {"relatedness": "unrelated"}])
+@pytest.mark.parametrize(
+    "changes", [{"expected": True}, {"expected": None}, {"relatedness": "unlikely"}, {"relatedness": "unrelated"}]
+)
 def test_a_serious_ae_that_is_not_a_susar_has_only_the_sae_report(changes):
     assert [r.report for r in reports_due(journey(ae(**changes)), PROTOCOL, AWARE)] == ["sae_to_sponsor"]
 
 
 def test_each_serious_ae_has_its_own_clock():
     first, second = ae(expected=True), ae(expected=True, aware_at=AWARE + timedelta(days=2))
-    reports = reports_due(journey(first, second, submitted(first, "sae_to_sponsor", AWARE)), PROTOCOL,
-                          AWARE + timedelta(days=2))
+    reports = reports_due(
+        journey(first, second, submitted(first, "sae_to_sponsor", AWARE)), PROTOCOL, AWARE + timedelta(days=2)
+    )
     assert {(r.ae_id, r.status) for r in reports} == {(first.ae_id, "submitted"), (second.ae_id, "due")}
 
 
 def test_clock_hours_come_from_the_protocol():
-    slower = PROTOCOL.model_copy(update={"safety_reporting": PROTOCOL.safety_reporting.model_copy(
-        update={"sae_to_sponsor_hours": 48})})
+    slower = PROTOCOL.model_copy(
+        update={"safety_reporting": PROTOCOL.safety_reporting.model_copy(update={"sae_to_sponsor_hours": 48})}
+    )
     [r] = reports_due(journey(ae(expected=True)), slower, SAE_DUE + SECOND)
     assert (r.due_at, r.status) == (AWARE + timedelta(hours=48), "due")
 
@@ -126,14 +155,17 @@ def test_a_susar_sent_before_the_sponsor_receipt_is_recorded_counts_as_submitted
     assert (r.clock_started_at, r.due_at, r.status) == (None, None, "submitted")
 
 
-@pytest.mark.parametrize(("changes", "days"), [
-    ({}, 15),  # grade 3, hospitalisation
-    ({"grade": 4}, 7),
-    ({"seriousness_criteria": ("life_threatening",)}, 7),
-    ({"grade": 5, "seriousness_criteria": ("death",)}, 7),
-    ({"seriousness_criteria": ("hospitalisation", "life_threatening")}, 7),
-    ({"seriousness_criteria": ("important_medical_event",)}, 15),
-])
+@pytest.mark.parametrize(
+    ("changes", "days"),
+    [
+        ({}, 15),  # grade 3, hospitalisation
+        ({"grade": 4}, 7),
+        ({"seriousness_criteria": ("life_threatening",)}, 7),
+        ({"grade": 5, "seriousness_criteria": ("death",)}, 7),
+        ({"seriousness_criteria": ("hospitalisation", "life_threatening")}, 7),
+        ({"seriousness_criteria": ("important_medical_event",)}, 15),
+    ],
+)
 def test_susar_due_7_days_if_fatal_or_life_threatening_else_15_from_sponsor_receipt(changes, days):
     reported = ae(**changes)
     j = journey(reported, submitted(reported, "sae_to_sponsor", SPONSOR_RECEIPT))
@@ -147,16 +179,20 @@ def test_susar_due_7_days_if_fatal_or_life_threatening_else_15_from_sponsor_rece
 def test_susar_submitted_in_time_or_late_at_the_exact_boundary(late, expected):
     reported = ae()
     deadline = SPONSOR_RECEIPT + timedelta(days=15)
-    j = journey(reported, submitted(reported, "sae_to_sponsor", SPONSOR_RECEIPT),
-                submitted(reported, "susar_to_regulator", deadline + late))
+    j = journey(
+        reported,
+        submitted(reported, "sae_to_sponsor", SPONSOR_RECEIPT),
+        submitted(reported, "susar_to_regulator", deadline + late),
+    )
     r = due(j, deadline + timedelta(days=10), "susar_to_regulator")
     assert (r.received_at, r.status) == (deadline + late, expected)
 
 
 def test_a_susar_that_worsens_to_grade_4_gets_the_7_day_clock():
     reported = ae()
-    j = journey(reported, submitted(reported, "sae_to_sponsor", SPONSOR_RECEIPT),
-                AEUpdated(ae_id=reported.ae_id, grade=4))
+    j = journey(
+        reported, submitted(reported, "sae_to_sponsor", SPONSOR_RECEIPT), AEUpdated(ae_id=reported.ae_id, grade=4)
+    )
     assert due(j, SPONSOR_RECEIPT, "susar_to_regulator").due_at == SPONSOR_RECEIPT + timedelta(days=7)
 
 
@@ -164,8 +200,10 @@ def test_a_correction_to_unexpected_makes_it_a_susar():
     reported = ae(expected=True)
     assert [r.report for r in reports_due(journey(reported), PROTOCOL, AWARE)] == ["sae_to_sponsor"]
     fix = AECorrected(ae_id=reported.ae_id, **ae(expected=False).model_dump(exclude={"ae_id"}))
-    assert [r.report for r in reports_due(journey(reported, fix), PROTOCOL, AWARE)] == ["sae_to_sponsor",
-                                                                                        "susar_to_regulator"]
+    assert [r.report for r in reports_due(journey(reported, fix), PROTOCOL, AWARE)] == [
+        "sae_to_sponsor",
+        "susar_to_regulator",
+    ]
 
 
 def test_a_clock_started_at_the_end_of_time_does_not_overflow():
@@ -174,6 +212,8 @@ def test_a_clock_started_at_the_end_of_time_does_not_overflow():
     reported = ae(aware_at=late)
     j = journey(reported, submitted(reported, "sae_to_sponsor", late))
     reports = {r.report: r for r in reports_due(j, PROTOCOL, AWARE)}
-    assert {kind: r.status for kind, r in reports.items()} == {"sae_to_sponsor": "submitted",
-                                                               "susar_to_regulator": "due"}
+    assert {kind: r.status for kind, r in reports.items()} == {
+        "sae_to_sponsor": "submitted",
+        "susar_to_regulator": "due",
+    }
     assert all(r.due_at == datetime.max.replace(tzinfo=UTC) for r in reports.values())

@@ -27,18 +27,30 @@ from shared.contract.events import (
 from shared.protocol import Protocol, load_protocol
 
 # A small protocol with asymmetric windows, so that "before" and "after" cannot be swapped unnoticed.
-PROTOCOL = Protocol.model_validate({
-    **load_protocol().model_dump(),
-    "protocol": {"id": "SCHED-TEST", "version": "1"},
-    "followup": {"main_followup_end_day": 84, "long_term_end_day": 365, "visits": [
-        {"code": "V4", "kind": "safety", "target_day": 4, "window_before": 1, "window_after": 2},        # days 3-6
-        {"code": "RESP_W4", "kind": "response", "target_day": 28, "window_before": 3, "window_after": 7},  # 25-35
-        {"code": "PERS_D28", "kind": "persistence", "target_day": 28, "window_before": 3, "window_after": 3},
-        {"code": "RESP_W12", "kind": "response", "target_day": 84, "window_before": 7, "window_after": 7},
-        {"code": "LTFU_M6", "kind": "ltfu", "target_day": 182, "window_before": 14, "window_after": 14},
-    ]},
-    "response_visits": {"W4": "RESP_W4", "W12": "RESP_W12"},
-})
+PROTOCOL = Protocol.model_validate(
+    {
+        **load_protocol().model_dump(),
+        "protocol": {"id": "SCHED-TEST", "version": "1"},
+        "followup": {
+            "main_followup_end_day": 84,
+            "long_term_end_day": 365,
+            "visits": [
+                {"code": "V4", "kind": "safety", "target_day": 4, "window_before": 1, "window_after": 2},  # days 3-6
+                {
+                    "code": "RESP_W4",
+                    "kind": "response",
+                    "target_day": 28,
+                    "window_before": 3,
+                    "window_after": 7,
+                },  # 25-35
+                {"code": "PERS_D28", "kind": "persistence", "target_day": 28, "window_before": 3, "window_after": 3},
+                {"code": "RESP_W12", "kind": "response", "target_day": 84, "window_before": 7, "window_after": 7},
+                {"code": "LTFU_M6", "kind": "ltfu", "target_day": 182, "window_before": 14, "window_after": 14},
+            ],
+        },
+        "response_visits": {"W4": "RESP_W4", "W12": "RESP_W12"},
+    }
+)
 SUBJECT = "UCT-04-005"
 DAY0 = date(2025, 3, 12)
 FLU = LymphodepletionGiven(agents=(AgentDose(agent="fludarabine", dose=30, unit="mg/m2"),))
@@ -50,17 +62,38 @@ def day(n: int) -> date:
 
 def envelope(payload: Payload, on: date) -> Envelope:
     return Envelope(
-        event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version, subject_id=SUBJECT,
-        source=payload.source, stream_version=1, occurred_at=datetime(on.year, on.month, on.day, 10, tzinfo=UTC),
-        recorded_at=datetime.now(UTC), recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(), protocol_version=PROTOCOL.version, payload=payload.model_dump(mode="json"),
+        event_id=uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id=SUBJECT,
+        source=payload.source,
+        stream_version=1,
+        occurred_at=datetime(on.year, on.month, on.day, 10, tzinfo=UTC),
+        recorded_at=datetime.now(UTC),
+        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        correlation_id=uuid4(),
+        protocol_version=PROTOCOL.version,
+        payload=payload.model_dump(mode="json"),
     )
 
 
 def journey(*events: tuple[Payload, date], infused: bool = True) -> Journey:
-    history = [(Enrolled(site_id="04", consent_signed_on=day(-12), year_of_birth=1990, sex="F",
-                         disease_status="relapsed", cd19_positive=True), day(-10)),
-               (FLU, day(-5)), (FLU, day(-4)), (FLU, day(-3))]
+    history = [
+        (
+            Enrolled(
+                site_id="04",
+                consent_signed_on=day(-12),
+                year_of_birth=1990,
+                sex="F",
+                disease_status="relapsed",
+                cd19_positive=True,
+            ),
+            day(-10),
+        ),
+        (FLU, day(-5)),
+        (FLU, day(-4)),
+        (FLU, day(-3)),
+    ]
     if infused:
         history.append((UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L", donor_id="D"), DAY0))
     return reduce(lambda j, e: apply(j, envelope(*e), e[0]), [*history, *events], Journey(subject_id=SUBJECT))
@@ -75,8 +108,9 @@ def done(code: str, on: date) -> tuple[Payload, date]:
 
 
 def w(timepoint: str, result: str, on: date) -> tuple[Payload, date]:
-    return ResponseAssessed(timepoint=timepoint, response=result, marrow_blasts_pct=60 if result in ("NR", "RELAPSE")
-                            else 2), on
+    return ResponseAssessed(
+        timepoint=timepoint, response=result, marrow_blasts_pct=60 if result in ("NR", "RELAPSE") else 2
+    ), on
 
 
 def test_nothing_is_scheduled_before_the_infusion():
@@ -89,10 +123,16 @@ def test_dates_are_counted_from_day_0():
     assert [v.code for v in schedule(journey(), PROTOCOL, DAY0)] == ["V4", "PERS_D28", "RESP_W4", "RESP_W12"]
 
 
-@pytest.mark.parametrize(("completed_day", "expected"), [
-    (2, "completed_out_of_window"), (3, "completed"), (4, "completed"), (6, "completed"),
-    (7, "completed_out_of_window"),
-])
+@pytest.mark.parametrize(
+    ("completed_day", "expected"),
+    [
+        (2, "completed_out_of_window"),
+        (3, "completed"),
+        (4, "completed"),
+        (6, "completed"),
+        (7, "completed_out_of_window"),
+    ],
+)
 def test_completion_window_is_inclusive_on_both_ends(completed_day, expected):
     v = visit("V4", journey(done("V4", day(completed_day))), day(100))
     assert (v.status, v.completed_on) == (expected, day(completed_day))
@@ -103,8 +143,10 @@ def test_open_visit_status_on_the_boundary_days(today, expected):
     assert visit("V4", journey(), day(today)).status == expected
 
 
-@pytest.mark.parametrize(("assessed_day", "expected"), [(24, "completed_out_of_window"), (25, "completed"),
-                                                        (35, "completed"), (36, "completed_out_of_window")])
+@pytest.mark.parametrize(
+    ("assessed_day", "expected"),
+    [(24, "completed_out_of_window"), (25, "completed"), (35, "completed"), (36, "completed_out_of_window")],
+)
 def test_a_response_assessment_completes_its_response_visit(assessed_day, expected):
     v = visit("RESP_W4", journey(w("W4", "NR", day(assessed_day))), day(100))
     assert (v.status, v.completed_on) == (expected, day(assessed_day))
@@ -124,18 +166,27 @@ def test_no_long_term_visits_without_a_w12_assessment():
     assert "LTFU_M6" not in [v.code for v in schedule(j, PROTOCOL, day(200))]
 
 
-@pytest.mark.parametrize("exit_event", [ConsentWithdrawn(withdrawal_reason="moved"),
-                                        SubjectDied(primary_cause="other"),
-                                        LostToFollowUp(last_contact_on=date(2025, 3, 28))],
-                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "exit_event",
+    [
+        ConsentWithdrawn(withdrawal_reason="moved"),
+        SubjectDied(primary_cause="other"),
+        LostToFollowUp(last_contact_on=date(2025, 3, 28)),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_off_study_cancels_what_is_left(exit_event):
     j = journey(done("V4", day(4)), (exit_event, day(20)))
     before_exit = {v.code: v.status for v in schedule(j, PROTOCOL, day(19))}
     assert before_exit == {"V4": "completed", "PERS_D28": "upcoming", "RESP_W4": "upcoming", "RESP_W12": "upcoming"}
     for today in (day(20), day(30), day(100)):  # from the exit day on
         statuses = {v.code: v.status for v in schedule(j, PROTOCOL, today)}
-        assert statuses == {"V4": "completed", "PERS_D28": "not_applicable", "RESP_W4": "not_applicable",
-                            "RESP_W12": "not_applicable"}
+        assert statuses == {
+            "V4": "completed",
+            "PERS_D28": "not_applicable",
+            "RESP_W4": "not_applicable",
+            "RESP_W12": "not_applicable",
+        }
 
 
 def test_shipped_protocol_schedule_grows_with_w12_remission():
@@ -157,14 +208,20 @@ def test_completing_the_main_follow_up_cancels_the_later_visits():
     assert statuses["RESP_W12"] == "completed"
     assert statuses["D28"] == "overdue"  # missed long before, stays a deviation
     assert {code for code, s in statuses.items() if s == "not_applicable"} == {
-        "PERS_W12", "PERS_W16", "PERS_W20", "PERS_W24"}  # PERS_W12's window (77-91) was still open on day 88
+        "PERS_W12",
+        "PERS_W16",
+        "PERS_W20",
+        "PERS_W24",
+    }  # PERS_W12's window (77-91) was still open on day 88
     still_on_study = {v.code: v.status for v in schedule(j, shipped, day(87))}
     assert (still_on_study["PERS_W12"], still_on_study["PERS_W16"]) == ("due", "upcoming")
 
 
 def test_a_corrected_infusion_moves_the_schedule():
-    corrected = journey(done("V4", day(4)), (InfusionCorrected(dose_cells_per_kg=1e7, dose_level=1, product_lot="L",
-                                                               donor_id="D"), day(2)))
+    corrected = journey(
+        done("V4", day(4)),
+        (InfusionCorrected(dose_cells_per_kg=1e7, dose_level=1, product_lot="L", donor_id="D"), day(2)),
+    )
     v = visit("V4", corrected, day(100))
     assert (v.target_date, v.window_start, v.window_end) == (day(6), day(5), day(8))
     assert (v.status, v.completed_on) == ("completed_out_of_window", day(4))  # in window for the old day 0 only
@@ -182,5 +239,9 @@ def test_a_persistence_sample_completes_its_visit(visit_code, status):
 def test_a_visit_missed_before_leaving_the_study_stays_overdue():
     j = journey((ConsentWithdrawn(withdrawal_reason="moved"), day(20)))
     statuses = {v.code: v.status for v in schedule(j, PROTOCOL, day(30))}
-    assert statuses == {"V4": "overdue", "PERS_D28": "not_applicable", "RESP_W4": "not_applicable",
-                        "RESP_W12": "not_applicable"}
+    assert statuses == {
+        "V4": "overdue",
+        "PERS_D28": "not_applicable",
+        "RESP_W4": "not_applicable",
+        "RESP_W12": "not_applicable",
+    }

@@ -20,28 +20,42 @@ def infused_at(at: datetime) -> Journey:
 
 
 def envelope(payload: Payload, at: datetime) -> Envelope:
-    return Envelope(event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version,
-                    subject_id="UCT-01-900", source=payload.source, stream_version=1, occurred_at=at,
-                    recorded_at=at, recorded_by=RecordedBy(user_id="u", role="investigator"),
-                    correlation_id=uuid4(), protocol_version=PROTOCOL.version, payload=payload.model_dump(mode="json"))
+    return Envelope(
+        event_id=uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id="UCT-01-900",
+        source=payload.source,
+        stream_version=1,
+        occurred_at=at,
+        recorded_at=at,
+        recorded_by=RecordedBy(user_id="u", role="investigator"),
+        correlation_id=uuid4(),
+        protocol_version=PROTOCOL.version,
+        payload=payload.model_dump(mode="json"),
+    )
 
 
 def targets(journey: Journey, today: date) -> dict[str, date]:
     return {v.code: v.target_date for v in schedule(journey, PROTOCOL, today)}
 
 
-@pytest.mark.parametrize(("day0", "d28"), [
-    (date(2027, 1, 31), date(2027, 2, 28)),   # across a short February
-    (date(2028, 1, 31), date(2028, 2, 28)),   # leap year: 28 days later is still 28 February
-    (date(2028, 2, 1), date(2028, 2, 29)),    # ... and lands on 29 February from 1 February
-    (date(2026, 12, 20), date(2027, 1, 17)),  # across the year end
-])
+@pytest.mark.parametrize(
+    ("day0", "d28"),
+    [
+        (date(2027, 1, 31), date(2027, 2, 28)),  # across a short February
+        (date(2028, 1, 31), date(2028, 2, 28)),  # leap year: 28 days later is still 28 February
+        (date(2028, 2, 1), date(2028, 2, 29)),  # ... and lands on 29 February from 1 February
+        (date(2026, 12, 20), date(2027, 1, 17)),  # across the year end
+    ],
+)
 def test_visit_dates_count_days_across_month_and_year_ends(day0, d28):
     journey = infused_at(datetime(day0.year, day0.month, day0.day, 10, tzinfo=UTC))
     planned = targets(journey, day0)
     assert planned["D28"] == d28
-    assert all(planned[v.code] == day0 + timedelta(days=v.target_day) for v in PROTOCOL.followup.visits
-               if v.kind != "ltfu")
+    assert all(
+        planned[v.code] == day0 + timedelta(days=v.target_day) for v in PROTOCOL.followup.visits if v.kind != "ltfu"
+    )
 
 
 def test_day_0_is_the_local_date_of_the_infusion_not_the_utc_date():
@@ -59,6 +73,8 @@ def test_window_edges_on_a_month_end():
     journey = infused_at(datetime(2027, 1, 31, 9, tzinfo=UTC))
     d28 = next(v for v in PROTOCOL.followup.visits if v.code == "D28")
     window_end = date(2027, 2, 28) + timedelta(days=d28.window_after)  # 3 March 2027
-    status_on = {today: {v.code: v.status for v in schedule(journey, PROTOCOL, today)}["D28"]
-                 for today in (window_end, window_end + timedelta(days=1))}
+    status_on = {
+        today: {v.code: v.status for v in schedule(journey, PROTOCOL, today)}["D28"]
+        for today in (window_end, window_end + timedelta(days=1))
+    }
     assert status_on == {date(2027, 3, 3): "due", date(2027, 3, 4): "overdue"}

@@ -124,7 +124,12 @@ def test_pfs_event_is_relapse_or_death_whichever_first_censored_at_last_assessme
         subject("assessed-after-cutoff", ("W4", "NR", 28), ("UNSCHEDULED", "NR", 401)),
     ]
     assert days(pfs_times(cohort, False, AS_OF)) == [
-        (60, True), (45, True), (85, False), (0, False), (399, False), (28, False),
+        (60, True),
+        (45, True),
+        (85, False),
+        (0, False),
+        (399, False),
+        (28, False),
     ]
 
 
@@ -225,7 +230,13 @@ def test_numbers_at_risk_by_week():
     summary = overall_survival(OS_COHORT, False, AS_OF)
     # durations > the week's day (lifelines' convention under its plots); s07 ends on day 84 exactly
     assert [(a.week, a.day, a.at_risk) for a in summary.at_risk] == [
-        (0, 0, 12), (4, 28, 11), (8, 56, 10), (12, 84, 8), (16, 112, 6), (20, 140, 6), (24, 168, 5),
+        (0, 0, 12),
+        (4, 28, 11),
+        (8, 56, 10),
+        (12, 84, 8),
+        (16, 112, 6),
+        (20, 140, 6),
+        (24, 168, 5),
     ]
 
 
@@ -245,7 +256,9 @@ def test_efficacy_table_reports_every_endpoint_both_ways_and_serialises():
     table = efficacy_table(cohort, AS_OF)
     assert table.subjects_infused == 13
     assert [(r.timepoint, r.numerator, r.denominator) for r in table.orr] == [
-        ("W4", 8, 13), ("W8", 0, 13), ("W12", 1, 13),
+        ("W4", 8, 13),
+        ("W8", 0, 13),
+        ("W12", 1, 13),
     ]
     assert table.os.not_censored_at_subsequent_therapy.events == 7
     assert table.os.censored_at_subsequent_therapy.events == 6

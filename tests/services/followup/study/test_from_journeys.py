@@ -42,30 +42,54 @@ def at(on: date, hour: int = 10) -> datetime:
 
 def envelope(payload: Payload, on: date) -> Envelope:
     return Envelope(
-        event_id=uuid4(), event_type=payload.event_type, schema_version=payload.schema_version, subject_id=SUBJECT,
-        source=payload.source, stream_version=1, occurred_at=at(on), recorded_at=at(on, 11),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"), correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version, payload=payload.model_dump(mode="json"),
+        event_id=uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        subject_id=SUBJECT,
+        source=payload.source,
+        stream_version=1,
+        occurred_at=at(on),
+        recorded_at=at(on, 11),
+        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
+        correlation_id=uuid4(),
+        protocol_version=PROTOCOL.version,
+        payload=payload.model_dump(mode="json"),
     )
 
 
 def journey(*events: tuple[Payload, date], infused: bool = True) -> Journey:
-    history = [(Enrolled(site_id="07", consent_signed_on=day(-14), year_of_birth=1988, sex="M",
-                         disease_status="refractory", cd19_positive=True), day(-12))]
+    history = [
+        (
+            Enrolled(
+                site_id="07",
+                consent_signed_on=day(-14),
+                year_of_birth=1988,
+                sex="M",
+                disease_status="refractory",
+                cd19_positive=True,
+            ),
+            day(-12),
+        )
+    ]
     if infused:
         history.append((UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L", donor_id="D"), DAY0))
     return reduce(lambda j, e: apply(j, envelope(*e), e[0]), [*history, *events], Journey(subject_id=SUBJECT))
 
 
 def fields(**changes) -> dict:
-    return {"term": "CRS", "category": "CRS", "grade": 3, "serious": False, "relatedness": "possible",
-            "aware_at": at(DAY0, 12)} | changes
+    return {
+        "term": "CRS",
+        "category": "CRS",
+        "grade": 3,
+        "serious": False,
+        "relatedness": "possible",
+        "aware_at": at(DAY0, 12),
+    } | changes
 
 
 def adverse_event(onset: int = 5, **changes) -> AdverseEvent:
     report = AEFields(**fields(**changes))
-    return AdverseEvent(ae_id=uuid4(), report=report, onset_on=day(onset), grade=report.grade,
-                        worst_grade=report.grade)
+    return AdverseEvent(ae_id=uuid4(), report=report, onset_on=day(onset), grade=report.grade, worst_grade=report.grade)
 
 
 def reported(onset: int, **changes) -> tuple[Payload, date]:
@@ -73,29 +97,33 @@ def reported(onset: int, **changes) -> tuple[Payload, date]:
 
 
 def resp(timepoint: str, result: str, on: int) -> tuple[Payload, date]:
-    return ResponseAssessed(timepoint=timepoint, response=result,
-                            marrow_blasts_pct=40 if result in ("NR", "RELAPSE") else 1), day(on)
+    return ResponseAssessed(
+        timepoint=timepoint, response=result, marrow_blasts_pct=40 if result in ("NR", "RELAPSE") else 1
+    ), day(on)
 
 
 # --- DLT ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("changes", "dlt"), [
-    ({}, True),  # CRS grade 3, possible, day 5
-    ({"onset": 0}, True),
-    ({"onset": 28}, True),  # the window's last day
-    ({"onset": 29}, False),
-    ({"onset": -1}, False),
-    ({"grade": 2}, False),
-    ({"grade": 4}, True),
-    ({"relatedness": "unlikely"}, False),
-    ({"relatedness": "unrelated"}, False),
-    ({"relatedness": "definite"}, True),
-    ({"category": "ICANS", "term": "ICANS"}, True),
-    ({"category": "ICANS", "term": "ICANS", "grade": 2}, False),
-    ({"category": "INFECTION", "term": "Sepsis", "grade": 4}, False),
-    ({"category": "GVHD", "term": "Skin GvHD", "grade": 4}, False),
-])
+@pytest.mark.parametrize(
+    ("changes", "dlt"),
+    [
+        ({}, True),  # CRS grade 3, possible, day 5
+        ({"onset": 0}, True),
+        ({"onset": 28}, True),  # the window's last day
+        ({"onset": 29}, False),
+        ({"onset": -1}, False),
+        ({"grade": 2}, False),
+        ({"grade": 4}, True),
+        ({"relatedness": "unlikely"}, False),
+        ({"relatedness": "unrelated"}, False),
+        ({"relatedness": "definite"}, True),
+        ({"category": "ICANS", "term": "ICANS"}, True),
+        ({"category": "ICANS", "term": "ICANS", "grade": 2}, False),
+        ({"category": "INFECTION", "term": "Sepsis", "grade": 4}, False),
+        ({"category": "GVHD", "term": "Skin GvHD", "grade": 4}, False),
+    ],
+)
 def test_dlt_by_the_protocol_rules(changes, dlt):
     assert is_dlt(adverse_event(**changes), DAY0, PROTOCOL) is dlt
 
@@ -106,9 +134,16 @@ def test_the_worst_grade_decides():
 
 
 def test_dlt_rules_come_from_the_protocol():
-    with_gvhd = PROTOCOL.model_copy(update={"dlt": PROTOCOL.dlt.model_copy(update={
-        "window_days": 35, "rules": (*PROTOCOL.dlt.rules, DLTRule(category="GVHD", min_grade=2,
-                                                                  min_relatedness="unlikely"))})})
+    with_gvhd = PROTOCOL.model_copy(
+        update={
+            "dlt": PROTOCOL.dlt.model_copy(
+                update={
+                    "window_days": 35,
+                    "rules": (*PROTOCOL.dlt.rules, DLTRule(category="GVHD", min_grade=2, min_relatedness="unlikely")),
+                }
+            )
+        }
+    )
     gvhd = adverse_event(onset=30, category="GVHD", term="Skin GvHD", grade=2, relatedness="unlikely")
     assert (is_dlt(gvhd, DAY0, PROTOCOL), is_dlt(gvhd, DAY0, with_gvhd)) == (False, True)
     assert is_dlt(adverse_event(onset=35), DAY0, with_gvhd) is True
@@ -135,12 +170,22 @@ def test_an_update_to_grade_3_makes_a_dlt():
 
 
 def test_safety_summary_of_each_ae():
-    j = journey(reported(2, grade=4, serious=True, seriousness_criteria=("life_threatening",), expected=False,
-                         relatedness="probable"),
-                reported(40, category="INFECTION", term="Pneumonia", grade=2, relatedness="unrelated"))
+    j = journey(
+        reported(
+            2, grade=4, serious=True, seriousness_criteria=("life_threatening",), expected=False, relatedness="probable"
+        ),
+        reported(40, category="INFECTION", term="Pneumonia", grade=2, relatedness="unrelated"),
+    )
     crs, infection = sorted(safety(j, PROTOCOL, day(50)).aes, key=lambda a: a.category)
-    assert (crs.category, crs.grade, crs.serious, crs.suspected, crs.expected, crs.fatal_or_life_threatening,
-            crs.dlt) == ("CRS", 4, True, True, False, True, True)
+    assert (
+        crs.category,
+        crs.grade,
+        crs.serious,
+        crs.suspected,
+        crs.expected,
+        crs.fatal_or_life_threatening,
+        crs.dlt,
+    ) == ("CRS", 4, True, True, False, True, True)
     assert (infection.serious, infection.suspected, infection.expected, infection.dlt) == (False, False, None, False)
     assert [a.category for a in safety(j, PROTOCOL, day(39)).aes] == ["CRS"]  # onset by as_of only
 
@@ -160,32 +205,59 @@ def test_not_infused_is_outside_the_efficacy_population():
 
 
 def test_outcome_of_a_relapse_after_remission():
-    j = journey(resp("W4", "CR", 28), resp("W8", "CR", 56), resp("UNSCHEDULED", "RELAPSE", 70),
-                resp("W12", "RELAPSE", 84), (SubsequentTherapyStarted(therapy="blinatumomab"), day(75)))
+    j = journey(
+        resp("W4", "CR", 28),
+        resp("W8", "CR", 56),
+        resp("UNSCHEDULED", "RELAPSE", 70),
+        resp("W12", "RELAPSE", 84),
+        (SubsequentTherapyStarted(therapy="blinatumomab"), day(75)),
+    )
     o = outcome(j, day(100))
     assert (o.subject_id, o.infused_on, o.relapsed_on, o.died_on, o.subsequent_therapy_on) == (
-        SUBJECT, DAY0, day(70), None, day(75))
-    assert o.assessments == (Assessment("W4", "CR", day(28)), Assessment("W8", "CR", day(56)),
-                             Assessment("UNSCHEDULED", "RELAPSE", day(70)), Assessment("W12", "RELAPSE", day(84)))
+        SUBJECT,
+        DAY0,
+        day(70),
+        None,
+        day(75),
+    )
+    assert o.assessments == (
+        Assessment("W4", "CR", day(28)),
+        Assessment("W8", "CR", day(56)),
+        Assessment("UNSCHEDULED", "RELAPSE", day(70)),
+        Assessment("W12", "RELAPSE", day(84)),
+    )
     assert o.last_contact_on == day(84)
 
 
 def test_only_what_happened_by_as_of_counts():
-    j = journey(resp("W4", "CR", 28), resp("W8", "RELAPSE", 56), (SubsequentTherapyStarted(therapy="allo_hsct"),
-                                                                  day(60)),
-                (SubjectDied(primary_cause="disease_progression"), day(90)))
+    j = journey(
+        resp("W4", "CR", 28),
+        resp("W8", "RELAPSE", 56),
+        (SubsequentTherapyStarted(therapy="allo_hsct"), day(60)),
+        (SubjectDied(primary_cause="disease_progression"), day(90)),
+    )
     early = outcome(j, day(50))
     assert (early.assessments, early.relapsed_on, early.subsequent_therapy_on, early.died_on) == (
-        (Assessment("W4", "CR", day(28)),), None, None, None)
+        (Assessment("W4", "CR", day(28)),),
+        None,
+        None,
+        None,
+    )
     assert early.last_contact_on == day(50)  # known alive later: censored at as_of
     late = outcome(j, day(120))
     assert (late.relapsed_on, late.subsequent_therapy_on, late.died_on, late.last_contact_on) == (
-        day(56), day(60), day(90), day(90))
+        day(56),
+        day(60),
+        day(90),
+        day(90),
+    )
 
 
 def test_the_first_subsequent_therapy_counts():
-    j = journey((SubsequentTherapyStarted(therapy="allo_hsct"), day(120)),
-                (SubsequentTherapyStarted(therapy="inotuzumab"), day(90)))
+    j = journey(
+        (SubsequentTherapyStarted(therapy="allo_hsct"), day(120)),
+        (SubsequentTherapyStarted(therapy="inotuzumab"), day(90)),
+    )
     assert outcome(j, day(100)).subsequent_therapy_on == day(90)
     assert outcome(j, day(89)).subsequent_therapy_on is None
 
@@ -194,8 +266,7 @@ def test_last_contact_is_the_latest_event_or_the_declared_last_contact_when_lost
     seen = journey((VisitCompleted(visit_code="D28"), day(28)))
     assert outcome(seen, day(200)).last_contact_on == day(28)
     assert outcome(journey(), day(200)).last_contact_on == DAY0  # nothing since the infusion
-    lost = journey((VisitCompleted(visit_code="D28"), day(28)),
-                   (LostToFollowUp(last_contact_on=day(40)), day(70)))
+    lost = journey((VisitCompleted(visit_code="D28"), day(28)), (LostToFollowUp(last_contact_on=day(40)), day(70)))
     assert outcome(lost, day(200)).last_contact_on == day(40)
     assert outcome(lost, day(35)).last_contact_on == day(35)
 

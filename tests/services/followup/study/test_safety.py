@@ -29,12 +29,14 @@ def person(sid, *aes, evaluable=True) -> SubjectSafety:
 
 
 def test_dlt_rate_is_over_dlt_evaluable_subjects():
-    table = safety_table([
-        person("dlt", ae("CRS", 3, dlt=True)),
-        person("clean"),
-        person("window-open", ae("CRS", 1), evaluable=False),  # not yet evaluable: out of both counts
-        person("dlt-flag-lagging", ae("ICANS", 4, dlt=True), evaluable=False),  # a DLT makes it evaluable
-    ])
+    table = safety_table(
+        [
+            person("dlt", ae("CRS", 3, dlt=True)),
+            person("clean"),
+            person("window-open", ae("CRS", 1), evaluable=False),  # not yet evaluable: out of both counts
+            person("dlt-flag-lagging", ae("ICANS", 4, dlt=True), evaluable=False),  # a DLT makes it evaluable
+        ]
+    )
     assert (table.dlt.subjects_with_dlt, table.dlt.dlt_evaluable) == (2, 3)
     assert table.dlt.rate == pytest.approx(2 / 3)
     assert table.subjects == 4
@@ -46,12 +48,14 @@ def test_dlt_rate_without_evaluable_subjects_is_undefined():
 
 
 def test_crs_and_icans_count_each_subject_once_at_the_worst_grade():
-    table = safety_table([
-        person("a", ae("CRS", 1), ae("CRS", 3), ae("CRS", 2)),
-        person("b", ae("CRS", 1), ae("ICANS", 4)),
-        person("c", ae("INFECTION", 5)),  # no CRS, no ICANS: grade 0 in both
-        person("d", ae("CRS", 5)),
-    ])
+    table = safety_table(
+        [
+            person("a", ae("CRS", 1), ae("CRS", 3), ae("CRS", 2)),
+            person("b", ae("CRS", 1), ae("ICANS", 4)),
+            person("c", ae("INFECTION", 5)),  # no CRS, no ICANS: grade 0 in both
+            person("d", ae("CRS", 5)),
+        ]
+    )
     assert table.crs.by_grade == {0: 1, 1: 1, 2: 0, 3: 1, 4: 0, 5: 1}
     assert (table.crs.subjects, table.crs.any_grade, table.crs.grade_3_or_higher) == (4, 3, 2)
     assert table.icans.by_grade == {0: 3, 1: 0, 2: 0, 3: 0, 4: 1, 5: 0}
@@ -59,12 +63,14 @@ def test_crs_and_icans_count_each_subject_once_at_the_worst_grade():
 
 
 def test_ae_incidence_by_category_and_worst_grade():
-    table = safety_table([
-        person("a", ae("INFECTION", 2), ae("INFECTION", 4), ae("CYTOPENIA", 3)),
-        person("b", ae("INFECTION", 2)),
-        person("c", ae("TUMOUR_LYSIS", 3)),  # a category outside the usual list is still reported
-        person("d"),
-    ])
+    table = safety_table(
+        [
+            person("a", ae("INFECTION", 2), ae("INFECTION", 4), ae("CYTOPENIA", 3)),
+            person("b", ae("INFECTION", 2)),
+            person("c", ae("TUMOUR_LYSIS", 3)),  # a category outside the usual list is still reported
+            person("d"),
+        ]
+    )
     incidence = {i.category: i for i in table.ae_incidence}
     assert list(incidence) == ["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER", "TUMOUR_LYSIS"]
     assert incidence["INFECTION"].subjects == 2
@@ -75,23 +81,31 @@ def test_ae_incidence_by_category_and_worst_grade():
 
 
 def test_saes_count_subjects_and_events_and_severity_is_not_seriousness():
-    table = safety_table([
-        person("a", ae("CRS", 2, serious=True), ae("INFECTION", 3, serious=True)),
-        person("b", ae("CYTOPENIA", 4)),  # grade 4 but not serious: not an SAE
-        person("c", ae("ICANS", 1, serious=True)),
-    ])
+    table = safety_table(
+        [
+            person("a", ae("CRS", 2, serious=True), ae("INFECTION", 3, serious=True)),
+            person("b", ae("CYTOPENIA", 4)),  # grade 4 but not serious: not an SAE
+            person("c", ae("ICANS", 1, serious=True)),
+        ]
+    )
     assert (table.sae.subjects, table.sae.events) == (2, 3)
 
 
 def test_susar_is_serious_suspected_and_unexpected():
-    table = safety_table([
-        person("a", ae(serious=True, suspected=True, expected=False), ae(serious=True, suspected=True, expected=False)),
-        person("b", ae(serious=True, suspected=True, expected=True)),  # expected: not a SUSAR
-        person("c", ae(serious=True, suspected=False, expected=False)),  # not suspected
-        person("d", ae(serious=False, suspected=True, expected=False)),  # not serious
-        person("e", ae(serious=True, suspected=True, expected=None)),  # expectedness not assessed yet
-        person("f", ae(serious=True, suspected=True, expected=None), ae(serious=True, suspected=True, expected=False)),
-    ])
+    table = safety_table(
+        [
+            person(
+                "a", ae(serious=True, suspected=True, expected=False), ae(serious=True, suspected=True, expected=False)
+            ),
+            person("b", ae(serious=True, suspected=True, expected=True)),  # expected: not a SUSAR
+            person("c", ae(serious=True, suspected=False, expected=False)),  # not suspected
+            person("d", ae(serious=False, suspected=True, expected=False)),  # not serious
+            person("e", ae(serious=True, suspected=True, expected=None)),  # expectedness not assessed yet
+            person(
+                "f", ae(serious=True, suspected=True, expected=None), ae(serious=True, suspected=True, expected=False)
+            ),
+        ]
+    )
     assert (table.susar.subjects, table.susar.events) == (2, 3)
     assert (table.awaiting_expectedness.subjects, table.awaiting_expectedness.events) == (2, 2)
     assert (table.sae.subjects, table.sae.events) == (5, 7)
