@@ -17,6 +17,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UCART_", extra="ignore")
 
     data_dir: Path = Field(Path(".ucart"), description="Embedded PostgreSQL data and logs.")
+    keys_dir: Path | None = Field(
+        None,
+        description="The services' Ed25519 keys: `<service>.key` (private, the service's own) and every "
+        "`<key id>.pub` (public, to verify events and checkpoints); default: data_dir/keys.",
+    )
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "UCART_DATABASE_URL"),
@@ -48,6 +53,10 @@ class Settings(BaseSettings):
         description="/ready reports degraded when the relay or a consumer lag grew over this window "
         "without ever reaching zero.",
     )
+
+    @property
+    def signing_keys_dir(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
 
     def port(self, service: Source) -> int:
         port: int = getattr(self, f"{service}_port")

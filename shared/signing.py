@@ -1,0 +1,100 @@
+"""Ed25519 keys of the services: each signs what it publishes (events, checkpoints), and anyone with
+the public keys verifies it.
+
+A keys directory holds, per service, its private key `<service>.key` (PEM, PKCS#8) and every public
+key it ever used, `<key id>.pub` (PEM). A key id is `<service>-<12 hex digits of the public key's
+SHA-256>`, so a rotated key gets a new id and messages signed with the old one still verify as long as
+its `.pub` file is kept. Production mounts the private key of one service into that service only;
+consumers and auditors need only the `.pub` files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+def key_id(service: str, public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return f"{service}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Signer:
+    key_id: str
+    private_key: Ed25519PrivateKey
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data)
+
+
+class Verifier:
+    """The public keys by key id; `verify` says whether `signature` is `data` signed by `key_id`."""
+
+    def __init__(self, public_keys: dict[str, Ed25519PublicKey]):
+        self.public_keys = public_keys
+
+    def verify(self, key_id: str, data: bytes, signature: bytes) -> bool:
+        key = self.public_keys.get(key_id)
+        if key is None:
+            return False
+        try:
+            key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    def problem(self, key_id: str | None, data: bytes, signature: bytes | None) -> str | None:
+        """None when it verifies, else what is wrong (for a parked message's reason)."""
+        if not key_id or signature is None:
+            return "signature: the message is not signed"
+        if key_id not in self.public_keys:
+            return f"signature: unknown key {key_id!r}"
+        if not self.verify(key_id, data, signature):
+            return f"signature: does not match the message (altered, or not signed by {key_id})"
+        return None
+
+
+def load_signer(keys_dir: Path, service: str) -> Signer:
+    path = keys_dir / f"{service}.key"
+    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return Signer(key_id(service, private.public_key()), private)
+
+
+def load_verifier(keys_dir: Path) -> Verifier:
+    keys = {}
+    for path in sorted(keys_dir.glob("*.pub")):
+        public = serialization.load_pem_public_key(path.read_bytes())
+        if not isinstance(public, Ed25519PublicKey):
+            raise ValueError(f"{path} is not an Ed25519 public key")
+        keys[path.stem] = public
+    return Verifier(keys)
+
+
+def ensure_keys(keys_dir: Path, services: tuple[str, ...]) -> None:
+    """Generate the key pair of each service that has none (the demo and the tests; production
+    provisions its own). Private keys are readable by their owner only."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for service in services:
+        private_path = keys_dir / f"{service}.key"
+        if private_path.exists():
+            continue
+        private = Ed25519PrivateKey.generate()
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+        public = private.public_key()
+        (keys_dir / f"{key_id(service, public)}.pub").write_bytes(
+            public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
