@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from infra import seed
+from infra import identities, seed
+from infra.issuer import Issuer
 from infra.stack import Stack
 from shared.config import Settings
 from shared.contract.topics import SOURCES
@@ -20,13 +22,18 @@ console = Console()
 
 def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
+    if not settings.study_admins:  # the first admin, who may grant the rest
+        settings = settings.model_copy(update={"study_admins": (identities.STUDY_ADMIN,)})
     stack = Stack(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with console.status("Starting PostgreSQL and the Kafka-protocol broker..."):
             stack.start_infrastructure()
-        with console.status("Starting the enrollment, treatment and follow-up services..."):
+        people = identities.demo_people(tuple(seed.SITES))
+        with console.status("Preparing the local issuer and the demo users' grants..."):
+            issuer = identities.prepare(settings, stack.database_url, people, reason="demo set-up")
+        with console.status("Starting the issuer and the enrollment, treatment and follow-up services..."):
             stack.start_services()
         cohort = seed.cohort()
         with Progress(
@@ -37,11 +44,16 @@ def run(settings: Settings | None = None) -> None:
             console=console,
         ) as progress:
             task = progress.add_task("seed", total=len(cohort), subject="")
-            seeded, skipped = seed.seed(settings, progress=lambda s: progress.update(task, advance=1, subject=s))
+            seeded, skipped = seed.seed(
+                settings,
+                issuer.token(identities.SEEDER),
+                progress=lambda s: progress.update(task, advance=1, subject=s),
+            )
         console.print(
             f"Seeded {seeded} subjects" + (f" ({skipped} already there, kept as they were)" if skipped else "")
         )
         print_where_to_look(settings, stack)
+        print_how_to_log_in(settings, issuer, people)
         stop.wait()
     except KeyboardInterrupt:
         pass
@@ -71,3 +83,31 @@ def print_where_to_look(settings: Settings, stack: Stack) -> None:
     table.add_row("Logs", str(stack.log_dir))
     console.print(table)
     console.print("Press Ctrl-C to stop (data is kept; run again to continue).")
+
+
+def print_how_to_log_in(settings: Settings, issuer: Issuer, people: list[identities.Person]) -> None:
+    """A token per demo user (12 hours), ready for `Authorization: Bearer ...`; also in a file."""
+    tokens = {
+        identities.STUDY_ADMIN: (
+            "study admin: grants roles (POST /access/grants)",
+            issuer.token(identities.STUDY_ADMIN),
+        )
+    }
+    for person in people:
+        if person.user_id not in tokens:
+            tokens[person.user_id] = (person.who, issuer.token(person.user_id))
+    token_file = settings.data_dir.resolve() / "issuer" / "demo-tokens.json"
+    token_file.write_text(json.dumps({user: token for user, (_, token) in tokens.items()}, indent=2))
+    token_file.chmod(0o600)
+    console.print("[bold]Log in[/bold]: send a token as `Authorization: Bearer <token>`. One per demo user (12 hours):")
+    for user, (who, token) in tokens.items():
+        console.print(f"[bold]{user}[/bold] ({who})", highlight=False)
+        console.print(token, soft_wrap=True, highlight=False)
+    console.print(f"\nThe same tokens, by user, in {token_file}. For example:", highlight=False)
+    console.print(
+        f"  TOKEN=$(python3 -c \"import json; print(json.load(open('{token_file}'))['coordinator-01'])\")\n"
+        f'  curl -H "Authorization: Bearer $TOKEN" {settings.url("followup")}/subjects',
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print("Another user or role: .venv/bin/ucart token --user U --role R --site S", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,20 +30,29 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_READY_RELAY_FAILING_SECONDS=str(settings.ready_relay_failing_seconds),
         UCART_READY_LAG_WINDOW_SECONDS=str(settings.ready_lag_window_seconds),
         **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SOURCES},
+        UCART_DATA_DIR=str(settings.data_dir.resolve()),
+        UCART_ISSUER_PORT=str(settings.issuer_port),
+        UCART_OIDC_ISSUER=settings.oidc_issuer,
+        UCART_OIDC_AUDIENCE=settings.oidc_audience,
+        UCART_OIDC_JWKS=settings.jwks if "://" in settings.jwks else str(Path(settings.jwks).resolve()),
+        UCART_OIDC_ALGORITHMS=json.dumps(list(settings.oidc_algorithms)),
+        UCART_STUDY_ADMINS=json.dumps(list(settings.study_admins)),
+        UCART_METRICS_OPEN=str(settings.metrics_open).lower(),
     )
     return env
 
 
 class ServiceProcess:
-    def __init__(self, name: Source, env: dict[str, str], url: str, log_file: Path):
+    def __init__(self, name: str, env: dict[str, str], url: str, log_file: Path, module: str | None = None):
         self.name, self.env, self.url, self.log_file = name, env, url, log_file
+        self.module = module or f"services.{name}.main"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.name}.main"],
+                [sys.executable, "-m", self.module],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

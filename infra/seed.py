@@ -449,7 +449,7 @@ class SeedError(RuntimeError):
 def post(client: httpx.Client, url: str, body: dict, key: str, timeout: float = 45.0) -> dict:
     """POST a command; retry while the refusal is marked retryable (the service has not yet learned
     from Kafka what another service recorded)."""
-    headers = {"X-User-Id": "demo-seeder", "X-User-Role": "coordinator", "Idempotency-Key": key}
+    headers = {"Idempotency-Key": key}  # the client carries the seeder's token
     deadline = time.monotonic() + timeout
     while True:
         response = client.post(url, json=body, headers=headers)
@@ -490,12 +490,13 @@ def _seed_subject(client: httpx.Client, settings: Settings, subject: SeedSubject
                 query_id = event["payload"]["query_id"]
 
 
-def seed(settings: Settings, today: date | None = None, progress=None) -> tuple[int, int]:
-    """Enter the cohort; subjects enrollment already knows are skipped. Returns (seeded, skipped)."""
+def seed(settings: Settings, token: str, today: date | None = None, progress=None) -> tuple[int, int]:
+    """Enter the cohort as the person `token` identifies; subjects enrollment already knows are
+    skipped. Returns (seeded, skipped)."""
     today = today or datetime.now(UTC).date()
     subjects = cohort()
     seeded = skipped = 0
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
         for subject in subjects:
             if client.get(f"{settings.url('enrollment')}/subjects/{subject.subject_id}").status_code == 200:
                 skipped += 1

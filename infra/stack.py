@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres
-from infra.processes import ServiceGroup
+from infra.processes import ServiceGroup, ServiceProcess, service_env
 from shared import db
 from shared.config import Settings
 
@@ -25,6 +25,7 @@ class Stack:
         self.postgres: EmbeddedPostgres | None = None
         self.kafka: EmbeddedKafka | None = None
         self.services: ServiceGroup | None = None
+        self.issuer: ServiceProcess | None = None
         self.database_url = ""
         self.bootstrap_servers = ""
 
@@ -44,12 +45,20 @@ class Stack:
             self.bootstrap_servers = self.settings.kafka_bootstrap_servers
 
     def start_services(self) -> None:
+        """The local issuer (its keys and JWKS exist already: `infra.identities.prepare`), then the services."""
+        env = service_env(self.settings, self.database_url, self.bootstrap_servers)
+        url = f"http://{self.settings.host}:{self.settings.issuer_port}"
+        self.issuer = ServiceProcess("issuer", env, url, self.log_dir / "issuer.log", module="infra.issuer")
+        self.issuer.start()
+        self.issuer.wait_healthy()
         self.services = ServiceGroup(self.settings, self.database_url, self.bootstrap_servers, self.log_dir)
         self.services.start()
 
     def stop(self) -> None:
         if self.services:
             self.services.stop()
+        if self.issuer:
+            self.issuer.stop()
         if self.kafka:
             self.kafka.stop()
         if self.postgres:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from shared.access.policy import Action
 from shared.contract.events import Payload
 from shared.eventstore.aggregate import SubjectStream
 from shared.facts import SubjectFacts
@@ -37,6 +38,7 @@ Rule = Callable[..., SubjectStream]
 class Command:
     route: str  # under /subjects/{subject_id}/, e.g. "adverse-events"
     rule: Rule
+    action: Action  # what the policy calls it (shared/access/policy.py): who may send it, where
     summary: str
     payload: type[Payload] = field(init=False)
     needs: tuple[str, ...] = field(init=False)  # the Dependencies fields the rule takes

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     enrollment_port: int = DEFAULT_PORTS["enrollment"]
     treatment_port: int = DEFAULT_PORTS["treatment"]
     followup_port: int = DEFAULT_PORTS["followup"]
+    issuer_port: int = Field(8000, description="The demo's local OIDC issuer.")
     relay_poll_seconds: float = Field(1.0, gt=0)
     reconcile_seconds: float = Field(
         30.0, gt=0, description="How often consumers check the event stores for events Kafka did not deliver."
@@ -53,6 +54,28 @@ class Settings(BaseSettings):
         description="/ready reports degraded when the relay or a consumer lag grew over this window "
         "without ever reaching zero.",
     )
+
+    oidc_issuer: str = Field(
+        "http://127.0.0.1:8000", description="The `iss` every access token must carry (the demo's local issuer)."
+    )
+    oidc_audience: str = Field("ucart", description="The `aud` every access token must carry.")
+    oidc_jwks: str | None = Field(
+        None,
+        description="The issuer's public keys: a JWKS URL, or a file; default: the local issuer's file, "
+        "data_dir/issuer/jwks.json.",
+    )
+    oidc_algorithms: tuple[str, ...] = Field(("RS256",), description="Signature algorithms accepted in tokens.")
+    study_admins: tuple[str, ...] = Field(
+        (), description="Token subjects who are study admins without a grant: the first admin, who grants the rest."
+    )
+    metrics_open: bool = Field(
+        True,
+        description="GET /metrics without a token (keep the port internal); false: a token with any grant.",
+    )
+
+    @property
+    def jwks(self) -> str:
+        return self.oidc_jwks or str(self.data_dir / "issuer" / "jwks.json")
 
     @property
     def signing_keys_dir(self) -> Path:

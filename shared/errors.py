@@ -47,3 +47,24 @@ class SubjectNotFound(NotFound):
 class DependencyUnavailable(DomainError):
     status = 503
     title = "Service temporarily unavailable"
+
+
+class Unauthenticated(DomainError):
+    """No token, or one that cannot be trusted: get a token from the study's issuer."""
+
+    status = 401
+    title = "Not authenticated"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        description = detail.replace('"', "'")
+        self.headers = {
+            "WWW-Authenticate": f'Bearer realm="ucart", error="invalid_token", error_description="{description}"'
+        }
+
+
+class Forbidden(DomainError):
+    """Authenticated, but no grant of the person allows this action."""
+
+    status = 403
+    title = "Not allowed for your role"

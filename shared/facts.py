@@ -65,6 +65,14 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, schema: str, subject_id:
     return SubjectFacts(**dict(row)) if row else None
 
 
+async def site_of(pool: asyncpg.Pool, schema: str, subject_id: str) -> str | None:
+    """The subject's site as this service learned it (None: not learned yet)."""
+    site: str | None = await pool.fetchval(
+        f"SELECT site_id FROM {schema}.subject_facts WHERE subject_id = $1", subject_id
+    )
+    return site
+
+
 class SubjectFactsProjection:
     """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused,
     InfusionCorrected and SubjectDied; other events are ignored (but still tracked)."""

@@ -11,6 +11,8 @@ import asyncpg
 from fastapi import Depends, Request
 from faststream.kafka import KafkaBroker
 
+from shared.access.grants import AccessStore
+from shared.access.tokens import TokenVerifier
 from shared.config import Settings
 from shared.consumer import IdempotentConsumer
 from shared.contract.topics import Source
@@ -34,6 +36,8 @@ class Runtime:
     broker_ready: asyncio.Event  # set once the Kafka clients have started
     consumers: tuple[IdempotentConsumer, ...]  # one per read model of the service
     lag: LagMonitor
+    tokens: TokenVerifier  # checks every request's bearer token
+    access: AccessStore  # the grants' event store (written through the admin API)
 
     @property
     def schema(self) -> str:

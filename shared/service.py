@@ -22,6 +22,8 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.specification import AsyncAPI
 
 from shared import db, ops, parking
+from shared.access import grants, reads
+from shared.access.tokens import TokenVerifier
 from shared.config import Settings
 from shared.consumer import (
     DeadLetter,
@@ -35,6 +37,7 @@ from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES, Source, dead_letter_topic, topic_for
 from shared.eventstore.aggregate import SubjectStream
 from shared.eventstore.application import SubjectApplication, postgres_env
+from shared.http import grants as grants_api
 from shared.http import problems
 from shared.http.idempotency import IdempotencyStore
 from shared.lag import LagMonitor
@@ -216,6 +219,9 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtim
         store = await asyncio.to_thread(
             SubjectApplication, spec.aggregate, spec.name, postgres_env(database_url, spec.name)
         )
+        await grants.ensure_tables(pool, reads.DDL)
+        access = await grants.open_store(pool, postgres_env(database_url, grants.SCHEMA) | {"POSTGRES_POOL_SIZE": "2"})
+        tokens = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms, settings.jwks)
     except BaseException:
         await pool.close()
         raise
@@ -240,6 +246,8 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtim
         broker_ready=broker_ready,
         consumers=consumers,
         lag=LagMonitor(relay, wiring.broker, settings.ready_lag_window_seconds),
+        tokens=tokens,
+        access=access,
     )
     sources = [(c, m.sources) for c, m in zip(consumers, spec.read_models, strict=True)]
     relay_task = asyncio.create_task(relay.run())
@@ -261,6 +269,7 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtim
         await wiring.broker.stop()
         await pool.close()
         store.close()
+        access.close()
 
 
 def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
@@ -277,6 +286,7 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in spec.routers:
         app.include_router(router)
+    app.include_router(grants_api.router)
     app.include_router(ops.router)
     return app
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,13 +21,41 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from infra.embedded import free_port
+from infra.identities import Person, ensure_access_tables, grant_all
+from infra.issuer import Issuer
 from infra.processes import ServiceGroup
+from shared.access.policy import ALL_SITES
 from shared.config import Settings
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES
 
 T = TypeVar("T")
-HEADERS = {"X-User-Id": "test-coordinator", "X-User-Role": "coordinator"}
+
+# One issuer for the whole test session (its key in a temporary directory), and the people the
+# stacks grant roles to. TEST_USER enters data at every site and closes queries; HEADERS carry its token.
+ISSUER = Issuer(Path(tempfile.mkdtemp(prefix="ucart-test-issuer-")), "https://issuer.test.invalid", "ucart")
+atexit.register(shutil.rmtree, ISSUER.directory, True)
+TEST_USER, TEST_ADMIN = "test-user", "test-admin"
+PEOPLE = [
+    Person(TEST_USER, "investigator", (ALL_SITES,), "enters data everywhere"),
+    Person(TEST_USER, "data_manager", (ALL_SITES,), "closes queries"),
+    Person("auditor-1", "auditor", (ALL_SITES,), "auditor"),
+    Person("coordinator-01", "coordinator", ("01",), "coordinator, site 01"),
+    Person("coordinator-02", "coordinator", ("02",), "coordinator, site 02"),
+    Person("sponsor-1", "sponsor", (ALL_SITES,), "sponsor"),
+    # The fuzzer may call every route: data entry, query closing and granting.
+    Person("fuzzer", "investigator", (ALL_SITES,), "fuzzing"),
+    Person("fuzzer", "data_manager", (ALL_SITES,), "fuzzing"),
+    Person("fuzzer", "study_admin", (ALL_SITES,), "fuzzing"),
+]
+
+
+def bearer(user_id: str, **claims: object) -> dict[str, str]:
+    """The Authorization header of `user_id`, from the test issuer."""
+    return {"Authorization": f"Bearer {ISSUER.token(user_id, **claims)}"}
+
+
+HEADERS = bearer(TEST_USER)
 
 
 def eventually(check: Callable[[], T], timeout: float = 45.0, interval: float = 0.3) -> T:
@@ -130,6 +161,10 @@ class RunningStack:
             followup_port=free_port(),
             database_url=database_url,
             kafka_bootstrap_servers=bootstrap,
+            data_dir=log_dir,
+            oidc_issuer=ISSUER.url,
+            oidc_jwks=str(ISSUER.directory / "jwks.json"),
+            study_admins=(TEST_ADMIN,),
             **settings,  # type: ignore[arg-type]  # checked by Settings itself
         )
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
@@ -144,8 +179,8 @@ class RunningStack:
     def command(self, service: str, path: str, occurred_at: str, payload: dict, **headers: str) -> httpx.Response:
         return self.post(service, path, {"occurred_at": occurred_at, "payload": payload}, headers)
 
-    def get(self, service: str, path: str, **params) -> httpx.Response:
-        return self.client.get(self.url(service, path), params=params)
+    def get(self, service: str, path: str, headers: dict | None = None, **params) -> httpx.Response:
+        return self.client.get(self.url(service, path), params=params, headers={**HEADERS, **(headers or {})})
 
     def command_when_known(self, service: str, path: str, occurred_at: str, payload: dict) -> httpx.Response:
         """Post, retrying while the service has not yet learned (from Kafka) what it needs."""
@@ -157,6 +192,8 @@ class RunningStack:
         return eventually(attempt)
 
     def __enter__(self) -> RunningStack:
+        asyncio.run(ensure_access_tables(self.database_url))
+        grant_all(self.database_url, PEOPLE, "test set-up")
         self.group.start()
         return self
 

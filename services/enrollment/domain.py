@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from shared.access.policy import Action
 from shared.commands import Command
 from shared.contract.events import ConsentWithdrawn, Enrolled, Payload, ScreenFailed
 from shared.errors import InvalidCommand, RuleViolation, SubjectNotFound
@@ -104,9 +105,10 @@ def withdraw(
     return EnrollmentSubject.record_into(subject, meta, payload)
 
 
-# The service's commands: the route under /subjects/{subject_id}/, the rule, and a summary.
+# The service's commands: the route under /subjects/{subject_id}/, the rule, the action the access policy
+# knows it as, and a summary.
 COMMANDS = (
-    Command("enrolment", enrol, "Enrol a subject"),
-    Command("screen-failure", screen_fail, "Record a screening failure"),
-    Command("consent-withdrawal", withdraw, "Record withdrawal of consent"),
+    Command("enrolment", enrol, Action.RECORD, "Enrol a subject"),
+    Command("screen-failure", screen_fail, Action.RECORD, "Record a screening failure"),
+    Command("consent-withdrawal", withdraw, Action.RECORD, "Record withdrawal of consent"),
 )

@@ -6,7 +6,7 @@ import logging
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from services.followup import history
@@ -17,10 +17,12 @@ from services.followup.projections import schedule as schedules
 from services.followup.study import efficacy as efficacy_tables
 from services.followup.study import from_journeys as study
 from services.followup.study import safety as safety_tables
+from shared import facts
+from shared.access import reads
 from shared.contract.envelope import Envelope
 from shared.errors import SubjectNotFound
-from shared.http.access import Caller, caller
 from shared.http.commands import SubjectPath, add_commands
+from shared.http.identity import Permit, Reading, ReadingAuditTrail, ReadingTables
 from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
 from shared.http.problems import responses
 from shared.runtime import Rt, Runtime
@@ -30,12 +32,17 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["follow-up"])
 read_router = APIRouter(tags=["read"])
 
-add_commands(router, COMMANDS)
+
+async def site_of(rt: Runtime, subject_id: str) -> str | None:
+    return await facts.site_of(rt.pool, rt.schema, subject_id)
+
+
+add_commands(router, COMMANDS, site_of)
 
 OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, UTC).")]
 # What each kind of read can answer besides 200.
-READ = responses(422, 503)
-READ_SUBJECT = responses(404, 422, 503)
+READ = responses(401, 403, 422, 503)
+READ_SUBJECT = responses(401, 403, 404, 422, 503)
 
 
 async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
@@ -48,7 +55,7 @@ async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
 
 
 @read_router.get("/subjects", summary="Every subject with its status", responses=READ)
-async def list_subjects(rt: Rt, on: OnDate = None) -> list[dict[str, Any]]:
+async def list_subjects(rt: Rt, allowed: Reading, on: OnDate = None) -> list[dict[str, Any]]:
     today = on or today_utc()
     return [
         {
@@ -57,8 +64,13 @@ async def list_subjects(rt: Rt, on: OnDate = None) -> list[dict[str, Any]]:
             "status": journeys.status(j, today, rt.protocol),
             "study_day": (today - j.infused_on).days if j.infused_on else None,
         }
-        for j in await store.all_journeys(rt.pool, rt.schema)
+        for j in await _visible(rt, allowed)
     ]
+
+
+async def _visible(rt: Runtime, allowed: Permit) -> list[journeys.Journey]:
+    """The journeys of the subjects at the sites the caller may see."""
+    return [j for j in await store.all_journeys(rt.pool, rt.schema) if allowed.sees(j.site_id)]
 
 
 AsOf = Annotated[
@@ -72,27 +84,40 @@ EffectiveOn = Annotated[QueryDate, Query(description="The subject's clinical sta
 
 
 async def _journey_at(
-    rt: Runtime, subject_id: str, as_of: datetime | None, effective: date | None
+    rt: Runtime, allowed: Permit, subject_id: str, as_of: datetime | None, effective: date | None
 ) -> tuple[journeys.Journey, date]:
     """The live journey, or one folded from the history when asked for a moment or a date."""
     if as_of is None and effective is None:
-        return await _journey(rt, subject_id), today_utc()
+        journey = await _journey(rt, subject_id)
+        allowed.require(subject_id, journey.site_id)
+        return journey, today_utc()
+    events = await _history(rt, allowed, subject_id)
+    day = effective or (as_of.date() if as_of else today_utc())
+    return history.fold(subject_id, history.select(events, as_of, effective)), day
+
+
+async def _history(rt: Runtime, allowed: Permit, subject_id: str) -> list[Envelope]:
     async with rt.pool.acquire() as conn:
         events = await history.subject_history(conn, subject_id)
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
-    day = effective or (as_of.date() if as_of else today_utc())
-    return history.fold(subject_id, history.select(events, as_of, effective)), day
+    allowed.require(subject_id, history.fold(subject_id, events).site_id)
+    return events
 
 
 @read_router.get(
     "/subjects/{subject_id}/journey", summary="Status, key dates, AEs, queries, responses", responses=READ_SUBJECT
 )
 async def get_journey(
-    rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None, effective_on: EffectiveOn = None
+    rt: Rt,
+    allowed: Reading,
+    subject_id: SubjectPath,
+    on: OnDate = None,
+    as_of: AsOf = None,
+    effective_on: EffectiveOn = None,
 ) -> journeys.JourneyView:
     protocol = rt.protocol
-    journey, day = await _journey_at(rt, subject_id, as_of, effective_on)
+    journey, day = await _journey_at(rt, allowed, subject_id, as_of, effective_on)
     today = on or day
     view = journeys.view(journey, today, protocol)
     if (safety := study.safety(journey, protocol, today)) is not None:
@@ -106,9 +131,14 @@ async def get_journey(
     responses=READ_SUBJECT,
 )
 async def get_schedule(
-    rt: Rt, subject_id: SubjectPath, on: OnDate = None, as_of: AsOf = None, effective_on: EffectiveOn = None
+    rt: Rt,
+    allowed: Reading,
+    subject_id: SubjectPath,
+    on: OnDate = None,
+    as_of: AsOf = None,
+    effective_on: EffectiveOn = None,
 ) -> list[schedules.ScheduledVisit]:
-    journey, day = await _journey_at(rt, subject_id, as_of, effective_on)
+    journey, day = await _journey_at(rt, allowed, subject_id, as_of, effective_on)
     return schedules.schedule(journey, rt.protocol, on or day)
 
 
@@ -127,15 +157,21 @@ HISTORY_FORMATS = {
 )
 async def get_history(
     rt: Rt,
+    allowed: ReadingAuditTrail,
     subject_id: SubjectPath,
-    reader: Annotated[Caller, Depends(caller)],
     format: Literal["json", "jsonl", "csv"] = "json",
 ) -> Response:
-    async with rt.pool.acquire() as conn:
-        events = await history.subject_history(conn, subject_id)
-    if not events:
-        raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
-    log.info("history of %s read by %s (%s)", subject_id, reader.user_id, reader.role)
+    events = await _history(rt, allowed, subject_id)
+    site = history.fold(subject_id, events).site_id
+    await reads.log_read(
+        rt.pool,
+        user_id=allowed.user_id,
+        role=allowed.role_at(site),
+        service=rt.name,
+        what=f"history ({format})",
+        subject_id=subject_id,
+        site=site,
+    )
     if format == "jsonl":
         return Response(
             history.as_jsonl(events),
@@ -158,12 +194,15 @@ class StudyVisit(schedules.ScheduledVisit):
 
 @read_router.get("/followups", summary="Planned visits across the study, e.g. ?status=overdue", responses=READ)
 async def list_followups(
-    rt: Rt, on: OnDate = None, status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None
+    rt: Rt,
+    allowed: Reading,
+    on: OnDate = None,
+    status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None,
 ) -> list[StudyVisit]:
     today = on or today_utc()
     return [
         StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
-        for j in await store.all_journeys(rt.pool, rt.schema)
+        for j in await _visible(rt, allowed)
         for visit in schedules.schedule(j, rt.protocol, today)
         if not status or visit.status in status
     ]
@@ -176,11 +215,13 @@ class StudyQuery(journeys.DataQuery):
 
 @read_router.get("/queries", summary="Data queries across the study, e.g. ?status=open", responses=READ)
 async def list_queries(
-    rt: Rt, status: Annotated[list[Literal["open", "answered", "closed"]] | None, NeverNull(), Query()] = None
+    rt: Rt,
+    allowed: Reading,
+    status: Annotated[list[Literal["open", "answered", "closed"]] | None, NeverNull(), Query()] = None,
 ) -> list[StudyQuery]:
     return [
         StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
-        for j in await store.all_journeys(rt.pool, rt.schema)
+        for j in await _visible(rt, allowed)
         for q in j.queries.values()
         if not status or q.status in status
     ]
@@ -191,6 +232,7 @@ async def list_queries(
 )
 async def list_safety_reports(
     rt: Rt,
+    allowed: Reading,
     at: Annotated[
         QueryDatetime, Query(description="Evaluate at this time, ISO 8601 with a UTC offset (default: now).")
     ] = None,
@@ -199,7 +241,7 @@ async def list_safety_reports(
     now = at or now_utc()
     return [
         r
-        for j in await store.all_journeys(rt.pool, rt.schema)
+        for j in await _visible(rt, allowed)
         for r in reporting.reports_due(j, rt.protocol, now)
         if not status or r.status in status
     ]
@@ -208,14 +250,14 @@ async def list_safety_reports(
 @read_router.get(
     "/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs", responses=READ
 )
-async def study_safety(rt: Rt, on: OnDate = None) -> safety_tables.SafetyTable:
+async def study_safety(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> safety_tables.SafetyTable:
     as_of = on or today_utc()
-    summaries = [study.safety(j, rt.protocol, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]
+    summaries = [study.safety(j, rt.protocol, as_of) for j in await _visible(rt, allowed)]
     return safety_tables.safety_table([s for s in summaries if s is not None])
 
 
 @read_router.get("/study/efficacy", summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR", responses=READ)
-async def study_efficacy(rt: Rt, on: OnDate = None) -> efficacy_tables.EfficacyTable:
+async def study_efficacy(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> efficacy_tables.EfficacyTable:
     as_of = on or today_utc()
-    outcomes = [study.outcome(j, as_of) for j in await store.all_journeys(rt.pool, rt.schema)]
+    outcomes = [study.outcome(j, as_of) for j in await _visible(rt, allowed)]
     return efficacy_tables.efficacy_table([o for o in outcomes if o is not None], as_of)

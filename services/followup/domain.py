@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 from services.followup.grading import derived_grade
 from shared import clinical
+from shared.access.policy import Action
 from shared.commands import Command
 from shared.contract.envelope import RecordedBy
 from shared.contract.events import (
@@ -470,23 +471,30 @@ def record_death(
     return FollowupSubject.record_into(subject, meta, payload)
 
 
-# The service's commands: the route under /subjects/{subject_id}/, the rule, and a summary.
+# The service's commands: the route under /subjects/{subject_id}/, the rule, the action the access policy
+# knows it as, and a summary.
 COMMANDS = (
-    Command("adverse-events", report_ae, "Report an adverse event"),
-    Command("adverse-event-updates", update_ae, "Update an AE's grade or outcome"),
-    Command("adverse-event-corrections", correct_ae, "Correct an AE report (reason required)"),
-    Command("query-answers", answer_query, "Answer a data query"),
-    Command("query-closures", close_query, "Close an answered data query"),
+    Command("adverse-events", report_ae, Action.REPORT_AE, "Report an adverse event"),
+    Command("adverse-event-updates", update_ae, Action.REPORT_AE, "Update an AE's grade or outcome"),
+    Command("adverse-event-corrections", correct_ae, Action.CORRECT, "Correct an AE report (reason required)"),
+    Command("query-answers", answer_query, Action.ANSWER_QUERY, "Answer a data query"),
+    Command("query-closures", close_query, Action.CLOSE_QUERY, "Close an answered data query"),
     Command(
-        "safety-reports", submit_safety_report, "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)"
+        "safety-reports",
+        submit_safety_report,
+        Action.SUBMIT_SAFETY_REPORT,
+        "Record an expedited safety report (SAE to sponsor, SUSAR to regulator)",
     ),
-    Command("response-assessments", assess_response, "Record a response assessment"),
-    Command("persistence-samples", record_persistence, "Record a CAR-T persistence sample"),
-    Command("visits", complete_visit, "Record a completed visit"),
+    Command("response-assessments", assess_response, Action.RECORD, "Record a response assessment"),
+    Command("persistence-samples", record_persistence, Action.RECORD, "Record a CAR-T persistence sample"),
+    Command("visits", complete_visit, Action.RECORD, "Record a completed visit"),
     Command(
-        "subsequent-therapies", start_subsequent_therapy, "Record the start of a subsequent therapy (e.g. allo-HSCT)"
+        "subsequent-therapies",
+        start_subsequent_therapy,
+        Action.RECORD,
+        "Record the start of a subsequent therapy (e.g. allo-HSCT)",
     ),
-    Command("lost-to-follow-up", lose_to_follow_up, "Declare the subject lost to follow-up"),
-    Command("study-completion", complete_study, "Record that the subject completed the study"),
-    Command("death", record_death, "Record the death of a subject"),
+    Command("lost-to-follow-up", lose_to_follow_up, Action.RECORD, "Declare the subject lost to follow-up"),
+    Command("study-completion", complete_study, Action.RECORD, "Record that the subject completed the study"),
+    Command("death", record_death, Action.RECORD, "Record the death of a subject"),
 )

@@ -11,17 +11,26 @@ from services.treatment.domain import COMMANDS, TreatmentSubject
 from shared import facts
 from shared.errors import SubjectNotFound
 from shared.http.commands import SubjectPath, add_commands
+from shared.http.identity import Reading
 from shared.http.problems import responses
-from shared.runtime import Rt
+from shared.runtime import Rt, Runtime
+
+
+async def site_of(rt: Runtime, subject_id: str) -> str | None:
+    return await facts.site_of(rt.pool, rt.schema, subject_id)
+
 
 router = APIRouter(tags=["treatment"])
-add_commands(router, COMMANDS)
+add_commands(router, COMMANDS, site_of)
 
 
-@router.get("/subjects/{subject_id}", summary="The subject as treatment knows it", responses=responses(404, 422, 503))
-async def get_subject(rt: Rt, subject_id: SubjectPath) -> dict[str, Any]:
-    subject: TreatmentSubject | None = await asyncio.to_thread(rt.store.find, subject_id)
+@router.get(
+    "/subjects/{subject_id}", summary="The subject as treatment knows it", responses=responses(401, 403, 404, 422, 503)
+)
+async def get_subject(rt: Rt, allowed: Reading, subject_id: SubjectPath) -> dict[str, Any]:
     known = await facts.load(rt.pool, rt.schema, subject_id)
+    allowed.require(subject_id, known.site_id if known else None)  # what treatment has not learned, it cannot show
+    subject: TreatmentSubject | None = await asyncio.to_thread(rt.store.find, subject_id)
     if subject is None and known is None:
         raise SubjectNotFound(f"Treatment knows no subject {subject_id}: check the code, or enrol first.")
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from shared.access.policy import Action
 from shared.commands import Command
 from shared.contract.events import (
     InfusionCorrected,
@@ -137,9 +138,10 @@ def correct_infusion(
     return TreatmentSubject.record_into(subject, meta, payload)
 
 
-# The service's commands: the route under /subjects/{subject_id}/, the rule, and a summary.
+# The service's commands: the route under /subjects/{subject_id}/, the rule, the action the access policy
+# knows it as, and a summary.
 COMMANDS = (
-    Command("lymphodepletion-days", give_lymphodepletion, "Record one day of lymphodepletion"),
-    Command("infusion", infuse, "Record the UCAR-T infusion (study day 0)"),
-    Command("infusion-corrections", correct_infusion, "Correct the infusion record (reason required)"),
+    Command("lymphodepletion-days", give_lymphodepletion, Action.RECORD, "Record one day of lymphodepletion"),
+    Command("infusion", infuse, Action.RECORD, "Record the UCAR-T infusion (study day 0)"),
+    Command("infusion-corrections", correct_infusion, Action.CORRECT, "Correct the infusion record (reason required)"),
 )

@@ -27,6 +27,12 @@ class RecordedBy(ContractModel):
 
     user_id: str = Field(min_length=1, max_length=128)
     role: str = Field(min_length=1, max_length=64)
+    site_id: str | None = Field(
+        default=None,
+        max_length=8,
+        description="The site the person acted for, from their grant (none for the rules engine, study-wide "
+        "roles and events recorded before identities were verified).",
+    )
 
 
 class Envelope(ContractModel):

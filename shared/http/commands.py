@@ -2,31 +2,31 @@
 of a service's command table (`shared.commands.Command`).
 
 Every command has the same shape: the body is ``{occurred_at, reason?, payload}`` with the payload
-model from the contract, the headers say who is acting (``X-User-Id``, ``X-User-Role``; the security
-issue replaces them with authenticated identities), and an optional ``Idempotency-Key`` makes a retry
-safe.
+model from the contract, the bearer token says who is acting (the role and site come from their
+grants, `shared/http/identity.py`), and an optional ``Idempotency-Key`` makes a retry safe.
 """
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from shared import db, facts
 from shared.commands import Command, Dependencies
-from shared.contract.envelope import Envelope, RecordedBy, SubjectId
+from shared.contract.envelope import Envelope, SubjectId
 from shared.contract.events import Payload
 from shared.contract.strict import ClientInput, IsoAwareDatetime
 from shared.errors import InvalidCommand
 from shared.eventstore.application import WITH_THE_EVENTS
 from shared.eventstore.meta import EventMeta
 from shared.http.idempotency import CREATED, fingerprint
-from shared.http.inputs import CausationId, CorrelationId, IdempotencyKey, Role, UserId
+from shared.http.identity import Permit, permit
+from shared.http.inputs import CausationId, CorrelationId, IdempotencyKey
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.runtime import Rt, Runtime
 from shared.time import now_utc
@@ -109,31 +109,38 @@ async def _record(rt: Runtime, command: Command, meta: EventMeta, payload: Paylo
     return await asyncio.to_thread(rt.store.record, rule, meta, payload)
 
 
-def add_commands(router: APIRouter, commands: Iterable[Command]) -> None:
+# Where a subject belongs, as this service knows it (None: not known here yet).
+SiteOf = Callable[[Runtime, str], Awaitable[str | None]]
+
+
+def add_commands(router: APIRouter, commands: Iterable[Command], site_of: SiteOf) -> None:
     for command in commands:
-        _add_command(router, command)
+        _add_command(router, command, site_of)
 
 
-def _add_command(router: APIRouter, command: Command) -> None:
+def _add_command(router: APIRouter, command: Command, site_of: SiteOf) -> None:
     payload = command.payload
     body_model = CommandRequest[payload]  # type: ignore[valid-type]  # a model made at run time
+    Allowed = Annotated[Permit, Depends(permit(command.action))]
 
     async def endpoint(
         request: Request,
         rt: Rt,
         subject_id: SubjectPath,
         body: body_model,
-        x_user_id: UserId,
-        x_user_role: Role,
+        allowed: Allowed,
         x_correlation_id: CorrelationId = None,
         x_causation_id: CausationId = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         _nothing_in_the_future(body)
+        # A new subject's site is in the payload (enrolment, screening failure); else as known here.
+        site = getattr(body.payload, "site_id", None) or await site_of(rt, subject_id)
+        allowed.require(subject_id, site, retryable=site is None)
         meta_fields: dict[str, Any] = dict(
             subject_id=subject_id,
             occurred_at=body.occurred_at,
-            recorded_by=RecordedBy(user_id=x_user_id, role=x_user_role),
+            recorded_by=allowed.recorded_by(site),
             causation_id=x_causation_id,
             reason=body.reason,
             protocol_version=rt.protocol.version,
@@ -149,7 +156,9 @@ def _add_command(router: APIRouter, command: Command) -> None:
         token = None
         if idempotency_key:
             replay = await rt.idempotency.claim(
-                idempotency_key, fingerprint("POST", request.url.path, await request.body())
+                # The caller is part of the request: another person's key and body are not a retry.
+                idempotency_key,
+                fingerprint("POST", f"{request.url.path} {allowed.user_id}", await request.body()),
             )
             if replay is not None:
                 status, stored = replay

@@ -55,6 +55,8 @@ _MEANING = {
     409: "Not allowed by the protocol, or changed concurrently",
     422: "Invalid input, each wrong field named (nothing stored)",
     503: "A dependency is down (nothing stored); retry later",
+    401: "No bearer token, or one that cannot be trusted (expired, wrong issuer or audience, bad signature)",
+    403: "Your grants do not allow this action",
 }
 
 
@@ -65,7 +67,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Documented on every command in OpenAPI.
-PROBLEM_RESPONSES = responses(400, 404, 409, 422, 503)
+PROBLEM_RESPONSES = responses(400, 401, 403, 404, 409, 422, 503)
 
 
 def problem(
@@ -124,9 +126,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def refused(request: Request, exc: DomainError) -> JSONResponse:
+        headers = getattr(exc, "headers", None)  # e.g. WWW-Authenticate on a 401
         if exc.retryable:
-            return problem(exc.status, exc.title, exc.detail, request, retryable=True)
-        return problem(exc.status, exc.title, exc.detail, request)
+            return problem(exc.status, exc.title, exc.detail, request, headers, retryable=True)
+        return problem(exc.status, exc.title, exc.detail, request, headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

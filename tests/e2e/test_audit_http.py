@@ -7,9 +7,9 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
-from support import HEADERS, RunningStack, at, eventually, treat
+from support import TEST_USER, RunningStack, at, bearer, eventually, treat
 
-AUDITOR = {"X-User-Id": "audit-1", "X-User-Role": "auditor"}
+AUDITOR = bearer("auditor-1")
 
 
 def history(stack: RunningStack, subject: str, fmt: str = "json"):
@@ -49,7 +49,8 @@ def test_history_lists_every_event_of_every_service_in_recorded_order(stack: Run
     ]
     assert [e["recorded_at"] for e in events] == sorted(e["recorded_at"] for e in events)
     assert events[-1]["reason"] == "Grade entered wrongly"
-    assert events[-1]["recorded_by"] == {"user_id": HEADERS["X-User-Id"], "role": HEADERS["X-User-Role"]}
+    assert events[-1]["recorded_by"] == {"user_id": TEST_USER, "role": "investigator", "site_id": "01"}
+    assert events[0]["recorded_by"]["site_id"] == "01"
     assert all(e["schema_version"] >= 1 and e["correlation_id"] for e in events)
 
     lines = history(stack, s, "jsonl")
@@ -70,10 +71,31 @@ def test_history_lists_every_event_of_every_service_in_recorded_order(stack: Run
     assert ae_view["report"]["grade"] == 1 and [r["grade"] for r in ae_view["previous_reports"]] == [2]
 
 
-def test_history_needs_to_know_who_reads_it(stack: RunningStack):
-    response = stack.client.get(stack.url("followup", "/subjects/UCT-08-501/history"))
-    assert response.status_code == 422 and "x-user-id" in response.json()["detail"].lower()
+def test_history_needs_a_token_and_every_read_of_it_is_logged_for_auditors(stack: RunningStack):
+    s = "UCT-08-503"
+    treat(stack, s, infusion_days_ago=2)
+    anonymous = stack.client.get(stack.url("followup", f"/subjects/{s}/history"))
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
     assert stack.client.get(stack.url("followup", "/subjects/UCT-08-599/history"), headers=AUDITOR).status_code == 404
+    # Another site's coordinator: the subject does not exist for them; their own site's may read it.
+    other_site = stack.client.get(stack.url("followup", f"/subjects/{s}/history"), headers=bearer("coordinator-02"))
+    assert other_site.status_code == 404
+    assert history(stack, s, "csv").status_code == 200
+    assert (
+        stack.client.get(stack.url("followup", f"/subjects/{s}/history"), headers=bearer("coordinator-01")).status_code
+        == 200
+    )
+
+    log = stack.client.get(stack.url("followup", "/access/audit-reads"), headers=AUDITOR).json()
+    mine = [(r["user_id"], r["role"], r["what"]) for r in log if r["subject_id"] == s]
+    assert mine[:2] == [("coordinator-01", "coordinator", "history (json)"), ("auditor-1", "auditor", "history (csv)")]
+    assert len(mine) == 2  # refused reads read nothing
+    # The site-02 coordinator sees only the reads of site-02 subjects; the sponsor may not read the log.
+    theirs = stack.client.get(stack.url("followup", "/access/audit-reads"), headers=bearer("coordinator-02")).json()
+    assert all(r["site_id"] == "02" for r in theirs)
+    assert (
+        stack.client.get(stack.url("followup", "/access/audit-reads"), headers=bearer("sponsor-1")).status_code == 403
+    )
 
 
 def test_as_of_answers_what_the_system_knew_and_effective_on_what_was_true(stack: RunningStack):

@@ -10,8 +10,9 @@ from shared.contract.topics import topic_for
 from shared.protocol import load_protocol
 from support import (
     FLU_CY,
-    HEADERS,
     INFUSION,
+    ISSUER,
+    TEST_USER,
     RunningStack,
     at,
     count_events,
@@ -101,12 +102,13 @@ def test_every_stored_event_is_published_once_keyed_by_subject(stack: RunningSta
         if m.subject_id == s
     ]
     assert [m.event_type for m in mine] == ["LymphodepletionGiven"]
-    assert mine[0].recorded_by.user_id == HEADERS["X-User-Id"]
+    # Who: the token's subject; the role and site: the grant that allowed it there.
+    assert mine[0].recorded_by.model_dump() == {"user_id": TEST_USER, "role": "investigator", "site_id": "01"}
     assert mine[0].protocol_version == load_protocol().version
 
 
 def test_demo_cohort_reaches_every_stage(stack: RunningStack):
-    seeded, skipped = seed.seed(stack.settings)
+    seeded, skipped = seed.seed(stack.settings, ISSUER.token(TEST_USER))
     assert (seeded, skipped) == (len(seed.cohort()), 0)
     expected = {subject.subject_id: subject.expected_status for subject in seed.cohort()}
 
@@ -131,7 +133,7 @@ def test_demo_cohort_reaches_every_stage(stack: RunningStack):
     }
     # Seeding again adds nothing.
     before = count_events(stack.database_url, "followup")
-    assert seed.seed(stack.settings) == (0, len(expected))
+    assert seed.seed(stack.settings, ISSUER.token(TEST_USER)) == (0, len(expected))
     assert count_events(stack.database_url, "followup") == before
 
 

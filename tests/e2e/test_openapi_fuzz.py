@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared.contract.topics import SOURCES
-from support import RunningStack, at, treat
+from support import ISSUER, RunningStack, at, treat
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 KNOWN = "UCT-99-001"  # the subject schemathesis.toml names: enrolled and infused before the run
@@ -59,6 +59,8 @@ def schemathesis(stack: RunningStack, service: str, workdir: Path) -> subprocess
         "--seed",
         str(SEED),
         "--no-color",
+        "--header",
+        f"Authorization: Bearer {ISSUER.token('fuzzer')}",
     ]
     with (workdir / "report.txt").open("w") as report:
         return subprocess.Popen(command, cwd=workdir, stdout=report, stderr=subprocess.STDOUT)

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from infra import seed
-from support import RunningStack, at, eventually, journey_caught_up, treat
+from support import ISSUER, TEST_USER, RunningStack, at, eventually, journey_caught_up, treat
 
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3: 8 L/min by nasal cannula is above the 6 L/min limit
     "term": "Cytokine release syndrome",
@@ -144,7 +144,7 @@ def cohort_stack(servers, tmp_path_factory):
 
     url = new_database(servers[0])
     with RunningStack(url, servers[1], f"c{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as running:
-        seed.seed(running.settings)
+        seed.seed(running.settings, ISSUER.token(TEST_USER))
         yield running
     drop_database(servers[0], url)
 

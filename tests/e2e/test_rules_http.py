@@ -84,7 +84,7 @@ def test_invalid_input_is_422_and_names_the_field(stack: RunningStack):
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     refused(stack, "enrollment", path, cmd(tomorrow, enrolment(1)), 422, "in the future")
     refused(stack, "enrollment", "/subjects/John%20Smith/enrolment", cmd(at(1), enrolment(1)), 422, "subject_id")
-    refused(stack, "enrollment", path, cmd(at(1), enrolment(1)), 422, "header x-user-id", headers={"X-User-Id": ""})
+    refused(stack, "enrollment", path, cmd(at(1), enrolment(1)), 401, "access token", headers={"Authorization": ""})
 
 
 def test_treatment_rules(stack: RunningStack):
