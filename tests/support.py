@@ -224,17 +224,11 @@ def enrolment(days_ago: float) -> dict:
     return {**ENROLLED, "consent_signed_on": consent}
 
 
-def treat(stack: RunningStack, subject: str, infusion_days_ago: int, ld_days: int = 3) -> None:
-    """Enrol, lymphodepletion for `ld_days` days, infusion 3 days after the last one."""
-    assert (
-        stack.command(
-            "enrollment",
-            f"/subjects/{subject}/enrolment",
-            at(infusion_days_ago + 10),
-            enrolment(infusion_days_ago + 10),
-        ).status_code
-        == 201
-    )
+def treat(stack: RunningStack, subject: str, infusion_days_ago: int, ld_days: int = 3, site: str = "01") -> None:
+    """Enrol (at `site`), lymphodepletion for `ld_days` days, infusion 3 days after the last one."""
+    enrolled = {**enrolment(infusion_days_ago + 10), "site_id": site}
+    response = stack.command("enrollment", f"/subjects/{subject}/enrolment", at(infusion_days_ago + 10), enrolled)
+    assert response.status_code == 201, response.text
     for i in range(ld_days):
         day = infusion_days_ago + 2 + ld_days - i
         response = stack.command_when_known("treatment", f"/subjects/{subject}/lymphodepletion-days", at(day), FLU_CY)
