@@ -43,6 +43,31 @@ def _settings():
 
 
 @app.command()
+def token(
+    user: Annotated[str, typer.Option(help="The token's subject: who the person is.")],
+    role: Annotated[str | None, typer.Option(help="Grant this role first (if not yet held), e.g. coordinator.")] = None,
+    site: Annotated[list[str] | None, typer.Option(help="A site of the grant; repeat for more; default: all.")] = None,
+    hours: Annotated[int, typer.Option(min=1, max=24 * 30, help="How long the token is valid.")] = 12,
+) -> None:
+    """Print an access token of the local issuer for USER (granting ROLE at SITE first, recorded as an
+    event with the reason "granted with ucart token")."""
+    from infra import identities, tools
+    from infra.issuer import Issuer
+    from shared.errors import DomainError
+
+    settings = _settings()
+    if role is not None:
+        person = identities.Person(user, role, tuple(site or ["*"]), role)
+        try:
+            with tools.database(settings) as url:
+                identities.prepare(settings, url, [person], reason="granted with ucart token")
+        except DomainError as refused:
+            typer.echo(refused.detail, err=True)
+            raise typer.Exit(2) from None
+    typer.echo(Issuer.of(settings).token(user, seconds=hours * 3600))
+
+
+@app.command()
 def verify() -> None:
     """Check the hash chains of every event store; name each event changed outside the application."""
     from infra import tools

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shared import parking
+from shared.errors import Forbidden
+from shared.http.identity import authenticate, bearer
 from shared.lag import consumer_lag, kafka_consumers
 from shared.runtime import Rt, Runtime
 
@@ -149,7 +152,13 @@ class _Collector:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(rt: Rt) -> Response:
+async def metrics(
+    rt: Rt, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None
+) -> Response:
+    if not rt.settings.metrics_open:  # else the port is kept internal
+        _, held = await authenticate(rt, credentials)
+        if not held:
+            raise Forbidden("Metrics need a token of someone with a grant (a monitoring service account).")
     relay_lag = None
     try:
         relay_lag = await rt.relay.lag()

@@ -1,4 +1,4 @@
-"""The operator commands, run as a person would: `python -m infra verify | rebuild | compare`."""
+"""The operator commands, run as a person would: `python -m infra verify | rebuild | compare | token`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import asyncio
 
 import asyncpg
 
+from shared import db
+from shared.access import grants
+from shared.access.tokens import TokenVerifier
 from shared.eventstore import subject_uuid
 from support import RunningStack, at, eventually, journey_caught_up, treat, ucart
 
@@ -79,3 +82,24 @@ def test_compare_and_rebuild_report_with_progress_and_a_count(stack: RunningStac
     assert rebuilt.returncode == 0 and "event(s) applied" in rebuilt.stdout
     eventually(lambda: journey_caught_up(stack.database_url))
     assert ucart("compare", database_url=stack.database_url).returncode == 0
+
+
+def test_token_grants_the_role_and_prints_a_token_the_services_accept(database_url: str, tmp_path):
+    printed = ucart(
+        "token", "--user", "cli-auditor", "--role", "auditor", database_url=database_url, UCART_DATA_DIR=str(tmp_path)
+    )
+    assert printed.returncode == 0, printed.stderr
+    jwks = tmp_path / "issuer" / "jwks.json"
+    claims = TokenVerifier("http://127.0.0.1:8000", "ucart", ("RS256",), str(jwks)).verify(printed.stdout.strip())
+    assert claims.subject == "cli-auditor"
+
+    async def held():
+        pool = await db.create_pool(database_url)
+        try:
+            return await grants.grants_of(pool, "cli-auditor")
+        finally:
+            await pool.close()
+
+    assert asyncio.run(held()) == [grants.Grant("cli-auditor", "auditor", ("*",))]
+    wrong = ucart("token", "--user", "x", "--role", "system", database_url=database_url, UCART_DATA_DIR=str(tmp_path))
+    assert wrong.returncode == 2 and "not a study role" in wrong.stderr
