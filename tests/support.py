@@ -164,8 +164,7 @@ class RunningStack:
             data_dir=log_dir,
             oidc_issuer=ISSUER.url,
             oidc_jwks=str(ISSUER.directory / "jwks.json"),
-            study_admins=(TEST_ADMIN,),
-            **settings,  # type: ignore[arg-type]  # checked by Settings itself
+            **{"study_admins": (TEST_ADMIN,), **settings},  # type: ignore[arg-type]  # checked by Settings itself
         )
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
         self.client = httpx.Client(timeout=30)

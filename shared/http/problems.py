@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from shared.errors import DependencyUnavailable, DomainError
 
@@ -107,6 +108,19 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document
 
 
+def _methods_at(app: FastAPI, request: Request) -> set[str]:
+    """Every method some route answers at the request's path."""
+    methods: set[str] = set()
+    routes = list(app.router.routes)
+    while routes:
+        route = routes.pop()
+        if hasattr(route, "original_router"):  # an included router, kept whole by FastAPI
+            routes.extend(route.original_router.routes)
+        elif isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return methods
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     if parts and parts[0] == "header":
@@ -134,12 +148,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # exc.headers carries what the answer needs, e.g. Allow on a 405.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers["Allow"] = ", ".join(sorted(_methods_at(app, request))) or headers.get("Allow", "")
+            exc = HTTPException(405, exc.detail, headers)
         return problem(
-            exc.status_code,
-            HTTPStatus(exc.status_code).phrase,
-            _http_detail(request, exc),
-            request,
-            headers=dict(exc.headers or {}),
+            exc.status_code, HTTPStatus(exc.status_code).phrase, _http_detail(request, exc), request, headers
         )
 
     for error in (*CONNECTION_LOST, OSError, TimeoutError):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared.contract.topics import SOURCES
-from support import ISSUER, RunningStack, at, treat
+from support import ISSUER, TEST_ADMIN, RunningStack, at, treat
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 KNOWN = "UCT-99-001"  # the subject schemathesis.toml names: enrolled and infused before the run
@@ -30,7 +30,10 @@ def fuzzed(servers, tmp_path_factory):
     from conftest import drop_database, new_database
 
     url = new_database(servers[0])
-    with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as stack:
+    # The fuzzer is a study admin by configuration too: it may revoke its own grants, not that.
+    admins = (TEST_ADMIN, "fuzzer")
+    logs = tmp_path_factory.mktemp("logs")
+    with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", logs, study_admins=admins) as stack:
         treat(stack, KNOWN, infusion_days_ago=10)
         # Once follow-up has learned of the infusion, commands about the subject reach its rules.
         assert (
