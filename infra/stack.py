@@ -12,6 +12,8 @@ from infra.embedded import EmbeddedKafka, EmbeddedPostgres
 from infra.processes import ServiceGroup
 from shared import db
 from shared.config import Settings
+from shared.contract.topics import SOURCES
+from shared.signing import ensure_keys
 
 DATABASE = "ucart"
 
@@ -44,6 +46,8 @@ class Stack:
             self.bootstrap_servers = self.settings.kafka_bootstrap_servers
 
     def start_services(self) -> None:
+        # The demo makes the services' keys the first time (production provisions its own).
+        ensure_keys(self.settings.signing_keys_dir.resolve(), SOURCES)
         self.services = ServiceGroup(self.settings, self.database_url, self.bootstrap_servers, self.log_dir)
         self.services.start()
 

@@ -30,7 +30,8 @@ def fuzzed(servers, tmp_path_factory):
     from conftest import drop_database, new_database
 
     url = new_database(servers[0])
-    with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as stack:
+    logs, keys = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("keys")
+    with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", logs, keys_dir=keys) as stack:
         treat(stack, KNOWN, infusion_days_ago=10)
         # Once follow-up has learned of the infusion, commands about the subject reach its rules.
         assert (
