@@ -81,6 +81,9 @@ def print_where_to_look(settings: Settings, stack: Stack) -> None:
     table.add_row("Kafka bootstrap", mask_url(stack.bootstrap_servers))
     table.add_row("PostgreSQL", mask_url(stack.database_url))  # a configured password never shows
     table.add_row("Logs", str(stack.log_dir))
+    table.add_row(
+        "Service keys (Ed25519: private, and the public ones to verify)", str(settings.signing_keys_dir.resolve())
+    )
     console.print(table)
     console.print("Press Ctrl-C to stop (data is kept; run again to continue).")
 

@@ -25,6 +25,7 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_TOPIC_PREFIX=settings.topic_prefix,
         UCART_TOPIC_PARTITIONS=str(settings.topic_partitions),
         UCART_PROTOCOL_FILE=str(settings.protocol_file),
+        UCART_KEYS_DIR=str(settings.signing_keys_dir.resolve()),  # the processes run from the repository
         UCART_RELAY_POLL_SECONDS=str(settings.relay_poll_seconds),
         UCART_RECONCILE_SECONDS=str(settings.reconcile_seconds),
         UCART_READY_RELAY_FAILING_SECONDS=str(settings.ready_relay_failing_seconds),

@@ -4,7 +4,8 @@
   the live consumers keep running (their tracking makes the two meet without doubling anything).
 - compare: build a replica of a projection from the event stores in a scratch schema and compare it
   row by row with the live one.
-- replay from Kafka: build the replica from the topics, from the earliest offset, instead.
+- replay from Kafka: build the replica from the topics, from the earliest offset, instead; every
+  message is verified against the public keys first, as the live consumers do.
 - parked: list what the consumers parked, retry it after a fix, or dismiss it.
 
 An event that cannot be applied is parked (in the replica's own schema, for a comparison) and the
@@ -26,6 +27,7 @@ from shared import db, parking
 from shared.consumer import IdempotentConsumer, KafkaOrigin, Outcome
 from shared.contract.topics import SOURCES, Source, topic_for
 from shared.eventstore.reader import store_exists
+from shared.signing import Verifier
 
 
 def _ddl(name: str, schema: str) -> str:
@@ -41,9 +43,13 @@ async def count_events(pool: asyncpg.Pool, sources: tuple[Source, ...]) -> int:
     return total
 
 
-def _consumer(name: str, pool: asyncpg.Pool, schema: str) -> IdempotentConsumer:
+# What reads only the event stores (trusted as they are) needs no public key.
+STORES_ONLY = Verifier({})
+
+
+def _consumer(name: str, pool: asyncpg.Pool, schema: str, verifier: Verifier = STORES_ONLY) -> IdempotentConsumer:
     # No dead-letter topic: the tools park in the table only.
-    return IdempotentConsumer(registry.named(name).projection(schema), pool, schema=schema)
+    return IdempotentConsumer(registry.named(name).projection(schema), pool, schema=schema, verifier=verifier)
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,10 @@ async def rebuild(pool: asyncpg.Pool, name: str, progress: Callable[[int], None]
     return await consumer.reconcile(model.sources, progress=progress)
 
 
-async def _scratch(pool: asyncpg.Pool, name: str) -> tuple[str, IdempotentConsumer]:
+async def _scratch(pool: asyncpg.Pool, name: str, verifier: Verifier = STORES_ONLY) -> tuple[str, IdempotentConsumer]:
     schema = f"replica_{uuid.uuid4().hex[:8]}"
     await pool.execute(_ddl(name, schema))
-    return schema, _consumer(name, pool, schema)
+    return schema, _consumer(name, pool, schema, verifier)
 
 
 async def differences(pool: asyncpg.Pool, name: str, replica_schema: str) -> list[str]:
@@ -102,11 +108,17 @@ async def compare_with_stores(
 
 
 async def compare_with_kafka(
-    pool: asyncpg.Pool, name: str, bootstrap: str, prefix: str = "", progress: Callable[[int], None] | None = None
+    pool: asyncpg.Pool,
+    name: str,
+    bootstrap: str,
+    verifier: Verifier,
+    prefix: str = "",
+    progress: Callable[[int], None] | None = None,
 ) -> Comparison:
     """Replay the topics from the earliest offset into a replica; compare it with the live one.
+    A message that does not verify with `verifier` is parked in the replica, as live.
     (The embedded broker keeps only what was published since it started.)"""
-    schema, consumer = await _scratch(pool, name)
+    schema, consumer = await _scratch(pool, name, verifier)
     reader = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -120,7 +132,7 @@ async def compare_with_kafka(
         while [tp for tp in partitions if await reader.position(tp) < end[tp]]:
             for records in (await reader.getmany(timeout_ms=500)).values():
                 for r in records:
-                    await consumer.receive(KafkaOrigin(r.topic, r.partition, r.offset, r.value or b"", r.key))
+                    await consumer.receive(KafkaOrigin.of(r))
                 if progress:
                     progress(len(records))
         return await _compared(pool, name, schema)
@@ -129,11 +141,11 @@ async def compare_with_kafka(
         await pool.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def consumer_named(pool: asyncpg.Pool, consumer: str) -> IdempotentConsumer | None:
+def consumer_named(pool: asyncpg.Pool, consumer: str, verifier: Verifier) -> IdempotentConsumer | None:
     """The live consumer of that name (as parked events name it)."""
     for model in registry.READ_MODELS:
         if model.consumer == consumer:
-            return _consumer(model.alias, pool, model.service)
+            return _consumer(model.alias, pool, model.service, verifier)
     return None
 
 
@@ -152,12 +164,15 @@ async def parked(pool: asyncpg.Pool, refs: list[str] | None = None) -> list[tupl
     return found
 
 
-async def retry_parked(pool: asyncpg.Pool, refs: list[str] | None) -> list[tuple[str, Outcome | str]]:
+async def retry_parked(
+    pool: asyncpg.Pool, refs: list[str] | None, verifier: Verifier
+) -> list[tuple[str, Outcome | str]]:
     """Apply parked events again (all of them with refs None): each ends applied, duplicate, or
-    still parked with its new reason. A relay's parked event is not retried here (see the text)."""
+    still parked with its new reason. A message from Kafka is verified again with `verifier` (the
+    keys configured now). A relay's parked event is not retried here (see the text)."""
     results: list[tuple[str, Outcome | str]] = []
     for ref, event in await parked(pool, refs):
-        consumer = consumer_named(pool, event.consumer)
+        consumer = consumer_named(pool, event.consumer, verifier)
         if consumer is None:
             results.append((ref, RELAY_NOT_RETRIED))
             continue

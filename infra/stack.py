@@ -12,6 +12,8 @@ from infra.embedded import EmbeddedKafka, EmbeddedPostgres
 from infra.processes import ServiceGroup, ServiceProcess, service_env
 from shared import db
 from shared.config import Settings
+from shared.contract.topics import SOURCES
+from shared.signing import ensure_keys
 
 DATABASE = "ucart"
 
@@ -45,7 +47,9 @@ class Stack:
             self.bootstrap_servers = self.settings.kafka_bootstrap_servers
 
     def start_services(self) -> None:
-        """The local issuer (its keys and JWKS exist already: `infra.identities.prepare`), then the services."""
+        """The services' keys (made the first time: production provisions its own), the local issuer (its
+        keys and JWKS exist already: `infra.identities.prepare`), then the services."""
+        ensure_keys(self.settings.signing_keys_dir.resolve(), SOURCES)
         env = service_env(self.settings, self.database_url, self.bootstrap_servers)
         url = f"http://{self.settings.host}:{self.settings.issuer_port}"
         self.issuer = ServiceProcess("issuer", env, url, self.log_dir / "issuer.log", module="infra.issuer")

@@ -25,6 +25,7 @@ from shared import db, parking
 from shared.config import Settings
 from shared.contract.topics import SOURCES
 from shared.eventstore.chain import verify_store
+from shared.signing import Verifier, load_verifier
 
 console = Console()
 
@@ -100,13 +101,29 @@ def rebuild(settings: Settings, name: str) -> int:
     return applied
 
 
+def _public_keys(settings: Settings) -> Verifier:
+    """The public keys that messages from the topics are verified with, as the services do."""
+    verifier = load_verifier(settings.signing_keys_dir)
+    if not verifier.public_keys:
+        console.print(
+            f"[yellow]No public key in {settings.signing_keys_dir} (UCART_KEYS_DIR): no message from the "
+            "topics can be verified, so none will be applied.[/yellow]"
+        )
+    return verifier
+
+
 def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
     async def work(pool: asyncpg.Pool) -> replay.Comparison:
         total = await replay.count_events(pool, registry.named(name).sources)
         with _progress(f"Replaying {'Kafka' if from_kafka else 'the event stores'} into a replica", total) as advance:
             if from_kafka:
                 return await replay.compare_with_kafka(
-                    pool, name, settings.bootstrap_servers, settings.topic_prefix, progress=advance
+                    pool,
+                    name,
+                    settings.bootstrap_servers,
+                    _public_keys(settings),
+                    settings.topic_prefix,
+                    progress=advance,
                 )
             return await replay.compare_with_stores(pool, name, progress=advance)
 
@@ -156,7 +173,8 @@ def parked_list(settings: Settings) -> int:
 
 
 def parked_retry(settings: Settings, refs: list[str] | None) -> bool:
-    results = _run(settings, lambda pool: replay.retry_parked(pool, refs))
+    verifier = _public_keys(settings)
+    results = _run(settings, lambda pool: replay.retry_parked(pool, refs, verifier))
     for ref, outcome in results:
         settled = outcome in ("applied", "duplicate")
         colour = "green" if settled else "yellow"

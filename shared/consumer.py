@@ -9,6 +9,12 @@ A passing fault (the database unreachable, a deadlock) is retried for as long as
 failure is tried once more; failing the same way again, the event is parked (`shared.parking`): a
 row with the reason, a copy on the consumer's dead-letter topic, and the partition, reconciliation,
 rebuilds and start-up all go on. A message that cannot even be read is parked on sight.
+
+Every message from Kafka is verified before it is read: the Ed25519 signature in its headers must
+cover its exact value bytes, by a key of the event's source (`shared.signing`). One that is unsigned,
+signed by an unknown key or another service's, or altered, is parked on sight, unread, with a reason
+starting with "signature"; no store holds it, so it can never hide or block the real event. The event
+stores are trusted as they are: reconciliation and rebuilds read them directly.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from shared.contract.topics import Source, source_named
 from shared.contract.upcasting import latest_payload
 from shared.eventstore.aggregate import subject_uuid
 from shared.eventstore.reader import StoredRow, rows_after, stream_rows
+from shared.signing import Verifier, carried_signature, service_of
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +84,24 @@ class KafkaOrigin:
     offset: int
     body: bytes
     key: bytes | None = None
+    key_id: str | None = None  # the signature headers as they came (`shared.signing.carried_signature`)
+    signature: str | None = None
+
+    @classmethod
+    def of(cls, record: ConsumerRecord) -> KafkaOrigin:
+        key_id, signature = carried_signature(record.headers or ())
+        return cls(record.topic, record.partition, record.offset, record.value or b"", record.key, key_id, signature)
 
     def parcel(self, reason: str) -> parking.Parcel:
-        """The message as it came, to park."""
+        """The message as it came, to park (with its signature, so that a retry verifies it again)."""
         return parking.Parcel(
-            body=self.body, reason=reason, topic=self.topic, kafka_partition=self.partition, kafka_offset=self.offset
+            body=self.body,
+            reason=reason,
+            topic=self.topic,
+            kafka_partition=self.partition,
+            kafka_offset=self.offset,
+            key_id=self.key_id,
+            signature=self.signature,
         )
 
 
@@ -118,11 +138,20 @@ DeadLetter = Callable[[parking.Parcel, bytes | None, dict[str, str]], Awaitable[
 
 class IdempotentConsumer:
     def __init__(
-        self, projection: Projection, pool: asyncpg.Pool, *, schema: str, dead_letter: DeadLetter | None = None
+        self,
+        projection: Projection,
+        pool: asyncpg.Pool,
+        *,
+        schema: str,
+        verifier: Verifier,
+        dead_letter: DeadLetter | None = None,
     ):
+        """`verifier`: the public keys messages from Kafka must be signed with (an empty one for a
+        consumer that reads only the event stores: it would park any message)."""
         self.projection = projection
         self.pool = pool
         self.schema = schema
+        self.verifier = verifier
         self.dead_letter = dead_letter
         self.counts: dict[str, int] = {"applied": 0, "duplicate": 0, "parked": 0}  # messages from Kafka
         self._failures: dict[EventKey, tuple[str, int]] = {}  # event -> (last error, attempts)
@@ -133,8 +162,7 @@ class IdempotentConsumer:
 
     async def handle(self, message: KafkaMessage) -> Outcome:
         raw: ConsumerRecord = message.raw_message  # one record: not a batch subscriber
-        origin = KafkaOrigin(raw.topic, raw.partition, raw.offset, message.body, raw.key)
-        outcome = await self.receive(origin, redelivered=True)
+        outcome = await self.receive(KafkaOrigin.of(raw), redelivered=True)
         self.counts[outcome] += 1
         return outcome
 
@@ -142,10 +170,24 @@ class IdempotentConsumer:
         """One message. `redelivered`: the broker delivers a failed message again (a failure is
         raised); otherwise it is tried again at once."""
         try:
-            envelope, payload = read_message(origin.body)
+            envelope, payload = self._read(origin)
         except ValueError as exc:
             return await self._park(origin.parcel(str(exc)), key=origin.key)
         return await self._apply_or_park(envelope, payload, origin, retry_now=not redelivered)
+
+    def _read(self, origin: KafkaOrigin) -> tuple[Envelope, Payload]:
+        """A message from Kafka, verified before a byte of it is read; ValueError if it does not verify
+        or cannot be read. Besides the signature, the key must be one of the event's source: a service
+        speaks for itself only."""
+        if problem := self.verifier.check(origin.body, origin.key_id, origin.signature):
+            raise ValueError(problem)
+        envelope, payload = read_message(origin.body)
+        signer = service_of(origin.key_id or "")
+        if signer != envelope.source:
+            raise ValueError(
+                f"signature: {origin.key_id} is a key of {signer}, not of {envelope.source} (the event's source)"
+            )
+        return envelope, payload
 
     async def _apply_or_park(
         self,
@@ -376,9 +418,16 @@ class IdempotentConsumer:
 
     async def _reread(self, parked: parking.Parked) -> tuple[Envelope, Payload, Origin]:
         """The parked event as its store holds it now, or the message as it came."""
-        if not parked.in_store:
-            origin = KafkaOrigin(parked.topic or "", parked.kafka_partition or 0, parked.kafka_offset or 0, parked.body)
-            return *read_message(parked.body), origin
+        if not parked.in_store:  # verified again, with the keys configured now
+            origin = KafkaOrigin(
+                parked.topic or "",
+                parked.kafka_partition or 0,
+                parked.kafka_offset or 0,
+                parked.body,
+                key_id=parked.key_id,
+                signature=parked.signature,
+            )
+            return *self._read(origin), origin
         assert parked.source and parked.stream_id and parked.stream_version
         async with self.pool.acquire() as conn:
             rows = await stream_rows(
@@ -496,6 +545,10 @@ def _dead_letter_headers(parcel: parking.Parcel) -> dict[str, str]:
         headers.update(original_source=str(parcel.source), original_notification_id=str(parcel.notification_id))
     if parcel.event_id is not None:
         headers.update(event_id=str(parcel.event_id), event_type=parking.clean(parcel.event_type or "", 200))
+    # The signature it came with, so that outside eyes can tell a forgery from a genuine message.
+    for name, value in (("original_key_id", parcel.key_id), ("original_signature", parcel.signature)):
+        if value is not None:
+            headers[name] = parking.clean(value, 200)
     return headers
 
 
@@ -525,8 +578,9 @@ def subscribe(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{consumer.name}:consume",
-        description=f"{consumer.name}: applies each event once (tracked per subject, source and "
-        f"stream_version). Unprocessable messages go to {dead_letter_topic}.",
+        description=f"{consumer.name}: verifies each message's signature (headers key_id, signature) and "
+        "applies each event once (tracked per subject, source and stream_version). Messages that do not "
+        f"verify or cannot be processed go to {dead_letter_topic}.",
     )
     async def on_message(message: KafkaMessage) -> None:
         try:
@@ -544,7 +598,8 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str, consumer: str) -> Dea
         title=f"{topic}:publish",
         description=f"Events {consumer} could never apply (the message as received, or the stored event), "
         "parked with the reason; headers dead_letter_reason, and original_topic, original_partition, "
-        "original_offset or original_source, original_notification_id.",
+        "original_offset (with original_key_id, original_signature: the signature it came with, if any) or "
+        "original_source, original_notification_id.",
     )
 
     async def dead_letter(parcel: parking.Parcel, key: bytes | None, headers: dict[str, str]) -> None:

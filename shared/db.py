@@ -107,6 +107,8 @@ def plumbing_ddl(schema: str) -> str:
         resolved_at timestamptz,
         resolution text
     );
+    -- A Kafka message's signature headers, so that a retry verifies it again.
+    ALTER TABLE {schema}.parked_events ADD COLUMN IF NOT EXISTS key_id text, ADD COLUMN IF NOT EXISTS signature text;
     CREATE UNIQUE INDEX IF NOT EXISTS parked_events_one_hole ON {schema}.parked_events
         (consumer, source, stream_id, stream_version) WHERE in_store AND resolved_at IS NULL;
 

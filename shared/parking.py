@@ -1,9 +1,9 @@
 """Parked events: what a consumer could never apply, kept with the reason until an operator acts.
 
 A parked event that its source's event store holds (`in_store`) is a hole its consumer steps over,
-so the subject's later events still apply. A message that no store holds (unreadable, or not what
-the store says) is only recorded. Rows live in `<schema>.parked_events` (see `shared.db`); `ucart
-parked list | retry | dismiss` work on them, and `/ready` reports them.
+so the subject's later events still apply. A message that no store holds (unreadable, unsigned or
+forged, or not what the store says) is only recorded. Rows live in `<schema>.parked_events` (see
+`shared.db`); `ucart parked list | retry | dismiss` work on them, and `/ready` reports them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class Parcel:
     kafka_partition: int | None = None
     kafka_offset: int | None = None
     notification_id: int | None = None
+    key_id: str | None = None  # a Kafka message's signature headers, as they came
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class Parked(Parcel):
 
     @property
     def label(self) -> str:
-        return f"{self.event_type or 'unreadable'} v{self.stream_version or '?'}"
+        unread = "unverified message" if self.reason.startswith("signature") else "unreadable"
+        return f"{self.event_type or unread} v{self.stream_version or '?'}"
 
     @property
     def where(self) -> str:
@@ -68,8 +71,9 @@ async def park(conn: asyncpg.Connection | asyncpg.Pool, schema: str, consumer: s
     reason: a retry that failed again)."""
     values = {name: getattr(parcel, name) for name in _PARCEL}
     values["reason"] = clean(parcel.reason)
-    if parcel.event_type is not None:
-        values["event_type"] = clean(parcel.event_type, 200)
+    for name in ("event_type", "key_id", "signature"):  # what a sender chose, perhaps anything
+        if values[name] is not None:
+            values[name] = clean(values[name], 200)
     columns = ", ".join(values)
     placeholders = ", ".join(f"${i}" for i in range(2, len(values) + 2))
     parked: int | None = await conn.fetchval(

@@ -13,10 +13,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.specification import AsyncAPI
@@ -46,6 +48,7 @@ from shared.protocol import load_protocol
 from shared.readmodel import ReadModel
 from shared.redact import mask_url
 from shared.runtime import Runtime
+from shared.signing import Signer, Verifier, load_signer, load_verifier
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,11 @@ class Wiring:
     from this)."""
 
     broker: KafkaBroker
-    publish: Publish  # an envelope to the service's topic, once the broker is ready
+    publish: Publish  # an envelope to the service's topic, signed, once the broker is ready
     dead_letters: dict[str, DeadLetter]  # by consumer name
 
 
-def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event) -> Wiring:
+def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, signer: Signer) -> Wiring:
     broker = KafkaBroker(
         settings.bootstrap_servers,
         client_id=f"ucart-{spec.name}",
@@ -87,15 +90,18 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event) -> 
         schema=Envelope,
         title=f"{topic}:publish",
         description=f"Every event the {spec.name} service stores, in order per subject. "
-        "Key: subject id (UTF-8). Headers: event_type, event_id, schema_version, correlation_id.",
+        "Key: subject id (UTF-8). Headers: event_type, event_id, schema_version, correlation_id; "
+        f"key_id and signature: the Ed25519 signature (base64) of the exact value bytes by a key of {spec.name}, "
+        "named by its key id. Consumers park a message that does not verify.",
     )
 
     async def publish(envelope: Envelope) -> Any:
         await broker_ready.wait()
+        value = envelope.model_dump_json().encode()  # signed as sent: a reader verifies these very bytes
         return await publisher.publish(
-            envelope.model_dump_json().encode(),
+            value,
             key=envelope.kafka_key(),
-            headers=envelope.kafka_headers(),
+            headers=envelope.kafka_headers() | signer.headers(value),
             correlation_id=str(envelope.correlation_id),
         )
 
@@ -130,7 +136,9 @@ class _Described:
 
 def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
     settings = settings or Settings()
-    wiring = wire(spec, settings, asyncio.Event())
+    # The document publishes nothing: a key made for it and never kept, so that `make docs` needs no keys.
+    unused = Signer(f"{spec.name}-documentation", Ed25519PrivateKey.generate())
+    wiring = wire(spec, settings, asyncio.Event(), unused)
     subscribe_all(wiring, spec, settings, {m.consumer: _Described(m.consumer) for m in spec.read_models})
     return AsyncAPI(wiring.broker, title=f"UCAR-T {spec.title} events", version="1.0.0", description=spec.description)
 
@@ -197,19 +205,63 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url
 
 
+@dataclass(frozen=True)
+class ServiceKeys:
+    signer: Signer  # the service's own private key: what it publishes is signed with it
+    verifier: Verifier  # every public key: what its consumers read is verified with them
+
+
+def service_keys(settings: Settings, spec: ServiceSpec) -> ServiceKeys:
+    """The service's keys, loaded once, before anything starts. Without its private key every event it
+    published would be parked by its consumers, so the service does not start."""
+    keys_dir = settings.signing_keys_dir.resolve()
+    path = keys_dir / f"{spec.name}.key"
+    try:
+        signer = load_signer(keys_dir, spec.name)
+    except FileNotFoundError:
+        raise SystemExit(_no_key(spec.name, path, "there is no file there")) from None
+    except (OSError, ValueError) as exc:  # unreadable, or not an Ed25519 key
+        raise SystemExit(_no_key(spec.name, path, f"it cannot be used ({exc})")) from None
+    try:
+        verifier = load_verifier(keys_dir)
+    except (OSError, ValueError) as exc:  # a damaged or misnamed `.pub`: the keys are not what they seem
+        raise SystemExit(f"The public keys in {keys_dir} cannot be used: {exc}") from None
+    for source in sorted({s for m in spec.read_models for s in m.sources} - verifier.services):
+        log.warning(
+            "no public key of %s in %s: every message on its topic will be parked (its events still come "
+            "from its event store, by reconciliation)",
+            source,
+            keys_dir,
+        )
+    return ServiceKeys(signer, verifier)
+
+
+def _no_key(service: str, path: Path, problem: str) -> str:
+    return (
+        f"The {service} service cannot sign its events: its Ed25519 private key is expected at {path}, and "
+        f"{problem}. UCART_KEYS_DIR names the keys directory (default: <UCART_DATA_DIR>/keys). `make demo` "
+        'generates the demo\'s keys there; production provisions one per service (docs/operations.md, "Service keys").'
+    )
+
+
 @asynccontextmanager
-async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtime]:
-    """Build every resource of the service, in order, run its background tasks, and close it all."""
+async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> AsyncIterator[Runtime]:
+    """Build every resource of the service, in order, run its background tasks, and close it all.
+    `keys`: the service's keys (`service_keys`), loaded before anything else."""
     database_url = _database_url(settings)
     protocol = load_protocol(settings.protocol_file)
     broker_ready = asyncio.Event()
-    wiring = wire(spec, settings, broker_ready)
+    wiring = wire(spec, settings, broker_ready, keys.signer)
     pool = await db.create_pool(database_url)
     try:
         await pool.execute(db.plumbing_ddl(spec.name) + "".join(m.ddl(spec.name) for m in spec.read_models))
         consumers = tuple(
             IdempotentConsumer(
-                m.projection(spec.name), pool, schema=spec.name, dead_letter=wiring.dead_letters[m.consumer]
+                m.projection(spec.name),
+                pool,
+                schema=spec.name,
+                verifier=keys.verifier,
+                dead_letter=wiring.dead_letters[m.consumer],
             )
             for m in spec.read_models
         )
@@ -275,10 +327,11 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtim
 def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     _database_url(settings)  # fail at start, not at the first request
+    keys = service_keys(settings, spec)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(spec, settings) as runtime:
+        async with running(spec, settings, keys) as runtime:
             app.state.runtime = runtime  # what `shared.runtime.Rt` gives each handler
             yield
 

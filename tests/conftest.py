@@ -13,12 +13,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from shared import db
+from shared.contract.topics import SOURCES
+from shared.signing import Verifier, ensure_keys, load_verifier
 
 
 def _docker_available() -> bool:
@@ -91,11 +94,25 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(servers, tmp_path_factory):
+def signing_keys(tmp_path_factory) -> Path:
+    """The services' Ed25519 keys for this session (private and public), in a directory of its own."""
+    keys_dir = tmp_path_factory.mktemp("keys")
+    ensure_keys(keys_dir, SOURCES)
+    return keys_dir
+
+
+@pytest.fixture(scope="session")
+def verifier(signing_keys) -> Verifier:
+    return load_verifier(signing_keys)
+
+
+@pytest.fixture(scope="session")
+def stack(servers, tmp_path_factory, signing_keys):
     """The three services as real processes (shared by the end-to-end tests: use distinct subject ids)."""
     from support import RunningStack
 
     url = new_database(servers[0])
-    with RunningStack(url, servers[1], f"e2e{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as running:
+    logs = tmp_path_factory.mktemp("logs")
+    with RunningStack(url, servers[1], f"e2e{uuid.uuid4().hex[:8]}.", logs, keys_dir=signing_keys) as running:
         yield running
     drop_database(servers[0], url)

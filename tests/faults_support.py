@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from shared.contract.topics import SOURCES, topic_for
 from shared.eventstore.aggregate import subject_uuid
 from shared.eventstore.reader import read_events
 from shared.readmodel import ReadModel
+from shared.signing import Verifier
 from support import (
     FLU_CY,
     HEADERS,
@@ -84,8 +85,8 @@ def fault_stack(
     **settings: object,
 ) -> Iterator[RunningStack]:
     """The three services as processes, on a fresh database of the session's PostgreSQL (or on
-    `database_url`) and the session's broker (or `bootstrap`), with a topic prefix of their own
-    (`settings`: any other Settings for them)."""
+    `database_url`) and the session's broker (or `bootstrap`), with a topic prefix and signing keys
+    (`tmp_path/keys`) of their own (`settings`: any other Settings for them)."""
     with ExitStack() as cleanup:
         if database_url is None:
             database_url = new_database(servers[0])
@@ -95,6 +96,7 @@ def fault_stack(
             bootstrap or servers[1],
             f"f{uuid.uuid4().hex[:8]}.",
             tmp_path / "logs",
+            keys_dir=tmp_path / "keys",
             reconcile_seconds=reconcile_seconds,
             **settings,
         )
@@ -328,13 +330,14 @@ def headers(record: ConsumerRecord) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
 
 
-async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> None:
-    """Send (topic, key, value) messages, in this order, each acknowledged before the next."""
+async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes, Sequence[tuple[str, bytes]]]]) -> None:
+    """Send (topic, key, value, headers) messages as they are (signature headers included), in this
+    order, each acknowledged before the next."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     await producer.start()
     try:
-        for topic, key, value in messages:
-            await producer.send_and_wait(topic, value, key=key)
+        for topic, key, value, headers in messages:
+            await producer.send_and_wait(topic, value, key=key, headers=list(headers))
     finally:
         await producer.stop()
 
@@ -448,7 +451,8 @@ async def rebuilt(database_url: str, watched: ReadModel) -> tuple[dict[str, obje
     try:
         await pool.execute(f"DROP SCHEMA IF EXISTS {replica} CASCADE")
         await pool.execute(db.plumbing_ddl(replica) + watched.ddl(replica))
-        consumer = IdempotentConsumer(watched.projection(replica), pool, schema=replica)
+        # From the event stores only: no message to verify.
+        consumer = IdempotentConsumer(watched.projection(replica), pool, schema=replica, verifier=Verifier({}))
         await consumer.reconcile(watched.sources)
         parked = await pool.fetchval(f"SELECT count(*) FROM {replica}.parked_events")
         async with pool.acquire() as conn:

@@ -1,4 +1,4 @@
-"""Helpers shared by tests: polling, Kafka reads, event-store counts, a running service stack."""
+"""Shared by tests: polling, Kafka reads and signed writes, event-store counts, a running service stack."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.embedded import free_port
 from infra.identities import Person, ensure_access_tables, grant_all
@@ -26,8 +26,10 @@ from infra.issuer import Issuer
 from infra.processes import ServiceGroup
 from shared.access.policy import ALL_SITES
 from shared.config import Settings
+from shared.consumer import KafkaOrigin
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES
+from shared.signing import ensure_keys, load_signer
 
 T = TypeVar("T")
 
@@ -137,6 +139,35 @@ async def read_dead_letters(bootstrap: str, topic: str, expected: int) -> list[t
     return found
 
 
+def signature_headers(keys_dir: Path, source: str, value: bytes) -> list[tuple[str, bytes]]:
+    """The signature headers `source`'s relay sends with `value`, made with the test keys."""
+    return [(name, text.encode()) for name, text in load_signer(keys_dir, source).headers(value).items()]
+
+
+def source_of(topic: str) -> str:
+    """The service whose topic it is (`<prefix>ucart.<source>.events`)."""
+    return topic.split(".")[-2]
+
+
+async def produce_signed(bootstrap: str, keys_dir: Path, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:
+    """Send (topic, key, value) messages, in this order, each acknowledged before the next, and each
+    signed with the key of its topic's service, as that service's relay signs."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for topic, key, value in messages:
+            headers = signature_headers(keys_dir, source_of(topic), value)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def signed_origin(keys_dir: Path, source: str, offset: int, body: bytes, key: bytes | None = None) -> KafkaOrigin:
+    """A message as a consumer receives it from `source`'s topic, signed with the test keys."""
+    (_, key_id), (_, signature) = signature_headers(keys_dir, source, body)
+    return KafkaOrigin(f"ucart.{source}.events", 0, offset, body, key, key_id.decode(), signature.decode())
+
+
 def ucart(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess:
     """The operator command line (`python -m infra ...`), as a person runs it."""
     environment = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200", **env}
@@ -146,14 +177,18 @@ def ucart(*args: str, database_url: str, **env: str) -> subprocess.CompletedProc
 
 
 class RunningStack:
-    """The three services as real processes, on free ports, against the test servers."""
+    """The three services as real processes, on free ports, against the test servers, with their
+    signing keys in `keys_dir` (made if missing)."""
 
-    def __init__(self, database_url: str, bootstrap: str, prefix: str, log_dir: Path, **settings: object):
+    def __init__(
+        self, database_url: str, bootstrap: str, prefix: str, log_dir: Path, *, keys_dir: Path, **settings: object
+    ):
         """`settings`: any other Settings for the services (e.g. reconcile_seconds)."""
         self.database_url, self.bootstrap, self.prefix = database_url, bootstrap, prefix
         self.settings = Settings(
             _env_file=None,
             host="127.0.0.1",
+            keys_dir=keys_dir,
             topic_prefix=prefix,
             relay_poll_seconds=0.5,
             enrollment_port=free_port(),
@@ -190,7 +225,12 @@ class RunningStack:
 
         return eventually(attempt)
 
+    @property
+    def keys_dir(self) -> Path:
+        return self.settings.signing_keys_dir
+
     def __enter__(self) -> RunningStack:
+        ensure_keys(self.keys_dir, SOURCES)
         asyncio.run(ensure_access_tables(self.database_url))
         grant_all(self.database_url, PEOPLE, "test set-up")
         self.group.start()

@@ -32,8 +32,8 @@ def fuzzed(servers, tmp_path_factory):
     url = new_database(servers[0])
     # The fuzzer is a study admin by configuration too: it may revoke its own grants, not that.
     admins = (TEST_ADMIN, "fuzzer")
-    logs = tmp_path_factory.mktemp("logs")
-    with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", logs, study_admins=admins) as stack:
+    logs, keys = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("keys")
+    with RunningStack(url, servers[1], f"fz{uuid.uuid4().hex[:8]}.", logs, keys_dir=keys, study_admins=admins) as stack:
         treat(stack, KNOWN, infusion_days_ago=10)
         # Once follow-up has learned of the infusion, commands about the subject reach its rules.
         assert (

@@ -143,7 +143,8 @@ def cohort_stack(servers, tmp_path_factory):
     from conftest import drop_database, new_database
 
     url = new_database(servers[0])
-    with RunningStack(url, servers[1], f"c{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("logs")) as running:
+    logs, keys = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("keys")
+    with RunningStack(url, servers[1], f"c{uuid.uuid4().hex[:8]}.", logs, keys_dir=keys) as running:
         seed.seed(running.settings, ISSUER.token(TEST_USER))
         yield running
     drop_database(servers[0], url)

@@ -42,9 +42,9 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
             for w in CONSUMERS
         }
 
-        # Everything published, read back from the topics, and sent again: reversed order across
-        # topics (follow-up first) and within each, every other message twice.
-        copies: list[tuple[str, bytes, bytes]] = []
+        # Everything published, read back from the topics, and sent again as it came (signed):
+        # reversed order across topics (follow-up first) and within each, every other message twice.
+        copies: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
         sent_per_source = {}
         for source in reversed(SOURCES):
             topic = topic_for(source, stack.prefix)
@@ -53,7 +53,11 @@ def test_redelivered_messages_change_no_read_model(servers, tmp_path):
             assert {Envelope.model_validate_json(r.value).event_id for r in records} == {
                 e.event_id for e in asyncio.run(stored_events(stack.database_url)) if e.source == source
             }
-            again = [(topic, r.key, r.value) for i, r in enumerate(reversed(records)) for _ in range(1 + i % 2)]
+            again = [
+                (topic, r.key, r.value, list(r.headers))
+                for i, r in enumerate(reversed(records))
+                for _ in range(1 + i % 2)
+            ]
             copies += again
             sent_per_source[source] = len(again)
         asyncio.run(produce(stack.bootstrap, copies))

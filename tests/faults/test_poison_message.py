@@ -19,13 +19,12 @@ from faults_support import (
     consumer_count,
     fault_stack,
     headers,
-    produce,
     read_records,
     restart,
 )
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES, dead_letter_topic, topic_for
-from support import OTHER, POISONED, eventually, poisoned_followup_store, ucart
+from support import OTHER, POISONED, eventually, poisoned_followup_store, produce_signed, ucart
 
 SUBJECT = "UCT-27-001"  # the key of the poison messages, and then of a real enrolment
 CONSUMERS = {"treatment": ["treatment-subject-facts"], "followup": ["followup-subject-facts", "followup-journey"]}
@@ -80,7 +79,9 @@ def test_poison_messages_are_dead_lettered_counted_and_do_not_block(servers, tmp
         for service in SOURCES:  # topics made, partitions assigned
             eventually(lambda service=service: stack.get(service, "/ready").status_code == 200)
         topic = topic_for("enrollment", stack.prefix)
-        asyncio.run(produce(stack.bootstrap, [(topic, SUBJECT.encode(), value) for value in POISON.values()]))
+        # Signed by the enrollment key, as a buggy enrollment service would send them: parked for what they hold.
+        poison = [(topic, SUBJECT.encode(), value) for value in POISON.values()]
+        asyncio.run(produce_signed(stack.bootstrap, stack.keys_dir, poison))
 
         # A valid event after them, on the same partition (same key): the real enrolment.
         ledger = Ledger()

@@ -9,6 +9,7 @@ import pytest
 from infra import replay
 from services import registry
 from shared import db
+from shared.signing import load_verifier
 from support import RunningStack, at, eventually, journey_caught_up, treat
 
 
@@ -48,7 +49,10 @@ def test_a_projection_built_from_the_event_stores_equals_the_live_one(settled: R
 
 
 def test_a_projection_replayed_from_kafka_equals_the_live_one(settled: RunningStack):
-    diffs = run(lambda pool: replay.compare_with_kafka(pool, "journey", settled.bootstrap, settled.prefix), settled)
+    verifier = load_verifier(settled.keys_dir)
+    diffs = run(
+        lambda pool: replay.compare_with_kafka(pool, "journey", settled.bootstrap, verifier, settled.prefix), settled
+    )
     assert diffs.differences == [] and diffs.parked == []
 
 

@@ -1,26 +1,28 @@
-"""Idempotent consumers on a real broker and real PostgreSQL: duplicates, gaps, poison messages."""
+"""Idempotent consumers on a real broker and real PostgreSQL: duplicates, gaps, poison and forged messages."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faststream.kafka import KafkaBroker
 
 from services.enrollment import domain
 from services.enrollment.domain import EnrollmentSubject
 from services.followup.projections import store
-from shared import db
+from shared import db, parking
 from shared.consumer import IdempotentConsumer, dead_letter_publisher, subscribe
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
 from shared.eventstore.application import SubjectApplication
 from shared.protocol import load_protocol
-from support import read_dead_letters, until
+from shared.signing import KEY_ID_HEADER, SIGNATURE_HEADER, Signer
+from support import produce_signed, read_dead_letters, signed_origin, until
 
 SUBJECT = "UCT-08-001"
 PROTOCOL = load_protocol()
@@ -71,8 +73,12 @@ AE_V3 = envelope(
 )
 
 
+def raw(envelope: Envelope) -> bytes:
+    return envelope.model_dump_json().encode()
+
+
 @pytest.fixture
-async def journey_consumer(database_url, bootstrap_servers, topic_prefix):
+async def journey_consumer(database_url, bootstrap_servers, topic_prefix, verifier):
     pool = await db.create_pool(database_url)
     await pool.execute(db.plumbing_ddl("followup") + store.ddl("followup"))
     broker = KafkaBroker(bootstrap_servers)
@@ -82,6 +88,7 @@ async def journey_consumer(database_url, bootstrap_servers, topic_prefix):
         store.JourneyProjection("followup"),
         pool,
         schema="followup",
+        verifier=verifier,
         dead_letter=dead_letter_publisher(broker, dlq, name),
     )
     topics = [topic_for(s, topic_prefix) for s in ("enrollment", "followup")]
@@ -92,25 +99,15 @@ async def journey_consumer(database_url, bootstrap_servers, topic_prefix):
     await pool.close()
 
 
-async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value, key=SUBJECT.encode())
-    finally:
-        await producer.stop()
-
-
-async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer, bootstrap_servers):
+async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer, bootstrap_servers, signing_keys):
     consumer, pool, prefix = journey_consumer
     enrollment, followup = topic_for("enrollment", prefix), topic_for("followup", prefix)
 
-    def raw(envelope: Envelope) -> bytes:
-        return envelope.model_dump_json().encode()
+    def produce(topic: str, *values: bytes):
+        return produce_signed(bootstrap_servers, signing_keys, [(topic, SUBJECT.encode(), v) for v in values])
 
-    await produce(bootstrap_servers, enrollment, raw(ENROLLED), raw(ENROLLED), raw(WITHDRAWN), raw(ENROLLED))
-    await produce(bootstrap_servers, followup, raw(AE), raw(AE), raw(AE_V3))
+    await produce(enrollment, raw(ENROLLED), raw(ENROLLED), raw(WITHDRAWN), raw(ENROLLED))
+    await produce(followup, raw(AE), raw(AE), raw(AE_V3))
 
     async def all_seen():
         return sum(consumer.counts.values()) == 7
@@ -126,12 +123,16 @@ async def test_duplicates_change_nothing_and_gaps_are_recorded(journey_consumer,
     assert [tuple(g) for g in gaps] == [("followup", 2, 3)]
 
 
-async def test_unreadable_messages_are_parked_and_the_partition_keeps_flowing(journey_consumer, bootstrap_servers):
+async def test_unreadable_messages_are_parked_and_the_partition_keeps_flowing(
+    journey_consumer, bootstrap_servers, signing_keys
+):
     consumer, pool, prefix = journey_consumer
     topic = topic_for("enrollment", prefix)
     unknown = ENROLLED.model_copy(update={"event_type": "Teleported"}).model_dump_json().encode()
     future_version = ENROLLED.model_copy(update={"schema_version": 99}).model_dump_json().encode()
-    await produce(bootstrap_servers, topic, b"{not json", unknown, future_version, ENROLLED.model_dump_json().encode())
+    values = (b"{not json", unknown, future_version, ENROLLED.model_dump_json().encode())
+    # Signed by the enrollment key: parked for what they hold, not for their signature.
+    await produce_signed(bootstrap_servers, signing_keys, [(topic, SUBJECT.encode(), v) for v in values])
 
     async def all_seen():
         return sum(consumer.counts.values()) == 4
@@ -206,3 +207,48 @@ async def test_reconciliation_applies_what_kafka_never_delivered_once(journey_co
     assert await consumer.reconcile(("enrollment",)) == 0  # the watermark moved on
     late_copy = enrollment_store[0]
     assert await consumer.apply(late_copy, late_copy.typed_payload()) == "duplicate"
+
+
+async def test_a_message_that_does_not_verify_is_parked_unread_and_hides_nothing(
+    journey_consumer, enrollment_store, bootstrap_servers, signing_keys
+):
+    consumer, pool, prefix = journey_consumer
+    enrolled, withdrawn = enrollment_store
+    topic = topic_for("enrollment", prefix)
+    exact = raw(enrolled)  # the very event the store holds, byte for byte
+    genuine = signed_origin(signing_keys, "enrollment", 1, exact, SUBJECT.encode())
+    stranger = Signer("enrollment-000000000000", Ed25519PrivateKey.generate())
+    forged = {
+        "unsigned": replace(genuine, key_id=None, signature=None),
+        "unknown key": replace(genuine, **_signed_by(stranger, exact)),
+        "altered": replace(genuine, body=exact.replace(b'"site_id":"08"', b'"site_id":"66"')),
+        "another service's key": signed_origin(signing_keys, "treatment", 1, exact, SUBJECT.encode()),
+        "garbled signature": replace(genuine, signature="not base64!"),
+    }
+    assert forged["altered"].body != exact
+    for what, message in forged.items():
+        assert await consumer.receive(replace(message, topic=topic)) == "parked", what
+    assert await store.get(pool, "followup", SUBJECT) is None  # nothing applied
+
+    rows = await parking.unresolved(pool, "followup")
+    assert [r.reason.split(":")[0] for r in rows] == ["signature"] * len(forged)
+    assert not any(r.in_store or r.subject_id or r.stream_version for r in rows)  # unread: no hole, nothing hidden
+    reasons = [r.reason for r in rows]
+    assert "not signed" in reasons[0] and "unknown key" in reasons[1] and "does not match" in reasons[2]
+    assert "a key of treatment, not of enrollment" in reasons[3] and "not base64" in reasons[4]
+    assert rows[1].key_id == stranger.key_id and rows[0].label == "unverified message v?"
+
+    # The real events, signed, still apply: version 1 was never taken by a forgery.
+    assert await consumer.receive(replace(genuine, topic=topic)) == "applied"
+    assert await consumer.receive(signed_origin(signing_keys, "enrollment", 2, raw(withdrawn))) == "applied"
+    journey = await store.get(pool, "followup", SUBJECT)
+    assert journey and journey.site_id == "08" and journey.withdrawn_on == withdrawn.occurred_at.date()
+
+    letters = await read_dead_letters(bootstrap_servers, dead_letter_topic(consumer.name, prefix), len(forged))
+    assert all(h["dead_letter_reason"].startswith("signature:") for _, h in letters)
+    assert letters[1][1]["original_key_id"] == stranger.key_id and "original_key_id" not in letters[0][1]
+
+
+def _signed_by(signer: Signer, value: bytes) -> dict[str, str]:
+    headers = signer.headers(value)
+    return {"key_id": headers[KEY_ID_HEADER], "signature": headers[SIGNATURE_HEADER]}

@@ -25,6 +25,7 @@ from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.outbox import OutboxRelay, backoff
 from shared.protocol import load_protocol
 from shared.service import ensure_topics
+from shared.signing import Verifier
 from support import read_topic
 
 SUBJECTS = [f"UCT-09-{n:03d}" for n in range(1, 13)]
@@ -144,6 +145,7 @@ async def test_relay_restarted_midway_republishes_at_most_once_more(store, produ
         facts.SubjectFactsProjection("replica"),
         pool,
         schema="replica",
+        verifier=Verifier({}),  # fed envelopes directly: nothing to verify
     )
     outcomes = Counter([await consumer.apply(m, m.typed_payload()) for m in messages])
     assert outcomes == {"applied": total, "duplicate": 2}

@@ -1,16 +1,18 @@
 """Poison at every layer, on real PostgreSQL and a real broker: an event a consumer can never apply is
 parked (a row with the reason, a copy on the dead-letter topic, a count) and nothing halts: the
 partition, the subject's later events, reconciliation and rebuilds all go on; after a fix, a retry
-applies it."""
+applies it (a message from Kafka only once it verifies with the keys configured then)."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from dataclasses import dataclass, field
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faststream.kafka import KafkaBroker
 
 from services.followup.projections import store
@@ -24,7 +26,8 @@ from shared.consumer import (
 )
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
-from support import OTHER, POISONED, poisoned_followup_store, read_dead_letters, until
+from shared.signing import Signer, key_id, load_verifier
+from support import OTHER, POISONED, poisoned_followup_store, produce_signed, read_dead_letters, signed_origin, until
 
 
 @pytest.fixture
@@ -41,7 +44,7 @@ def raw(envelope: Envelope) -> bytes:
 
 
 async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothing_halts(
-    followup_store, bootstrap_servers, topic_prefix
+    followup_store, bootstrap_servers, topic_prefix, signing_keys, verifier
 ):
     pool, events = followup_store
     name = "followup-journey"
@@ -51,6 +54,7 @@ async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothin
         store.JourneyProjection("followup"),
         pool,
         schema="followup",
+        verifier=verifier,
         dead_letter=dead_letter_publisher(broker, dlq, name),
     )
     topic = topic_for("followup", topic_prefix)
@@ -59,13 +63,9 @@ async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothin
     )
     await broker.start()
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-        await producer.start()
-        try:  # one key: one partition, the poison first
-            for envelope in (events[POISONED][0], events[OTHER][0], events[POISONED][1]):
-                await producer.send_and_wait(topic, raw(envelope), key=POISONED.encode())
-        finally:
-            await producer.stop()
+        # One key: one partition, the poison first; signed, as the follow-up relay publishes them.
+        sent = (events[POISONED][0], events[OTHER][0], events[POISONED][1])
+        await produce_signed(bootstrap_servers, signing_keys, [(topic, POISONED.encode(), raw(e)) for e in sent])
 
         async def handled() -> bool:
             return sum(consumer.counts.values()) == 3
@@ -93,9 +93,9 @@ async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothin
         await broker.stop()
 
 
-async def test_a_rebuild_over_a_store_holding_poison_completes_and_parks_it(followup_store):
+async def test_a_rebuild_over_a_store_holding_poison_completes_and_parks_it(followup_store, verifier):
     pool, _events = followup_store
-    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup")
+    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup", verifier=verifier)
     assert await consumer.reconcile(("followup",)) == 2
     await consumer.reset()  # a rebuild tries the poison again, and parks it again
     assert await consumer.reconcile(("followup",)) == 2
@@ -129,10 +129,10 @@ class Flaky:
         self.seen.clear()
 
 
-async def test_only_the_same_failure_twice_parks_an_event(followup_store):
+async def test_only_the_same_failure_twice_parks_an_event(followup_store, verifier):
     pool, _ = followup_store
     flaky = Flaky(broken={"Rash\x00"}, hiccups={"Fever": ["a passing hiccup"], "Nausea": ["one", "two", "three"]})
-    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]  # a stand-in fold
+    consumer = IdempotentConsumer(flaky, pool, schema="followup", verifier=verifier)  # type: ignore[arg-type]  # a stand-in fold
     assert await consumer.reconcile(("followup",)) == 1
     assert flaky.seen == ["Fever"]  # failed once, then worked: not parked
     parked = await parking.unresolved(pool, "followup", consumer="flaky")
@@ -143,11 +143,11 @@ async def test_only_the_same_failure_twice_parks_an_event(followup_store):
     ]
 
 
-async def test_from_kafka_a_first_failure_is_redelivered_and_the_second_parks(followup_store):
+async def test_from_kafka_a_first_failure_is_redelivered_and_the_second_parks(followup_store, signing_keys, verifier):
     pool, events = followup_store
     flaky = Flaky(broken={"Nausea"})
-    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]  # a stand-in fold
-    message = KafkaOrigin("t", 0, 7, raw(events[OTHER][0]), OTHER.encode())
+    consumer = IdempotentConsumer(flaky, pool, schema="followup", verifier=verifier)  # type: ignore[arg-type]  # a stand-in fold
+    message = signed_origin(signing_keys, "followup", 7, raw(events[OTHER][0]), OTHER.encode())
     with pytest.raises(Failure):  # the broker delivers it again
         await consumer.receive(message, redelivered=True)
     assert await parking.unresolved(pool, "followup") == []
@@ -156,10 +156,10 @@ async def test_from_kafka_a_first_failure_is_redelivered_and_the_second_parks(fo
     assert row.in_store and row.kafka_offset == 7 and row.subject_id == OTHER
 
 
-async def test_a_parked_event_is_applied_by_a_retry_after_the_fix(followup_store):
+async def test_a_parked_event_is_applied_by_a_retry_after_the_fix(followup_store, signing_keys, verifier):
     pool, events = followup_store
     flaky = Flaky(broken={"Fever", "Rash\x00"})
-    consumer = IdempotentConsumer(flaky, pool, schema="followup")  # type: ignore[arg-type]  # a stand-in fold
+    consumer = IdempotentConsumer(flaky, pool, schema="followup", verifier=verifier)  # type: ignore[arg-type]  # a stand-in fold
     assert await consumer.reconcile(("followup",)) == 1
     parked = await parking.unresolved(pool, "followup")
     assert [p.stream_version for p in parked] == [1, 2] and all(p.subject_id == POISONED for p in parked)
@@ -174,19 +174,56 @@ async def test_a_parked_event_is_applied_by_a_retry_after_the_fix(followup_store
     assert resolved == "retried: applied"
     # A retried event is applied once: reconciliation and a late copy from Kafka change nothing.
     assert await consumer.reconcile(("followup",)) == 0
-    late = KafkaOrigin("t", 0, 9, raw(events[POISONED][1]))
+    late = signed_origin(signing_keys, "followup", 9, raw(events[POISONED][1]))
     assert await consumer.receive(late) == "duplicate"
     assert flaky.seen == ["Nausea", "Fever"]
 
 
-async def test_a_forged_message_that_fails_does_not_hide_the_real_event(followup_store):
+async def test_a_forged_message_that_fails_does_not_hide_the_real_event(followup_store, signing_keys, verifier):
     pool, events = followup_store
-    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup")
+    consumer = IdempotentConsumer(store.JourneyProjection("followup"), pool, schema="followup", verifier=verifier)
     real = events[OTHER][0]
     forged = real.model_copy(update={"event_id": uuid.uuid4(), "payload": {**real.payload, "term": "Bad\x00"}})
-    assert await consumer.receive(KafkaOrigin("t", 0, 1, raw(forged))) == "parked"
+    # Signed (a service's bug, or its key stolen): it reads, and fails to apply.
+    assert await consumer.receive(signed_origin(signing_keys, "followup", 1, raw(forged))) == "parked"
     [row] = await parking.unresolved(pool, "followup")
     assert not row.in_store  # not what the store holds: recorded, not stepped over
-    assert await consumer.receive(KafkaOrigin("t", 0, 2, raw(real))) == "applied"
+    assert await consumer.receive(signed_origin(signing_keys, "followup", 2, raw(real))) == "applied"
     journey = await store.get(pool, "followup", OTHER)
     assert [a.report.term for a in journey.adverse_events.values()] == ["Nausea"]
+
+
+async def test_a_retry_verifies_a_parked_message_again_with_the_keys_configured_now(
+    followup_store, signing_keys, tmp_path
+):
+    pool, events = followup_store
+    # The follow-up service rotated its key, and this consumer started before the new public key was given out.
+    rotated = Ed25519PrivateKey.generate()
+    signer = Signer(key_id("followup", rotated.public_key()), rotated)
+    before = IdempotentConsumer(
+        store.JourneyProjection("followup"), pool, schema="followup", verifier=load_verifier(signing_keys)
+    )
+    body = raw(events[OTHER][0])
+    headers = signer.headers(body)
+    message = KafkaOrigin("ucart.followup.events", 0, 3, body, OTHER.encode(), signer.key_id, headers["signature"])
+    assert await before.receive(message) == "parked"
+    [row] = await parking.unresolved(pool, "followup")
+    assert row.reason.startswith("signature: unknown key") and not row.in_store
+
+    assert await before.retry(row) == "parked"  # verified again, and still refused
+    [row] = await parking.unresolved(pool, "followup")
+    assert row.reason.startswith("signature: unknown key") and row.retried_at is not None
+    assert await store.get(pool, "followup", OTHER) is None
+
+    keys = tmp_path / "keys"  # the public keys given out since: the old ones and the rotated one
+    shutil.copytree(signing_keys, keys, ignore=shutil.ignore_patterns("*.key"))
+    (keys / f"{signer.key_id}.pub").write_bytes(
+        rotated.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    after = IdempotentConsumer(
+        store.JourneyProjection("followup"), pool, schema="followup", verifier=load_verifier(keys)
+    )
+    assert await after.retry(row) == "applied"
+    assert await parking.unresolved(pool, "followup") == []
+    journey = await store.get(pool, "followup", OTHER)
+    assert journey and [a.report.term for a in journey.adverse_events.values()] == ["Nausea"]

@@ -1,0 +1,64 @@
+"""The composition root signs what a service publishes, and a service without its key does not start."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from faults_support import read_records
+from services.enrollment.main import SPEC
+from shared.config import Settings
+from shared.contract.envelope import Envelope
+from shared.contract.topics import topic_for
+from shared.service import build_app, ensure_topics, wire
+from shared.signing import carried_signature, load_signer, service_of
+
+
+def test_a_service_without_its_private_key_refuses_to_start_and_says_where_it_goes(tmp_path: Path):
+    keys = tmp_path / "keys"
+    settings = Settings(_env_file=None, database_url="postgresql://ucart@127.0.0.1:1/ucart", keys_dir=keys)
+    with pytest.raises(SystemExit) as refused:
+        build_app(SPEC, settings)
+    message = str(refused.value)
+    assert str(keys / "enrollment.key") in message, message
+    assert "UCART_KEYS_DIR" in message and "make demo" in message
+
+
+async def test_every_published_value_is_signed_as_sent(bootstrap_servers, topic_prefix, signing_keys, verifier):
+    settings = Settings(_env_file=None, kafka_bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    topic = topic_for("enrollment", topic_prefix)
+    await ensure_topics(settings, [topic])
+    ready = asyncio.Event()
+    wiring = wire(SPEC, settings, ready, load_signer(signing_keys, "enrollment"))
+    now = datetime.now(UTC)
+    envelope = Envelope(
+        event_id=uuid.uuid4(),
+        event_type="ConsentWithdrawn",
+        schema_version=1,
+        subject_id="UCT-34-001",
+        source="enrollment",
+        stream_version=2,
+        occurred_at=now - timedelta(days=1),
+        recorded_at=now,
+        recorded_by={"user_id": "u1", "role": "coordinator"},
+        correlation_id=uuid.uuid4(),
+        protocol_version="test@1",
+        payload={"withdrawal_reason": "moved away"},
+    )
+    await wiring.broker.start()
+    try:
+        ready.set()
+        await wiring.publish(envelope)
+    finally:
+        await wiring.broker.stop()
+
+    [record] = await read_records(bootstrap_servers, topic, 1)
+    key_id, signature = carried_signature(record.headers)
+    assert key_id and service_of(key_id) == "enrollment"
+    assert verifier.check(record.value, key_id, signature) is None  # the exact bytes on the topic
+    assert Envelope.model_validate_json(record.value) == envelope
+    assert {"event_type", "event_id", "schema_version", "correlation_id"} <= {name for name, _ in record.headers}
