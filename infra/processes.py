@@ -10,9 +10,25 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from shared.config import Settings
 from shared.contract.topics import SOURCES, Source
+
+# How the services reach Kafka: UCART_KAFKA_SECURITY_PROTOCOL, UCART_KAFKA_SASL_*, UCART_KAFKA_SSL_*.
+KAFKA_TRANSPORT = tuple(n for n in Settings.model_fields if n.startswith(("kafka_security", "kafka_sasl", "kafka_ssl")))
+
+
+def kafka_transport_env(settings: Settings) -> dict[str, str]:
+    """The Kafka TLS and SASL settings as a service reads them (the SASL password only ever goes into its
+    environment); files by absolute path, as the services run in the repository."""
+    env = {}
+    for name in KAFKA_TRANSPORT:
+        value = getattr(settings, name)
+        if value is not None:
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"UCART_{name.upper()}"] = str(plain.resolve() if isinstance(plain, Path) else plain)
+    return env
 
 
 def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -> dict[str, str]:
@@ -29,6 +45,7 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_READY_RELAY_FAILING_SECONDS=str(settings.ready_relay_failing_seconds),
         UCART_READY_LAG_WINDOW_SECONDS=str(settings.ready_lag_window_seconds),
         **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SOURCES},
+        **kafka_transport_env(settings),
     )
     return env
 

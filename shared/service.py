@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.specification import AsyncAPI
 
-from shared import db, ops, parking
+from shared import db, ops, parking, transport
 from shared.config import Settings
 from shared.consumer import (
     DeadLetter,
@@ -77,6 +77,7 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event) -> 
         # A topic re-created with another layout after a broker restart fails sends
         # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
         metadata_max_age_ms=10_000,
+        security=transport.kafka_security(settings),  # TLS and SASL, as every other Kafka client here
     )
     topic = topic_for(spec.name, settings.topic_prefix)
     publisher = broker.publisher(
@@ -133,7 +134,7 @@ def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
 
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**transport.kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -192,6 +193,13 @@ def _database_url(settings: Settings) -> str:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set: point it at PostgreSQL (`make demo` sets it for you).")
     return settings.database_url
+
+
+def _check_transport(settings: Settings) -> None:
+    try:
+        transport.check(settings)
+    except transport.TransportError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @asynccontextmanager
@@ -266,6 +274,7 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Runtim
 def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     _database_url(settings)  # fail at start, not at the first request
+    _check_transport(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

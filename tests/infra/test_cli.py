@@ -79,3 +79,14 @@ def test_compare_and_rebuild_report_with_progress_and_a_count(stack: RunningStac
     assert rebuilt.returncode == 0 and "event(s) applied" in rebuilt.stdout
     eventually(lambda: journey_caught_up(stack.database_url))
     assert ucart("compare", database_url=stack.database_url).returncode == 0
+
+
+def test_a_tls_setting_that_cannot_work_stops_a_command_saying_what_to_set():
+    refused = ucart("verify", database_url="postgresql://ucart:s3cret@db.example/ucart?sslmode=verify-full")
+    assert refused.returncode == 2
+    assert "DATABASE_URL: sslmode=verify-full needs sslrootcert=<file>" in refused.stderr
+    refused = ucart(
+        "compare", "--from-kafka", database_url="postgresql://db.example/ucart", UCART_KAFKA_SASL_USERNAME="ucart"
+    )
+    assert refused.returncode == 2
+    assert "UCART_KAFKA_SASL_USERNAME set, but UCART_KAFKA_SECURITY_PROTOCOL is PLAINTEXT" in refused.stderr

@@ -48,7 +48,7 @@ def test_a_projection_built_from_the_event_stores_equals_the_live_one(settled: R
 
 
 def test_a_projection_replayed_from_kafka_equals_the_live_one(settled: RunningStack):
-    diffs = run(lambda pool: replay.compare_with_kafka(pool, "journey", settled.bootstrap, settled.prefix), settled)
+    diffs = run(lambda pool: replay.compare_with_kafka(pool, "journey", settled.settings), settled)
     assert diffs.differences == [] and diffs.parked == []
 
 
