@@ -24,7 +24,7 @@ def demo() -> None:
     """Start PostgreSQL, the broker and the three services; seed the demo cohort; Ctrl-C stops."""
     from infra import demo as demo_module
 
-    demo_module.run()
+    demo_module.run(_settings())
 
 
 @app.command()
@@ -37,9 +37,17 @@ def docs() -> None:
 
 
 def _settings():
+    """The settings, refused at once (with what to set) if the TLS or SASL ones cannot work."""
+    from shared import transport
     from shared.config import Settings
 
-    return Settings()
+    settings = Settings()
+    try:
+        transport.check(settings)
+    except transport.TransportError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 @app.command()

@@ -11,9 +11,25 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from shared.config import Settings
 from shared.contract.topics import SOURCES, Source
+
+# How the services reach Kafka: UCART_KAFKA_SECURITY_PROTOCOL, UCART_KAFKA_SASL_*, UCART_KAFKA_SSL_*.
+KAFKA_TRANSPORT = tuple(n for n in Settings.model_fields if n.startswith(("kafka_security", "kafka_sasl", "kafka_ssl")))
+
+
+def kafka_transport_env(settings: Settings) -> dict[str, str]:
+    """The Kafka TLS and SASL settings as a service reads them (the SASL password only ever goes into its
+    environment); files by absolute path, as the services run in the repository."""
+    env = {}
+    for name in KAFKA_TRANSPORT:
+        value = getattr(settings, name)
+        if value is not None:
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"UCART_{name.upper()}"] = str(plain.resolve() if isinstance(plain, Path) else plain)
+    return env
 
 
 def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -> dict[str, str]:
@@ -39,6 +55,7 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_OIDC_ALGORITHMS=json.dumps(list(settings.oidc_algorithms)),
         UCART_STUDY_ADMINS=json.dumps(list(settings.study_admins)),
         UCART_METRICS_OPEN=str(settings.metrics_open).lower(),
+        **kafka_transport_env(settings),
     )
     return env
 

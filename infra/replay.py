@@ -24,10 +24,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services import registry
 from shared import db, parking
+from shared.config import Settings
 from shared.consumer import IdempotentConsumer, KafkaOrigin, Outcome
 from shared.contract.topics import SOURCES, Source, topic_for
 from shared.eventstore.reader import store_exists
 from shared.signing import Verifier
+from shared.transport import kafka_options
 
 
 def _ddl(name: str, schema: str) -> str:
@@ -110,22 +112,21 @@ async def compare_with_stores(
 async def compare_with_kafka(
     pool: asyncpg.Pool,
     name: str,
-    bootstrap: str,
+    settings: Settings,
     verifier: Verifier,
-    prefix: str = "",
     progress: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Replay the topics from the earliest offset into a replica; compare it with the live one.
-    A message that does not verify with `verifier` is parked in the replica, as live.
-    (The embedded broker keeps only what was published since it started.)"""
+    """Replay the topics (of the settings' broker and prefix) from the earliest offset into a replica;
+    compare it with the live one. A message that does not verify with `verifier` is parked in the
+    replica, as live. (The embedded broker keeps only what was published since it started.)"""
     schema, consumer = await _scratch(pool, name, verifier)
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **kafka_options(settings)
     )
     await reader.start()
     try:
-        topics = [topic_for(s, prefix) for s in registry.named(name).sources]
-        partitions = await _partitions(bootstrap, topics)
+        topics = [topic_for(s, settings.topic_prefix) for s in registry.named(name).sources]
+        partitions = await _partitions(settings, topics)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         end = await reader.end_offsets(partitions)
@@ -196,8 +197,8 @@ async def dismiss_parked(pool: asyncpg.Pool, refs: list[str] | None, note: str) 
     return dismissed
 
 
-async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         described = await admin.describe_topics(topics)

@@ -26,6 +26,7 @@ from shared.config import Settings
 from shared.contract.topics import SOURCES
 from shared.eventstore.chain import verify_store
 from shared.signing import Verifier, load_verifier
+from shared.transport import TransportError
 
 console = Console()
 
@@ -53,7 +54,11 @@ def _run(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable]):
             finally:
                 await pool.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except TransportError as exc:  # a setting to fix (a certificate that does not verify): no traceback
+        Console(stderr=True).print(f"Error: {exc}", style="red", markup=False, highlight=False)
+        raise SystemExit(2) from None
 
 
 def verify(settings: Settings) -> bool:
@@ -117,14 +122,7 @@ def compare(settings: Settings, name: str, from_kafka: bool) -> bool:
         total = await replay.count_events(pool, registry.named(name).sources)
         with _progress(f"Replaying {'Kafka' if from_kafka else 'the event stores'} into a replica", total) as advance:
             if from_kafka:
-                return await replay.compare_with_kafka(
-                    pool,
-                    name,
-                    settings.bootstrap_servers,
-                    _public_keys(settings),
-                    settings.topic_prefix,
-                    progress=advance,
-                )
+                return await replay.compare_with_kafka(pool, name, settings, _public_keys(settings), progress=advance)
             return await replay.compare_with_stores(pool, name, progress=advance)
 
     result = _run(settings, work)

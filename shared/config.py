@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contract.topics import Source
 from shared.protocol import DEFAULT_PROTOCOL_FILE
+from shared.redact import mask_url
 
 DEFAULT_PORTS: dict[Source, int] = {"enrollment": 8001, "treatment": 8002, "followup": 8003}
 
@@ -25,7 +28,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "UCART_DATABASE_URL"),
-        description="PostgreSQL URL; unset means the embedded server under data_dir.",
+        description="PostgreSQL URL, TLS included (sslmode, sslrootcert, sslcert, sslkey, as libpq takes them); "
+        "unset means the embedded server under data_dir.",
     )
     kafka_bootstrap_servers: str | None = Field(
         None,
@@ -33,6 +37,25 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers; unset means the embedded broker on kafka_port.",
     )
     kafka_port: int = 9092
+    # How the Kafka clients reach the brokers (shared/transport.py turns these into client options;
+    # PostgreSQL's TLS is given in DATABASE_URL, as libpq takes it).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)."
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = Field(
+        None, description="With SASL_*: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="With SSL or SASL_SSL: the CA certificates (PEM) the brokers' are checked by; unset: the system's.",
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="Mutual TLS: the client certificate (PEM).")
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="Mutual TLS: the client certificate's key (PEM), unless the certificate file holds it."
+    )
+    kafka_ssl_check_hostname: bool = Field(True, description="Check that a broker's certificate names its host.")
     topic_prefix: str = Field("", description="Namespace for topic and group names, e.g. 'staging.'.")
     topic_partitions: int = Field(3, ge=1)
     protocol_file: Path = DEFAULT_PROTOCOL_FILE
@@ -76,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def jwks(self) -> str:
         return self.oidc_jwks or str(self.data_dir / "issuer" / "jwks.json")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A URL may carry a password (the SASL password is a SecretStr and shows as **********).
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in ("database_url", "kafka_bootstrap_servers") and value else value
 
     @property
     def signing_keys_dir(self) -> Path:

@@ -4,10 +4,14 @@ in its own schema."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 
 from shared.errors import DependencyUnavailable
+from shared.transport import TransportError, asyncpg_options
 
 # What PostgreSQL being down or overloaded looks like to a client (not a bug, not bad data).
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -20,8 +24,30 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+@contextmanager
+def _certificate_explained() -> Iterator[None]:
+    # A server certificate that does not verify is a setting to fix, not an outage to wait out.
+    try:
+        yield
+    except ssl.SSLCertVerificationError as exc:
+        raise TransportError(
+            f"PostgreSQL's certificate does not verify ({exc.verify_message}): "
+            "check sslrootcert and the host name in DATABASE_URL"
+        ) from exc
+
+
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    return await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size, timeout=10)
+    """A pool over the URL's TLS settings (`shared.transport`)."""
+    with _certificate_explained():
+        return await asyncpg.create_pool(
+            database_url, min_size=min_size, max_size=max_size, timeout=10, **asyncpg_options(database_url)
+        )
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """One connection over the URL's TLS settings (`shared.transport`)."""
+    with _certificate_explained():
+        return await asyncpg.connect(database_url, timeout=10, **asyncpg_options(database_url))
 
 
 async def check_reachable(pool: asyncpg.Pool, timeout: float = 0.5) -> None:
@@ -124,7 +150,7 @@ def plumbing_ddl(schema: str) -> str:
 
 async def ensure_database(server_url: str, database: str) -> str:
     """Create `database` on the server if missing; return its URL (same server, same options)."""
-    conn = await asyncpg.connect(server_url)
+    conn = await connect(server_url)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:

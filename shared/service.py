@@ -23,7 +23,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.specification import AsyncAPI
 
-from shared import db, ops, parking
+from shared import db, ops, parking, transport
 from shared.access import grants, reads
 from shared.access.tokens import TokenVerifier
 from shared.config import Settings
@@ -83,6 +83,7 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, sig
         # A topic re-created with another layout after a broker restart fails sends
         # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
         metadata_max_age_ms=10_000,
+        security=transport.kafka_security(settings),  # TLS and SASL, as every other Kafka client here
     )
     topic = topic_for(spec.name, settings.topic_prefix)
     publisher = broker.publisher(
@@ -144,7 +145,7 @@ def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
 
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**transport.kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -244,6 +245,13 @@ def _no_key(service: str, path: Path, problem: str) -> str:
     )
 
 
+def _check_transport(settings: Settings) -> None:
+    try:
+        transport.check(settings)
+    except transport.TransportError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 @asynccontextmanager
 async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> AsyncIterator[Runtime]:
     """Build every resource of the service, in order, run its background tasks, and close it all.
@@ -327,6 +335,7 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
 def build_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     _database_url(settings)  # fail at start, not at the first request
+    _check_transport(settings)
     keys = service_keys(settings, spec)
 
     @asynccontextmanager

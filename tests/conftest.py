@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
@@ -67,7 +66,7 @@ def new_database(server_url: str) -> str:
 
 def drop_database(server_url: str, url: str) -> None:
     async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
+        conn = await db.connect(server_url)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1].split("?")[0]}" WITH (FORCE)')
         finally:

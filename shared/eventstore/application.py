@@ -30,8 +30,10 @@ from shared.contract.events import ALL as ALL_PAYLOADS
 from shared.contract.events import Payload
 from shared.contract.topics import Source
 from shared.errors import ConcurrentChange
+from shared.eventstore import factory
 from shared.eventstore.aggregate import SubjectStream, subject_uuid
 from shared.eventstore.meta import EventMeta
+from shared.transport import postgres_tls
 
 S = TypeVar("S", bound=SubjectStream)
 
@@ -70,12 +72,14 @@ def register_transcodings(transcoder: JSONTranscoder) -> None:
 
 
 def postgres_env(database_url: str, schema: str) -> dict[str, str]:
-    """`eventsourcing`'s POSTGRES_* settings from a DATABASE_URL (a socket directory goes in ?host=)."""
+    """`eventsourcing`'s POSTGRES_* settings from a DATABASE_URL (a socket directory goes in ?host=), with
+    its TLS parameters (sslmode...), checked."""
     url = urlsplit(database_url)
     query = parse_qs(url.query)
     host = query.get("host", [url.hostname or "127.0.0.1"])[0]
+    tls = {factory.tls_setting(p): value for p, value in postgres_tls(database_url).libpq.items()}
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": factory.TOPIC,
         "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": host,
         "POSTGRES_PORT": str(url.port or query.get("port", ["5432"])[0]),
@@ -89,6 +93,7 @@ def postgres_env(database_url: str, schema: str) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_PRE_PING": "y",
         "APPLICATION_RECORDER_TOPIC": "shared.eventstore.chain:ChainedRecorder",  # tamper evidence
+        **tls,
     }
 
 

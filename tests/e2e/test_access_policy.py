@@ -7,6 +7,8 @@ needs one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.routing import APIRoute
 
@@ -16,7 +18,9 @@ from services.followup.main import SPEC as FOLLOWUP
 from services.treatment.main import SPEC as TREATMENT
 from shared.access.policy import ROLES, Action, scope
 from shared.config import Settings
+from shared.contract.topics import SOURCES
 from shared.service import build_app
+from shared.signing import ensure_keys
 from support import RunningStack, at, bearer, enrolment, eventually, treat
 
 OPEN = {"/health", "/ready", "/metrics"}  # no token (/metrics: UCART_METRICS_OPEN, the default)
@@ -24,9 +28,10 @@ OWN, OTHER = "UCT-61-001", "UCT-62-001"  # at site 01 and site 02
 MATRIX = [Person(f"matrix-{role}", role, ("01",), role) for role in ROLES]
 
 
-def _actions(spec) -> dict[tuple[str, str], Action | None]:
+def _actions(spec, keys: Path) -> dict[tuple[str, str], Action | None]:
     """(method, path) -> the action its permit names, read from the app's own dependencies."""
-    app = build_app(spec, Settings(_env_file=None, database_url="postgresql://unused@localhost/unused"))
+    settings = Settings(_env_file=None, database_url="postgresql://unused@localhost/unused", keys_dir=keys)
+    app = build_app(spec, settings)
     found: dict[tuple[str, str], Action | None] = {}
     routes = list(app.routes)
     while routes:
@@ -46,7 +51,11 @@ def _actions(spec) -> dict[tuple[str, str], Action | None]:
     return found
 
 
-ROUTES = {spec.name: _actions(spec) for spec in (ENROLLMENT, TREATMENT, FOLLOWUP)}
+@pytest.fixture(scope="module")
+def routes(tmp_path_factory) -> dict[str, dict[tuple[str, str], Action | None]]:
+    keys = tmp_path_factory.mktemp("keys")
+    ensure_keys(keys, SOURCES)  # an app is built only with its service's key
+    return {spec.name: _actions(spec, keys) for spec in (ENROLLMENT, TREATMENT, FOLLOWUP)}
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +67,17 @@ def subjects(stack: RunningStack) -> RunningStack:
     return stack
 
 
-def test_every_documented_route_is_in_the_policy(stack: RunningStack):
-    for service, routes in ROUTES.items():
+def test_every_documented_route_is_in_the_policy(stack: RunningStack, routes):
+    for service, service_routes in routes.items():
         document = stack.client.get(stack.url(service, "/openapi.json")).json()
         for path, methods in document["paths"].items():
             for method in methods:
                 if path in OPEN:
-                    assert routes[(method, path)] is None, (service, method, path)
+                    assert service_routes[(method, path)] is None, (service, method, path)
                     continue
-                assert routes.get((method, path)) is not None, f"{service}: {method.upper()} {path} has no permit"
+                assert service_routes.get((method, path)) is not None, (
+                    f"{service}: {method.upper()} {path} has no permit"
+                )
 
 
 def _url(path: str, subject: str) -> str:
@@ -74,10 +85,10 @@ def _url(path: str, subject: str) -> str:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_role_may_do_what_the_policy_says_where_it_says(subjects: RunningStack, role: str):
+def test_each_role_may_do_what_the_policy_says_where_it_says(subjects: RunningStack, routes, role: str):
     stack, headers, wrong = subjects, bearer(f"matrix-{role}"), []
-    for service, routes in ROUTES.items():
-        for (method, path), action in sorted(routes.items(), key=str):
+    for service, service_routes in routes.items():
+        for (method, path), action in sorted(service_routes.items(), key=str):
             if action is None:
                 continue
             where = scope(role, action)

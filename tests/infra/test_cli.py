@@ -103,3 +103,14 @@ def test_token_grants_the_role_and_prints_a_token_the_services_accept(database_u
     assert asyncio.run(held()) == [grants.Grant("cli-auditor", "auditor", ("*",))]
     wrong = ucart("token", "--user", "x", "--role", "system", database_url=database_url, UCART_DATA_DIR=str(tmp_path))
     assert wrong.returncode == 2 and "not a study role" in wrong.stderr
+
+
+def test_a_tls_setting_that_cannot_work_stops_a_command_saying_what_to_set():
+    refused = ucart("verify", database_url="postgresql://ucart:s3cret@db.example/ucart?sslmode=verify-full")
+    assert refused.returncode == 2
+    assert "DATABASE_URL: sslmode=verify-full needs sslrootcert=<file>" in refused.stderr
+    refused = ucart(
+        "compare", "--from-kafka", database_url="postgresql://db.example/ucart", UCART_KAFKA_SASL_USERNAME="ucart"
+    )
+    assert refused.returncode == 2
+    assert "UCART_KAFKA_SASL_USERNAME set, but UCART_KAFKA_SECURITY_PROTOCOL is PLAINTEXT" in refused.stderr

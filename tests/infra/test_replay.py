@@ -50,9 +50,7 @@ def test_a_projection_built_from_the_event_stores_equals_the_live_one(settled: R
 
 def test_a_projection_replayed_from_kafka_equals_the_live_one(settled: RunningStack):
     verifier = load_verifier(settled.keys_dir)
-    diffs = run(
-        lambda pool: replay.compare_with_kafka(pool, "journey", settled.bootstrap, verifier, settled.prefix), settled
-    )
+    diffs = run(lambda pool: replay.compare_with_kafka(pool, "journey", settled.settings, verifier), settled)
     assert diffs.differences == [] and diffs.parked == []
 
 

@@ -1,7 +1,10 @@
-"""Secrets never appear in what is printed or logged: a database password shows as ***."""
+"""Secrets never appear in what is printed or logged: a database password shows as ***, the Kafka SASL
+password not at all."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -14,7 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 from conftest import drop_database, new_database
 
 from infra.embedded import free_port
+from services.enrollment.main import SPEC
+from shared.config import Settings
 from shared.redact import mask_url
+from shared.service import running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +34,54 @@ def test_mask_url_hides_the_password_wherever_a_url_carries_it():
     assert mask_url("host=db password=s3cret dbname=ucart") == "host=db password=*** dbname=ucart"
     assert mask_url("postgresql://ucart@/ucart?host=/run/pg") == "postgresql://ucart@/ucart?host=/run/pg"
     assert mask_url("127.0.0.1:9092,kafka-2:9092") == "127.0.0.1:9092,kafka-2:9092"
+
+
+def sasl(password: str, **settings: object) -> Settings:
+    return Settings(
+        _env_file=None,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="ucart",
+        kafka_sasl_password=password,
+        **settings,
+    )
+
+
+def test_the_settings_never_show_a_password():
+    settings = sasl("kafka-s3cret", database_url="postgresql://ucart:db-s3cret@db.example/ucart?sslmode=require")
+    for shown in (repr(settings), str(settings)):
+        assert "db-s3cret" not in shown and "kafka-s3cret" not in shown
+        assert "postgresql://ucart:***@db.example/ucart?sslmode=require" in shown
+
+
+async def test_a_service_logs_neither_password_while_kafka_is_unreachable(database_url, caplog):
+    url, db_password = with_password(database_url)
+    kafka_password = f"k-{uuid.uuid4().hex[:12]}"
+    unreachable = f"127.0.0.1:{free_port()}"
+    settings = sasl(kafka_password, database_url=url, kafka_bootstrap_servers=unreachable, topic_prefix="s.")
+    caplog.set_level(logging.DEBUG)  # the clients' own debug lines too
+    async with running(SPEC, settings):
+        deadline = time.monotonic() + 30
+        while "Kafka not reachable" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.2)
+    assert f"Kafka not reachable at {unreachable}" in caplog.text
+    assert db_password not in caplog.text and kafka_password not in caplog.text
+
+
+def test_a_service_refuses_settings_that_cannot_work_without_printing_a_password(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UCART_")} | {
+        "DATABASE_URL": "postgresql://ucart:db-s3cret@db.example/ucart?sslmode=require",
+        "UCART_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "UCART_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "UCART_KAFKA_SASL_PASSWORD": "kafka-s3cret",
+        "UCART_KAFKA_SSL_CAFILE": str(tmp_path / "missing-ca.pem"),
+    }
+    service = [sys.executable, "-m", "services.enrollment.main"]
+    started = subprocess.run(service, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1
+    assert f"UCART_KAFKA_SSL_CAFILE: cannot read {tmp_path / 'missing-ca.pem'}" in started.stderr
+    assert "s3cret" not in started.stdout + started.stderr
 
 
 def test_the_demo_never_prints_or_logs_the_database_password(servers, tmp_path):
