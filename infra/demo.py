@@ -14,6 +14,7 @@ from infra.stack import Stack
 from shared.config import Settings
 from shared.contract.topics import SOURCES
 from shared.redact import mask_url
+from shared.signing import ensure_keys
 
 console = Console()
 
@@ -26,6 +27,7 @@ def run(settings: Settings | None = None) -> None:
     try:
         with console.status("Starting PostgreSQL and the Kafka-protocol broker..."):
             stack.start_infrastructure()
+        ensure_keys(settings.signing_keys_dir, SOURCES)
         with console.status("Starting the enrollment, treatment and follow-up services..."):
             stack.start_services()
         cohort = seed.cohort()

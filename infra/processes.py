@@ -28,6 +28,10 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_RECONCILE_SECONDS=str(settings.reconcile_seconds),
         UCART_READY_RELAY_FAILING_SECONDS=str(settings.ready_relay_failing_seconds),
         UCART_READY_LAG_WINDOW_SECONDS=str(settings.ready_lag_window_seconds),
+        UCART_DATA_DIR=str(settings.data_dir.resolve()),
+        UCART_KEYS_DIR=str(settings.signing_keys_dir.resolve()),
+        UCART_CHECKPOINTS_DIR=str(settings.checkpoints_path.resolve()),
+        UCART_CHECKPOINT_SECONDS=str(settings.checkpoint_seconds),
         **{f"UCART_{s.upper()}_PORT": str(settings.port(s)) for s in SOURCES},
     )
     return env

@@ -113,7 +113,7 @@ async def compare_with_kafka(
     await reader.start()
     try:
         topics = [topic_for(s, prefix) for s in registry.named(name).sources]
-        partitions = await _partitions(bootstrap, topics)
+        partitions = await partitions_of(bootstrap, topics)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         end = await reader.end_offsets(partitions)
@@ -181,7 +181,8 @@ async def dismiss_parked(pool: asyncpg.Pool, refs: list[str] | None, note: str) 
     return dismissed
 
 
-async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+async def partitions_of(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """The partitions of those topics that exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import Depends, Request
 from faststream.kafka import KafkaBroker
 
+from shared.anchoring import Checkpointer
 from shared.config import Settings
 from shared.consumer import IdempotentConsumer
 from shared.contract.topics import Source
@@ -34,6 +35,7 @@ class Runtime:
     broker_ready: asyncio.Event  # set once the Kafka clients have started
     consumers: tuple[IdempotentConsumer, ...]  # one per read model of the service
     lag: LagMonitor
+    checkpoints: Checkpointer  # signs the chain heads now and then, to a file and a topic
 
     @property
     def schema(self) -> str:

@@ -22,6 +22,7 @@ from infra.processes import ServiceGroup
 from shared.config import Settings
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES
+from shared.signing import ensure_keys
 
 T = TypeVar("T")
 HEADERS = {"X-User-Id": "test-coordinator", "X-User-Role": "coordinator"}
@@ -130,8 +131,10 @@ class RunningStack:
             followup_port=free_port(),
             database_url=database_url,
             kafka_bootstrap_servers=bootstrap,
-            **settings,  # type: ignore[arg-type]  # checked by Settings itself
+            # The services' keys and checkpoint files in the test's own directory, not the repository's.
+            **{"data_dir": log_dir / "data", **settings},  # type: ignore[arg-type]  # checked by Settings itself
         )
+        ensure_keys(self.settings.signing_keys_dir, SOURCES)
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
         self.client = httpx.Client(timeout=30)
 

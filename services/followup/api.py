@@ -19,6 +19,7 @@ from services.followup.study import from_journeys as study
 from services.followup.study import safety as safety_tables
 from shared.contract.envelope import Envelope
 from shared.errors import SubjectNotFound
+from shared.eventstore import export
 from shared.http.access import Caller, caller
 from shared.http.commands import SubjectPath, add_commands
 from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
@@ -114,7 +115,9 @@ async def get_schedule(
 
 HISTORY_FORMATS = {
     "model": list[Envelope],
-    "description": "The events in the format asked for: JSON (default), JSON Lines or CSV",
+    "description": "The events in the format asked for: JSON (default), JSON Lines or CSV; or the audit export "
+    "(`format=audit`, JSON Lines: a header, then each event with its stored row and chain hash, which "
+    "`ucart verify-export` checks against the services' signed checkpoints)",
     "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
 }
 
@@ -122,20 +125,27 @@ HISTORY_FORMATS = {
 @read_router.get(
     "/subjects/{subject_id}/history",
     tags=["audit"],
-    summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)",
+    summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV, audit export)",
     responses={200: HISTORY_FORMATS, **READ_SUBJECT},
 )
 async def get_history(
     rt: Rt,
     subject_id: SubjectPath,
     reader: Annotated[Caller, Depends(caller)],
-    format: Literal["json", "jsonl", "csv"] = "json",
+    format: Literal["json", "jsonl", "csv", "audit"] = "json",
 ) -> Response:
     async with rt.pool.acquire() as conn:
         events = await history.subject_history(conn, subject_id)
+        audit = await export.export_lines(conn, subject_id, now_utc()) if format == "audit" and events else []
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
     log.info("history of %s read by %s (%s)", subject_id, reader.user_id, reader.role)
+    if format == "audit":
+        return Response(
+            "".join(line + "\n" for line in audit),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{subject_id}-audit.jsonl"'},
+        )
     if format == "jsonl":
         return Response(
             history.as_jsonl(events),
