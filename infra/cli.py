@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -75,12 +76,42 @@ def token(
     typer.echo(Issuer.of(settings).token(user, seconds=hours * 3600))
 
 
+Keys = Annotated[
+    Path | None, typer.Option(help="The public keys (`<key id>.pub`); default: the keys directory (UCART_KEYS_DIR).")
+]
+
+
 @app.command()
-def verify() -> None:
-    """Check the hash chains of every event store; name each event changed outside the application."""
+def verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also check the stores against the signed checkpoints in this file, or directory of *.jsonl."
+        ),
+    ] = None,
+    checkpoints_from_topic: bool = typer.Option(
+        False, "--checkpoints-from-topic", help="Also check them against the services' checkpoint topics."
+    ),
+    keys: Keys = None,
+) -> None:
+    """Check the hash chains of every event store; name each event changed outside the application. With
+    checkpoints, also catch a history rewritten with its chain: an edited event, a removed tail or stream."""
     from infra import tools
 
-    raise typer.Exit(0 if tools.verify(_settings()) else 1)
+    raise typer.Exit(0 if tools.verify(_settings(), checkpoints, checkpoints_from_topic, keys) else 1)
+
+
+@app.command("verify-export")
+def verify_export(
+    export: Annotated[Path, typer.Argument(help="A subject's audit export (GET /subjects/{id}/history?format=audit).")],
+    checkpoints: Annotated[Path, typer.Option(help="The signed checkpoints: a file, or a directory of *.jsonl.")],
+    keys: Keys = None,
+) -> None:
+    """Check a subject's audit export with only the public keys and the checkpoints (no database): each
+    stream whole, each event its stored row, the chains recomputed and matching what the services signed."""
+    from infra import tools
+
+    raise typer.Exit(0 if tools.verify_export(export, checkpoints, keys or _settings().signing_keys_dir) else 1)
 
 
 @app.command()

@@ -126,7 +126,7 @@ async def compare_with_kafka(
     await reader.start()
     try:
         topics = [topic_for(s, settings.topic_prefix) for s in registry.named(name).sources]
-        partitions = await _partitions(settings, topics)
+        partitions = await partitions_of(settings, topics)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         end = await reader.end_offsets(partitions)
@@ -197,7 +197,8 @@ async def dismiss_parked(pool: asyncpg.Pool, refs: list[str] | None, note: str) 
     return dismissed
 
 
-async def _partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+async def partitions_of(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    """The partitions of those topics that exist."""
     admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:

@@ -1,10 +1,11 @@
-"""The operator and auditor commands behind `ucart verify | rebuild | compare | parked`."""
+"""The operator and auditor commands behind `ucart verify | verify-export | rebuild | compare | parked`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 from rich.console import Console
@@ -18,13 +19,18 @@ from rich.progress import (
 from rich.table import Table
 
 from infra import replay
+from infra.checkpoints import Kept, file_lines, topic_lines
 from infra.embedded import EmbeddedPostgres
 from infra.stack import DATABASE
 from services import registry
 from shared import db, parking
 from shared.config import Settings
-from shared.contract.topics import SOURCES
-from shared.eventstore.chain import verify_store
+from shared.contract.checkpoint import Checkpoint
+from shared.contract.topics import SOURCES, Source
+from shared.eventstore.chain import Finding, verify_store
+from shared.eventstore.checkpoint import Anchors, check_store
+from shared.eventstore.export import read_export
+from shared.eventstore.export import verify_export as check_export
 from shared.signing import Verifier, load_verifier
 from shared.transport import TransportError
 
@@ -61,16 +67,44 @@ def _run(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable]):
         raise SystemExit(2) from None
 
 
-def verify(settings: Settings) -> bool:
+def verify(
+    settings: Settings, checkpoints: Path | None = None, from_topic: bool = False, keys: Path | None = None
+) -> bool:
+    """The hash chains; with checkpoints (files, or the topics) also every head they signed."""
+    kept = None
+    if checkpoints is not None and not checkpoints.exists():
+        console.print(f"[red]{checkpoints}: no such file or directory.[/red]")
+        return False
+    if checkpoints is not None or from_topic:
+        kept = Kept(load_verifier(keys or settings.signing_keys_dir))
+        if not kept.verifier.public_keys:
+            console.print(f"[red]No public keys (`<key id>.pub`) in {keys or settings.signing_keys_dir}.[/red]")
+            return False
+
     async def work(pool: asyncpg.Pool):
+        anchors: dict[Source, Anchors] = {}
+
+        def add(checkpoint: Checkpoint | None) -> None:  # one at a time: only the distinct heads are kept
+            if checkpoint is not None:
+                anchors.setdefault(checkpoint.service, Anchors(checkpoint.service)).add(checkpoint)
+
+        if kept is not None:
+            with _progress("Reading the checkpoints", None) as advance:
+                for checkpoint in kept.signed(file_lines(checkpoints), advance) if checkpoints is not None else ():
+                    add(checkpoint)
+                if from_topic:
+                    async for where, line in topic_lines(settings):
+                        advance(1)
+                        add(kept.check(where, line))
         async with pool.acquire() as conn:
-            return [
+            chains = [
                 await verify_store(conn, s, s)
                 for s in SOURCES
                 if await conn.fetchval("SELECT to_regclass($1)", f"{s}.{s}_events_chain")
             ]
+            return chains, [(a, await check_store(conn, a)) for a in anchors.values()]
 
-    results = _run(settings, work)
+    results, anchored = _run(settings, work)
     table = Table(title="Hash chains of the event stores")
     for column in ("store", "events", "streams", "not chained", "problems"):
         table.add_column(column)
@@ -78,14 +112,85 @@ def verify(settings: Settings) -> bool:
         table.add_row(r.store, str(r.events), str(r.streams), str(r.unchained_streams), str(len(r.findings)))
     console.print(table)
     findings = [f for r in results for f in r.findings]
+    if kept is not None:
+        _print_anchors(anchored)
+        findings += [f for _, found in anchored for f in found]
+        for refusal in kept.refused:
+            console.print(f"[red]REFUSED[/red] checkpoint {refusal}")
     for finding in findings:
         console.print(f"[red]TAMPERED[/red] {finding}")
+    if kept is not None and not anchored:
+        console.print(
+            f"[red]No signed checkpoint in the {kept.read} line(s) read: nothing to check the stores against.[/red]"
+        )
+        return False
+    if findings:
+        console.print(f"[red]{len(findings)} stream(s) were changed outside the application.[/red]")
+    if kept is not None and kept.refused:
+        console.print(f"[red]{len(kept.refused)} checkpoint(s) refused: altered, or not signed by their service.[/red]")
+    if findings or (kept is not None and kept.refused):
+        return False
     console.print(
         "[green]Every chained event is intact.[/green]"
-        if not findings
-        else f"[red]{len(findings)} stream(s) were changed outside the application.[/red]"
+        if kept is None
+        else f"[green]Every chained event is intact, and every head the {sum(a.checkpoints for a, _ in anchored)} "
+        "checkpoint(s) signed is in the store.[/green]"
     )
-    return not findings
+    return True
+
+
+def _print_anchors(anchored: list[tuple[Anchors, list[Finding]]]) -> None:
+    table = Table(title="Checkpoints (signed chain heads) against the stores")
+    for column in ("store", "checkpoints", "heads signed", "problems"):
+        table.add_column(column)
+    for anchors, found in anchored:
+        table.add_row(anchors.service, str(anchors.checkpoints), str(len(anchors.claims)), str(len(found)))
+    console.print(table)
+
+
+def verify_export(export_file: Path, checkpoints: Path, keys: Path) -> bool:
+    """A subject's audit export against the checkpoints, with only the public keys: no database."""
+    try:
+        subject = read_export(export_file.read_text().splitlines())
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]{export_file}: {exc}[/red]")
+        return False
+    if not checkpoints.exists():
+        console.print(f"[red]{checkpoints}: no such file or directory.[/red]")
+        return False
+    kept = Kept(load_verifier(keys))
+    if not kept.verifier.public_keys:
+        console.print(f"[red]No public keys (`<key id>.pub`) in {keys}.[/red]")
+        return False
+    with _progress("Reading the checkpoints", None) as advance:
+        checks = check_export(subject, kept.signed(file_lines(checkpoints), advance))
+    table = Table(
+        title=f"Audit export of {subject.header.subject_id} ({subject.header.exported_at:%Y-%m-%d %H:%M} UTC)"
+    )
+    for column in ("source", "events", "signed up to version", "problems"):
+        table.add_column(column)
+    for check in checks:
+        table.add_row(check.source, str(check.events), str(check.anchored_version or "-"), str(len(check.problems)))
+    console.print(table)
+    for refusal in kept.refused:
+        console.print(f"[red]REFUSED[/red] checkpoint {refusal}")
+    problems = [p for check in checks for p in check.problems]
+    for problem in problems:
+        label = "[red]TAMPERED[/red]" if problem.kind == "tampered" else "[yellow]UNVERIFIED[/yellow]"
+        console.print(f"{label} {problem}")
+    if not checks:
+        console.print("[red]The export holds no event.[/red]")
+        return False
+    if problems or kept.refused:
+        tampered = any(p.kind == "tampered" for p in problems) or kept.refused
+        console.print("[red]The export does not verify.[/red]" if tampered else "[yellow]Not verified yet.[/yellow]")
+        return False
+    events = sum(c.events for c in checks)
+    console.print(
+        f"[green]Every one of the {events} event(s) is what its store holds, chained and signed by a checkpoint "
+        f"({kept.read} checkpoint line(s) read).[/green]"
+    )
+    return True
 
 
 @contextmanager

@@ -25,6 +25,14 @@ class Settings(BaseSettings):
         description="The services' Ed25519 keys: `<service>.key` (private, the service's own) and every "
         "`<key id>.pub` (public, to verify events and checkpoints); default: data_dir/keys.",
     )
+    checkpoints_dir: Path | None = Field(
+        None,
+        description="Where each service appends its signed checkpoints (`<service>.jsonl`); "
+        "default: data_dir/checkpoints.",
+    )
+    checkpoint_seconds: float = Field(
+        300.0, gt=0, description="How often each service signs a checkpoint of its chain heads (if its store moved)."
+    )
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "UCART_DATABASE_URL"),
@@ -108,6 +116,13 @@ class Settings(BaseSettings):
     @property
     def signing_keys_dir(self) -> Path:
         return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.checkpoints_dir or self.data_dir / "checkpoints"
+
+    def checkpoint_file(self, service: Source) -> Path:
+        return self.checkpoints_path / f"{service}.jsonl"
 
     def port(self, service: Source) -> int:
         port: int = getattr(self, f"{service}_port")

@@ -13,6 +13,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.access.grants import AccessStore
 from shared.access.tokens import TokenVerifier
+from shared.anchoring import Checkpointer
 from shared.config import Settings
 from shared.consumer import IdempotentConsumer
 from shared.contract.topics import Source
@@ -38,6 +39,7 @@ class Runtime:
     lag: LagMonitor
     tokens: TokenVerifier  # checks every request's bearer token
     access: AccessStore  # the grants' event store (written through the admin API)
+    checkpoints: Checkpointer  # signs the chain heads now and then, to a file and a topic
 
     @property
     def schema(self) -> str:

@@ -26,6 +26,7 @@ from faststream.specification import AsyncAPI
 from shared import db, ops, parking, transport
 from shared.access import grants, reads
 from shared.access.tokens import TokenVerifier
+from shared.anchoring import Checkpointer, PublishLine
 from shared.config import Settings
 from shared.consumer import (
     DeadLetter,
@@ -35,8 +36,9 @@ from shared.consumer import (
     rebuild_if_outdated,
     subscribe,
 )
+from shared.contract.checkpoint import Checkpoint
 from shared.contract.envelope import Envelope
-from shared.contract.topics import SOURCES, Source, dead_letter_topic, topic_for
+from shared.contract.topics import SOURCES, Source, checkpoint_topic, dead_letter_topic, topic_for
 from shared.eventstore.aggregate import SubjectStream
 from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.http import grants as grants_api
@@ -70,6 +72,7 @@ class Wiring:
 
     broker: KafkaBroker
     publish: Publish  # an envelope to the service's topic, signed, once the broker is ready
+    publish_checkpoint: PublishLine  # a checkpoint line to the service's checkpoint topic, once it is ready
     dead_letters: dict[str, DeadLetter]  # by consumer name
 
 
@@ -106,11 +109,25 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, sig
             correlation_id=str(envelope.correlation_id),
         )
 
+    checkpoints = checkpoint_topic(spec.name, settings.topic_prefix)
+    checkpoint_publisher = broker.publisher(
+        checkpoints,
+        schema=Checkpoint,
+        title=f"{checkpoints}:publish",
+        description=f"The {spec.name} service's signed checkpoints of its event store's chain heads, every "
+        f"`UCART_CHECKPOINT_SECONDS` when the store moved; the same lines as its `{spec.name}.jsonl` checkpoint "
+        "file. Key: the service name. Kept forever (retention.ms=-1): auditors verify the store against them.",
+    )
+
+    async def publish_checkpoint(line: bytes) -> Any:
+        await broker_ready.wait()
+        return await checkpoint_publisher.publish(line, key=spec.name.encode())
+
     dead_letters = {
         m.consumer: dead_letter_publisher(broker, dead_letter_topic(m.consumer, settings.topic_prefix), m.consumer)
         for m in spec.read_models
     }
-    return Wiring(broker, publish, dead_letters)
+    return Wiring(broker, publish, publish_checkpoint, dead_letters)
 
 
 def subscribe_all(wiring: Wiring, spec: ServiceSpec, settings: Settings, consumers: dict[str, Handler]) -> None:
@@ -144,13 +161,17 @@ def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
     return AsyncAPI(wiring.broker, title=f"UCAR-T {spec.title} events", version="1.0.0", description=spec.description)
 
 
-async def ensure_topics(settings: Settings, topics: list[str]) -> None:
+# Checkpoints are the auditors' anchor: the broker never deletes them.
+KEPT_FOREVER = {"retention.ms": "-1"}
+
+
+async def ensure_topics(settings: Settings, topics: list[str], configs: dict[str, str] | None = None) -> None:
     admin = AIOKafkaAdminClient(**transport.kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1, topic_configs=configs or {})
             for t in topics
             if t not in existing
         ]
@@ -167,6 +188,9 @@ async def _connect_broker(runtime: Runtime) -> None:
     while True:
         try:
             await ensure_topics(runtime.settings, topics)
+            await ensure_topics(
+                runtime.settings, [checkpoint_topic(runtime.name, runtime.settings.topic_prefix)], KEPT_FOREVER
+            )
             await runtime.broker.start()
             runtime.broker_ready.set()
             return
@@ -294,6 +318,16 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         poll_seconds=settings.relay_poll_seconds,
         prepare=lambda: ensure_topics(settings, own_topic),
     )
+    own_checkpoints = [checkpoint_topic(spec.name, settings.topic_prefix)]
+    checkpoints = Checkpointer(
+        pool,
+        spec.name,
+        keys.signer,
+        settings.checkpoint_file(spec.name),
+        wiring.publish_checkpoint,
+        every=settings.checkpoint_seconds,
+        prepare=lambda: ensure_topics(settings, own_checkpoints, KEPT_FOREVER),
+    )
     runtime = Runtime(
         name=spec.name,
         settings=settings,
@@ -308,6 +342,7 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         lag=LagMonitor(relay, wiring.broker, settings.ready_lag_window_seconds),
         tokens=tokens,
         access=access,
+        checkpoints=checkpoints,
     )
     sources = [(c, m.sources) for c, m in zip(consumers, spec.read_models, strict=True)]
     relay_task = asyncio.create_task(relay.run())
@@ -315,6 +350,7 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         asyncio.create_task(_connect_broker(runtime)),
         asyncio.create_task(_reconcile_forever(runtime, sources)),
         asyncio.create_task(runtime.lag.run()),
+        asyncio.create_task(checkpoints.run()),
     ]
     log.info("%s service ready", spec.name)
     try:

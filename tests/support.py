@@ -196,11 +196,12 @@ class RunningStack:
             followup_port=free_port(),
             database_url=database_url,
             kafka_bootstrap_servers=bootstrap,
-            data_dir=log_dir,
+            # The services' keys and checkpoint files in the test's own directory, not the repository's.
             oidc_issuer=ISSUER.url,
             oidc_jwks=str(ISSUER.directory / "jwks.json"),
-            **{"study_admins": (TEST_ADMIN,), **settings},  # type: ignore[arg-type]  # checked by Settings itself
+            **{"data_dir": log_dir / "data", "study_admins": (TEST_ADMIN,), **settings},  # type: ignore[arg-type]  # checked by Settings itself
         )
+        ensure_keys(self.settings.signing_keys_dir, SOURCES)
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
         self.client = httpx.Client(timeout=30)
 

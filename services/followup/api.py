@@ -21,6 +21,7 @@ from shared import facts
 from shared.access import reads
 from shared.contract.envelope import Envelope
 from shared.errors import SubjectNotFound
+from shared.eventstore import export
 from shared.http.commands import SubjectPath, add_commands
 from shared.http.identity import Permit, Reading, ReadingAuditTrail, ReadingTables
 from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
@@ -144,7 +145,9 @@ async def get_schedule(
 
 HISTORY_FORMATS = {
     "model": list[Envelope],
-    "description": "The events in the format asked for: JSON (default), JSON Lines or CSV",
+    "description": "The events in the format asked for: JSON (default), JSON Lines or CSV; or the audit export "
+    "(`format=audit`, JSON Lines: a header, then each event with its stored row and chain hash, which "
+    "`ucart verify-export` checks against the services' signed checkpoints)",
     "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
 }
 
@@ -152,14 +155,14 @@ HISTORY_FORMATS = {
 @read_router.get(
     "/subjects/{subject_id}/history",
     tags=["audit"],
-    summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV)",
+    summary="Every event of the subject from all services: who, when, why (JSON, JSON Lines, CSV, audit export)",
     responses={200: HISTORY_FORMATS, **READ_SUBJECT},
 )
 async def get_history(
     rt: Rt,
     allowed: ReadingAuditTrail,
     subject_id: SubjectPath,
-    format: Literal["json", "jsonl", "csv"] = "json",
+    format: Literal["json", "jsonl", "csv", "audit"] = "json",
 ) -> Response:
     events = await _history(rt, allowed, subject_id)
     site = history.fold(subject_id, events).site_id
@@ -172,6 +175,14 @@ async def get_history(
         subject_id=subject_id,
         site=site,
     )
+    if format == "audit":
+        async with rt.pool.acquire() as conn:
+            audit = await export.export_lines(conn, subject_id, now_utc())
+        return Response(
+            "".join(line + "\n" for line in audit),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{subject_id}-audit.jsonl"'},
+        )
     if format == "jsonl":
         return Response(
             history.as_jsonl(events),

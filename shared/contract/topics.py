@@ -20,6 +20,11 @@ def topic_for(source: Source, prefix: str = "") -> str:
     return f"{prefix}ucart.{source}.events"
 
 
+def checkpoint_topic(source: Source, prefix: str = "") -> str:
+    """`ucart.<source>.checkpoints`: the service's signed checkpoints of its chain heads, kept for auditors."""
+    return f"{prefix}ucart.{source}.checkpoints"
+
+
 def dead_letter_topic(consumer: str, prefix: str = "") -> str:
     """Where a consumer parks messages it can never process, with the reason in the headers."""
     return f"{prefix}ucart.{consumer}.dead-letter"

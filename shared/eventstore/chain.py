@@ -3,8 +3,8 @@
 Each stored event gets, in the same transaction as its insert, a row in `<name>_events_chain` with
 sha256(previous hash | stream id | version | topic | stored bytes). `verify_store` walks every
 stream and names the first event whose row was changed, removed or inserted behind the
-application's back. (A chain shows changes; to make rewriting the whole chain evident too, anchor the
-chain heads outside the database: see docs/adr.)
+application's back. A chain shows changes; a history rewritten with its chain recomputed shows against
+the signed checkpoints of the chain heads (checkpoint.py, ADR 0010).
 """
 
 from __future__ import annotations
@@ -140,3 +140,13 @@ def _first_break(stream: list[Any]) -> tuple[Any, str] | None:
             return row, "the event row was changed after it was stored"
         previous = row["hash"]
     return None
+
+
+async def stream_hashes(conn: asyncpg.Connection, name: str, stream_id: UUID) -> dict[int, str]:
+    """One stream's chain hashes by version (none for a store without a chain)."""
+    if not await conn.fetchval("SELECT to_regclass($1)", f"{name}.{name}_events_chain"):
+        return {}
+    rows = await conn.fetch(
+        f"SELECT originator_version, hash FROM {name}.{name}_events_chain WHERE originator_id = $1", stream_id
+    )
+    return {r["originator_version"]: r["hash"] for r in rows}

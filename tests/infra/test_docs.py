@@ -31,6 +31,14 @@ def test_asyncapi_documents_each_service_topic_with_the_envelope():
         assert "Envelope" in str(document["components"]["schemas"])
 
 
+def test_asyncapi_documents_each_service_checkpoint_topic_with_the_checkpoint():
+    for service, document in docs.asyncapi_documents().items():
+        topic = f"ucart.{service.removesuffix('.json')}.checkpoints"
+        published = [c for c in document["channels"].values() if c["address"] == topic and "publish" in str(c)]
+        assert published, f"{service} does not document publishing to {topic}"
+        assert {"Checkpoint", "Head"} <= set(document["components"]["schemas"])
+
+
 def test_the_event_catalogue_describes_every_event_and_field():
     catalogue = (docs.ROOT / "docs" / "events.md").read_text()
     for (event_type, version), model in PAYLOADS.items():

@@ -62,7 +62,7 @@ async def test_a_service_connects_its_broker_and_admin_client_over_tls(front: TL
         # Its admin client created the topics and its producer and consumers started, all through the front.
         await asyncio.wait_for(rt.broker_ready.wait(), 30)
     topic = topic_for("enrollment", settings.topic_prefix)
-    assert [tp.topic for tp in await replay._partitions(settings, [topic])] == [topic] * settings.topic_partitions
+    assert [tp.topic for tp in await replay.partitions_of(settings, [topic])] == [topic] * settings.topic_partitions
 
 
 async def test_messages_go_through_and_a_wrong_ca_is_refused(front: TLSKafka, pki: PKI):
