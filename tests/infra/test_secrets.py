@@ -4,6 +4,7 @@ password not at all."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -84,7 +85,7 @@ def test_a_service_refuses_settings_that_cannot_work_without_printing_a_password
     assert "s3cret" not in started.stdout + started.stderr
 
 
-def test_the_demo_never_prints_or_logs_the_database_password(servers, tmp_path):
+def test_the_demo_never_prints_or_logs_the_database_password_and_logs_no_token(servers, tmp_path):
     database_url = new_database(servers[0])
     try:
         url, password = with_password(database_url)
@@ -95,7 +96,7 @@ def test_the_demo_never_prints_or_logs_the_database_password(servers, tmp_path):
             "UCART_DATA_DIR": str(data_dir),
             "UCART_TOPIC_PREFIX": f"s{uuid.uuid4().hex[:8]}.",
             "COLUMNS": "250",  # no URL cut by the table
-            **{f"UCART_{s}_PORT": str(free_port()) for s in ("ENROLLMENT", "TREATMENT", "FOLLOWUP")},
+            **{f"UCART_{s}_PORT": str(free_port()) for s in ("ENROLLMENT", "TREATMENT", "FOLLOWUP", "ISSUER")},
         }
         with printed.open("wb") as out:
             demo = subprocess.Popen(
@@ -116,6 +117,14 @@ def test_the_demo_never_prints_or_logs_the_database_password(servers, tmp_path):
         logs = [path for path in (data_dir / "logs").rglob("*") if path.is_file()]
         assert {p.name for p in logs} >= {"enrollment.log", "treatment.log", "followup.log"}
         assert not [p for p in logs if password.encode() in p.read_bytes()]
+        # It prints a token per demo user to log in with (the seeder's was used for every command),
+        # and no log holds one, nor the issuer's private key.
+        tokens = json.loads((data_dir / "issuer" / "demo-tokens.json").read_text())
+        assert {"study-admin", "coordinator-01", "investigator-02", "auditor", "sponsor"} <= set(tokens)
+        assert tokens["coordinator-01"] in output.replace("\n", "")
+        secrets = [t.encode() for t in tokens.values()]
+        secrets.append(b"".join((data_dir / "issuer" / "signing.key").read_bytes().splitlines()[1:2]))
+        assert not [p for p in logs if any(secret in p.read_bytes() for secret in secrets)]
     finally:
         drop_database(servers[0], database_url)
 
