@@ -19,9 +19,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import asyncpg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from shared.access.policy import ALL_SITES, ROLES
-from shared.errors import InvalidCommand, NotFound, RuleViolation
+from shared.errors import ConcurrentChange, InvalidCommand, NotFound, RuleViolation
 
 SCHEMA = "access"
 SITE = re.compile(r"^[A-Z0-9]{2,8}$")  # as in Enrolled.site_id
@@ -144,7 +145,7 @@ class AccessStore(Application[UUID]):
                     granted_at = EXCLUDED.granted_at, reason = EXCLUDED.reason""",
             (user_id, role, list(sites), by, granted_at, reason),
         )
-        self.save(person, also=[row])  # the event and the current grant, in one transaction
+        self._save(person, row)  # the event and the current grant, in one transaction
         return granted_at
 
     def revoke(self, user_id: str, role: str, reason: str, by: str) -> datetime:
@@ -152,8 +153,23 @@ class AccessStore(Application[UUID]):
         if person is None or role not in person.roles:
             raise NotFound(f"{user_id} holds no {role} grant; list the grants with GET /access/grants.")
         person._revoke(role, reason, by)
-        self.save(person, also=[(f"DELETE FROM {SCHEMA}.grants WHERE user_id = %s AND role = %s", (user_id, role))])
+        self._save(person, (f"DELETE FROM {SCHEMA}.grants WHERE user_id = %s AND role = %s", (user_id, role)))
         return person.modified_on
+
+    def _save(self, person: Person, write: tuple[str, tuple[Any, ...]]) -> None:
+        """Save the person's new event with its write to the grants table; a concurrent change of the
+        same person (two admins, two services) is a 409 to retry, never a 500."""
+        loaded_at = person.version - len(person.pending_events)
+        concurrent = ConcurrentChange(f"The grants of {person.user_id} were changed at the same time; try again.")
+        try:
+            self.save(person, also=[write])
+        except IntegrityError:
+            raise concurrent from None
+        except OperationalError:
+            # As in SubjectApplication.commit: psycopg's pipeline may report the lost race this way.
+            if self.recorder.select_events(person.id, gt=loaded_at, limit=1):
+                raise concurrent from None
+            raise
 
     def history(self, user_id: str) -> list[dict[str, Any]]:
         """Every grant and revocation of the person, oldest first: who, when, why."""

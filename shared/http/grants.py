@@ -53,7 +53,7 @@ class GrantRecorded(ClientInput):
     "/grants",
     status_code=201,
     summary="Grant a role at sites (study admin)",
-    responses=responses(401, 403, 409, 422, 503),
+    responses=responses(400, 401, 403, 409, 422, 503),
 )
 async def grant(rt: Rt, allowed: Granting, body: GrantRequest) -> GrantRecorded:
     at = await asyncio.to_thread(rt.access.grant, body.user_id, body.role, body.sites, body.reason, allowed.user_id)
@@ -64,7 +64,7 @@ async def grant(rt: Rt, allowed: Granting, body: GrantRequest) -> GrantRecorded:
     "/revocations",
     status_code=201,
     summary="Revoke a role (study admin); effective at once",
-    responses=responses(401, 403, 404, 422, 503),
+    responses=responses(400, 401, 403, 404, 409, 422, 503),
 )
 async def revoke(rt: Rt, allowed: Granting, body: RevokeRequest) -> GrantRecorded:
     at = await asyncio.to_thread(rt.access.revoke, body.user_id, body.role, body.reason, allowed.user_id)
