@@ -63,6 +63,19 @@ async def check_reachable(pool: asyncpg.Pool, timeout: float = 0.5) -> None:
         ) from exc
 
 
+def _add_columns(schema: str, table: str, **columns: str) -> str:
+    """Add what a table created by an older version lacks. Only then: ALTER TABLE takes the table's
+    strongest lock even when the columns exist, and a service starting next to a transaction that
+    reads the table (a consumer held up, a killed process's last one) would wait for it."""
+    checks = " OR ".join(
+        f"NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}' "
+        f"AND table_name = '{table}' AND column_name = '{name}')"
+        for name in columns
+    )
+    adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in columns.items())
+    return f"DO $$ BEGIN IF {checks} THEN ALTER TABLE {schema}.{table} {adds}; END IF; END $$;"
+
+
 def plumbing_ddl(schema: str) -> str:
     """Outbox position, consumer tracking, parked events and idempotency keys of one service."""
     return f"""
@@ -134,7 +147,7 @@ def plumbing_ddl(schema: str) -> str:
         resolution text
     );
     -- A Kafka message's signature headers, so that a retry verifies it again.
-    ALTER TABLE {schema}.parked_events ADD COLUMN IF NOT EXISTS key_id text, ADD COLUMN IF NOT EXISTS signature text;
+    {_add_columns(schema, "parked_events", key_id="text", signature="text")}
     CREATE UNIQUE INDEX IF NOT EXISTS parked_events_one_hole ON {schema}.parked_events
         (consumer, source, stream_id, stream_version) WHERE in_store AND resolved_at IS NULL;
 

@@ -356,3 +356,19 @@ def poisoned_followup_store(database_url: str) -> dict[str, list[Envelope]]:
     finally:
         app.close()
     return {POISONED: [poison, after], OTHER: [other]}
+
+
+def running_service(spec, settings: Settings, directory: Path):
+    """`shared.service.running` as a service process runs it, with keys made in `directory` and the
+    test issuer's public keys."""
+    from shared.service import running, service_keys
+
+    ensure_keys(directory / "keys", SOURCES)
+    settings = settings.model_copy(
+        update={
+            "keys_dir": directory / "keys",
+            "oidc_issuer": ISSUER.url,
+            "oidc_jwks": str(ISSUER.directory / "jwks.json"),
+        }
+    )
+    return running(spec, settings, service_keys(settings, spec))

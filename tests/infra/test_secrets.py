@@ -21,7 +21,7 @@ from infra.embedded import free_port
 from services.enrollment.main import SPEC
 from shared.config import Settings
 from shared.redact import mask_url
-from shared.service import running
+from support import running_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,13 +55,13 @@ def test_the_settings_never_show_a_password():
         assert "postgresql://ucart:***@db.example/ucart?sslmode=require" in shown
 
 
-async def test_a_service_logs_neither_password_while_kafka_is_unreachable(database_url, caplog):
+async def test_a_service_logs_neither_password_while_kafka_is_unreachable(database_url, caplog, tmp_path):
     url, db_password = with_password(database_url)
     kafka_password = f"k-{uuid.uuid4().hex[:12]}"
     unreachable = f"127.0.0.1:{free_port()}"
     settings = sasl(kafka_password, database_url=url, kafka_bootstrap_servers=unreachable, topic_prefix="s.")
     caplog.set_level(logging.DEBUG)  # the clients' own debug lines too
-    async with running(SPEC, settings):
+    async with running_service(SPEC, settings, tmp_path):
         deadline = time.monotonic() + 30
         while "Kafka not reachable" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text

@@ -13,9 +13,9 @@ from shared.readmodel import ReadModel
 # When this test fails because you changed one on purpose, put its new fingerprint here: the change of
 # version is then a reviewed decision, like a published schema's.
 FINGERPRINTS = {
-    "enrollment-subject-facts": "0e48e0c7e9b033c7",
-    "treatment-subject-facts": "9c4bd3a4c68cad9f",
-    "followup-subject-facts": "5e590507511fdfc7",
+    "enrollment-subject-facts": "8e1414c43826f3d8",
+    "treatment-subject-facts": "60ba3864ba5e7d53",
+    "followup-subject-facts": "6b056235957b6109",
     "followup-journey": "ddc4f4ac1961abb9",
 }
 

@@ -34,7 +34,7 @@ async def test_checkpoints_go_to_the_file_then_the_topic_and_only_when_the_store
     settings = Settings(_env_file=None, kafka_bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     ensure_keys(tmp_path / "keys", ("enrollment",))
     ready = asyncio.Event()
-    wiring = wire(SPEC, settings, ready)  # the publisher the AsyncAPI document describes
+    wiring = wire(SPEC, settings, ready, load_signer(tmp_path / "keys", "enrollment"))  # as the service wires it
     await wiring.broker.start()
     ready.set()
     pool = await db.create_pool(database_url)
@@ -103,5 +103,5 @@ async def test_a_line_cut_short_by_a_crash_does_not_swallow_the_next_checkpoint(
 
 def test_a_service_without_its_signing_key_does_not_start(tmp_path):
     settings = Settings(_env_file=None, database_url="postgresql://nowhere/ucart", keys_dir=tmp_path)
-    with pytest.raises(SystemExit, match="No signing key for enrollment"):
+    with pytest.raises(SystemExit, match="cannot sign its events"):
         build_app(SPEC, settings)

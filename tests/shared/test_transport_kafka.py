@@ -17,8 +17,9 @@ from infra import replay
 from services.enrollment.main import SPEC
 from shared.config import Settings
 from shared.contract.topics import topic_for
-from shared.service import ensure_topics, running
+from shared.service import ensure_topics
 from shared.transport import kafka_options
+from support import running_service
 from tls_support import Authority, Issued, TLSKafka
 
 PKI = tuple[Authority, Authority, Issued]  # the CA, another CA, a client certificate
@@ -56,9 +57,11 @@ def over_tls(front: TLSKafka, pki: PKI, *, trusting: Authority | None = None, **
     )
 
 
-async def test_a_service_connects_its_broker_and_admin_client_over_tls(front: TLSKafka, pki: PKI, database_url):
+async def test_a_service_connects_its_broker_and_admin_client_over_tls(
+    front: TLSKafka, pki: PKI, database_url, tmp_path
+):
     settings = over_tls(front, pki, database_url=database_url)
-    async with running(SPEC, settings) as rt:
+    async with running_service(SPEC, settings, tmp_path) as rt:
         # Its admin client created the topics and its producer and consumers started, all through the front.
         await asyncio.wait_for(rt.broker_ready.wait(), 30)
     topic = topic_for("enrollment", settings.topic_prefix)

@@ -26,8 +26,8 @@ from shared import db
 from shared.config import Settings
 from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.eventstore.factory import TLSPostgresFactory
-from shared.service import running
 from shared.transport import TransportError
+from support import running_service
 from tls_support import Authority, Issued, TLSPostgres, postgres_with_tls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,14 +87,14 @@ def libpq_connect(url: str) -> psycopg.Connection:
     return psycopg.connect(**factory.datastore.pool.kwargs, connect_timeout=5)
 
 
-async def test_a_service_keeps_its_pool_and_its_event_store_on_verify_full(tls: Tls):
+async def test_a_service_keeps_its_pool_and_its_event_store_on_verify_full(tls: Tls, tmp_path):
     settings = Settings(
         _env_file=None,
         database_url=tls.verified(),
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",  # not needed here: it keeps retrying
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
     )
-    async with running(SPEC, settings) as rt:
+    async with running_service(SPEC, settings, tmp_path) as rt:
         assert await rt.pool.fetchval(SSL_IN_USE) is True
 
         def store_connection() -> tuple[str, object]:
