@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m infra demo
 
+# Two workers, a test file each at a time: most of the suite waits on real servers, not on the CPU.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The gates: zero findings, or the tests don't run (configuration in pyproject.toml).
 lint: $(VENV)/.installed
