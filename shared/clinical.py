@@ -69,9 +69,15 @@ def fatal_or_life_threatening(worst_grade: int, seriousness_criteria: Iterable[s
 # --- DLT ------------------------------------------------------------------------------------------
 
 
-def dlt_evaluable(window_completed: bool, had_dlt: bool) -> bool:
-    """A subject counts in the DLT rate once a DLT occurred, or once the whole window is completed."""
-    return had_dlt or window_completed
+def dlt_evaluable(*, had_dlt: bool, window_completed: bool, left_in_window: bool, early_exit_evaluable: bool) -> bool:
+    """A subject counts in the DLT rate once a DLT occurred, or once they completed the window alive
+    and on study. One who left inside the window (death, withdrawal, loss) without a DLT does not,
+    unless the protocol counts early exits (then from the day they left)."""
+    if had_dlt:
+        return True
+    if left_in_window:
+        return early_exit_evaluable
+    return window_completed
 
 
 # --- records --------------------------------------------------------------------------------------

@@ -93,6 +93,9 @@ class DLTRule(_Frozen):
 class DLT(_Frozen):
     window_days: int = Field(ge=0)
     rules: tuple[DLTRule, ...]
+    # A subject who left the study (death, withdrawal, loss) inside the window without a DLT counts in
+    # the DLT rate's denominator: off by default (phase 1 practice replaces them).
+    early_exit_evaluable: bool = False
 
 
 class SafetyReporting(_Frozen):

@@ -217,3 +217,17 @@ def test_day_0_is_the_site_s_local_date(stack: RunningStack):
     assert response.status_code == 201, response.text
     eventually(lambda: journey(stack, s).get("infused_on") == evening.date().isoformat())
     assert journey(stack, s, on=(evening.date() + timedelta(days=1)).isoformat())["study_day"] == 1
+
+
+def test_a_death_inside_the_dlt_window_without_a_dlt_is_not_dlt_evaluable(stack: RunningStack):
+    died, lived = "UCT-14-001", "UCT-14-002"
+    for subject in (died, lived):
+        treat(stack, subject, infusion_days_ago=40)
+    death = {"primary_cause": "disease_progression"}
+    assert stack.command_when_known("followup", f"/subjects/{died}/death", at(30), death).status_code == 201  # day 10
+
+    def evaluable(subject: str) -> bool | None:
+        return stack.get("followup", f"/subjects/{subject}/journey").json()["dlt_evaluable"]
+
+    eventually(lambda: stack.get("followup", f"/subjects/{died}/journey").json()["status"] == "died")
+    assert (evaluable(died), evaluable(lived)) == (False, True)

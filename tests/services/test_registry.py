@@ -16,7 +16,7 @@ FINGERPRINTS = {
     "enrollment-subject-facts": "8e1414c43826f3d8",
     "treatment-subject-facts": "60ba3864ba5e7d53",
     "followup-subject-facts": "6b056235957b6109",
-    "followup-journey": "ddc4f4ac1961abb9",
+    "followup-journey": "ea4e96b942199656",
 }
 
 

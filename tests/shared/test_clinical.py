@@ -55,11 +55,29 @@ def test_fatal_or_life_threatening(grade, criteria, expected):
 
 
 @pytest.mark.parametrize(
-    ("window_completed", "had_dlt", "evaluable"),
-    [(True, False, True), (False, True, True), (True, True, True), (False, False, False)],
+    ("window_completed", "had_dlt", "left_in_window", "counted", "evaluable"),
+    [
+        (True, False, False, False, True),  # through the window alive and on study
+        (False, True, False, False, True),  # a DLT: at once
+        (True, True, False, False, True),
+        (False, False, False, False, False),  # the window still open
+        (True, False, True, False, False),  # left inside the window without a DLT: replaced
+        (True, False, True, True, True),  # ... unless the protocol counts early exits
+        (False, True, True, False, True),  # a DLT, then left: counts
+    ],
 )
-def test_dlt_evaluable_after_a_dlt_or_the_whole_window(window_completed, had_dlt, evaluable):
-    assert clinical.dlt_evaluable(window_completed, had_dlt) is evaluable
+def test_dlt_evaluable_after_a_dlt_or_the_whole_window_alive_and_on_study(
+    window_completed, had_dlt, left_in_window, counted, evaluable
+):
+    assert (
+        clinical.dlt_evaluable(
+            had_dlt=had_dlt,
+            window_completed=window_completed,
+            left_in_window=left_in_window,
+            early_exit_evaluable=counted,
+        )
+        is evaluable
+    )
 
 
 def test_records_about_the_data_are_administrative():

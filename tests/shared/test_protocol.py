@@ -137,8 +137,8 @@ def test_a_dlt_rule_needs_a_known_relatedness(tmp_path):
 
 
 def test_a_new_version_is_reported(tmp_path):
-    protocol = load_protocol(amended(tmp_path, ('version = "1.1"', 'version = "1.2"')))
-    assert protocol.version == SHIPPED.version.replace("@1.1", "@1.2")
+    protocol = load_protocol(amended(tmp_path, ('version = "1.2"', 'version = "1.3"')))
+    assert protocol.version == SHIPPED.version.replace("@1.2", "@1.3")
 
 
 def test_max_days_4_refuses_a_fifth_day_the_shipped_protocol_allows(tmp_path):

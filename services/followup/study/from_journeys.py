@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from services.followup.projections.journey import AdverseEvent, Journey
 from services.followup.study.inputs import (
@@ -76,6 +76,13 @@ def safety(journey: Journey, protocol: Protocol, as_of: date) -> SubjectSafety |
         for ae in journey.adverse_events.values()
         if ae.onset_on <= as_of
     )
-    window_completed = (as_of - infused_on).days > protocol.dlt.window_days
-    evaluable = clinical.dlt_evaluable(window_completed, had_dlt=any(a.dlt for a in aes))
+    window_end = infused_on + timedelta(days=protocol.dlt.window_days)
+    # Left the study (known by `as_of`) on or before the window's last day: not through it alive and on study.
+    left = _on_or_before(journey.off_study_on, as_of)
+    evaluable = clinical.dlt_evaluable(
+        had_dlt=any(a.dlt for a in aes),
+        window_completed=as_of > window_end,
+        left_in_window=left is not None and left <= window_end,
+        early_exit_evaluable=protocol.dlt.early_exit_evaluable,
+    )
     return SubjectSafety(subject_id=journey.subject_id, dlt_evaluable=evaluable, aes=aes)

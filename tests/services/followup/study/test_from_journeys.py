@@ -15,6 +15,7 @@ from shared.contract.events import (
     AEFields,
     AEReported,
     AEUpdated,
+    ConsentWithdrawn,
     Enrolled,
     InfusionCorrected,
     LostToFollowUp,
@@ -153,6 +154,37 @@ def test_dlt_rules_come_from_the_protocol():
 def test_dlt_evaluable_once_the_window_has_closed(as_of, evaluable):
     summary = safety(journey(reported(3, grade=2)), PROTOCOL, day(as_of))
     assert (summary.dlt_evaluable, summary.had_dlt) == (evaluable, False)
+
+
+@pytest.mark.parametrize(
+    ("leaving", "left_on", "evaluable"),
+    [
+        (SubjectDied(primary_cause="disease_progression"), 25, False),  # DOMAIN.md: died before day 28
+        (SubjectDied(primary_cause="other"), 28, False),  # not alive through the window's last day
+        (ConsentWithdrawn(withdrawal_reason="moved away"), 10, False),
+        (LostToFollowUp(last_contact_on=DAY0), 20, False),
+        (SubjectDied(primary_cause="disease_progression"), 29, True),  # completed the window, then died
+    ],
+)
+def test_leaving_the_study_inside_the_window_without_a_dlt_is_not_evaluable(leaving, left_on, evaluable):
+    j = journey(reported(3, grade=2), (leaving, day(left_on)))
+    assert safety(j, PROTOCOL, day(60)).dlt_evaluable is evaluable
+
+
+def test_a_protocol_that_counts_early_exits_says_so_and_they_count_from_the_day_they_left():
+    counting = PROTOCOL.model_copy(update={"dlt": PROTOCOL.dlt.model_copy(update={"early_exit_evaluable": True})})
+    j = journey(reported(3, grade=2), (SubjectDied(primary_cause="disease_progression"), day(25)))
+    assert safety(j, counting, day(24)).dlt_evaluable is False  # still on study, window open
+    assert safety(j, counting, day(25)).dlt_evaluable is True
+    assert safety(j, PROTOCOL, day(25)).dlt_evaluable is False
+
+
+def test_a_dlt_counts_even_when_the_subject_then_left_inside_the_window():
+    j = journey(
+        reported(10, category="CRS", term="CRS", grade=3), (SubjectDied(primary_cause="adverse_event"), day(12))
+    )
+    summary = safety(j, PROTOCOL, day(60))
+    assert (summary.dlt_evaluable, summary.had_dlt) == (True, True)
 
 
 def test_dlt_evaluable_as_soon_as_a_dlt_occurred():
