@@ -412,8 +412,25 @@ def _require_on_study(subject: FollowupSubject | None, meta: EventMeta) -> None:
 def lose_to_follow_up(
     subject: FollowupSubject | None, meta: EventMeta, payload: LostToFollowUp, facts: SubjectFacts | None
 ) -> FollowupSubject:
-    _require_enrolled(meta, facts)
+    facts = _require_enrolled(meta, facts)
     _require_on_study(subject, meta)
+    if facts.withdrawn_on:
+        raise RuleViolation(
+            f"{meta.subject_id} withdrew consent on {facts.withdrawn_on}: a withdrawn subject is off study, not lost "
+            "to follow-up."
+        )
+    # What the site already recorded shows contact: the declaration and the last contact come after it.
+    latest = max(d for d in (facts.enrolled_on, facts.infused_on, subject.last_record_on if subject else None) if d)
+    if meta.occurred_at.date() < latest:
+        raise InvalidCommand(
+            f"The loss to follow-up is dated {meta.occurred_at.date()}, before data already recorded for "
+            f"{meta.subject_id} (on {latest}); check the date."
+        )
+    if payload.last_contact_on < latest:
+        raise InvalidCommand(
+            f"last_contact_on ({payload.last_contact_on}) is before data already recorded for {meta.subject_id} "
+            f"(on {latest}): the last contact was on that day or later; correct last_contact_on."
+        )
     if payload.last_contact_on > meta.occurred_at.date():
         raise InvalidCommand(
             f"last_contact_on ({payload.last_contact_on}) is after the date the subject is "

@@ -183,3 +183,18 @@ def test_idempotency_key_replays_the_first_answer(stack: RunningStack, service: 
     assert again.headers.get("idempotent-replayed") == "true"
     assert count_events(stack.database_url, service) == stored
     refused(stack, service, path, cmd(at(1), enrolment(1)), 422, "already used for a different request", headers=key)
+
+
+def test_a_loss_to_follow_up_cannot_come_before_what_the_site_recorded(stack: RunningStack):
+    s = "UCT-03-441"
+    treat(stack, s, infusion_days_ago=30)
+    assert (
+        stack.command_when_known("followup", f"/subjects/{s}/visits", at(2), {"visit_code": "D28"}).status_code == 201
+    )
+    path = f"/subjects/{s}/lost-to-follow-up"
+    refused(stack, "followup", path, cmd(at(1), {"last_contact_on": at(5)[:10]}), 422, "last_contact_on")
+    refused(
+        stack, "followup", path, cmd("2000-01-01T09:00:00+00:00", {"last_contact_on": "2000-01-01"}), 422, "before data"
+    )
+    accepted = stack.post("followup", path, cmd(at(1), {"last_contact_on": at(2)[:10]}))
+    assert accepted.status_code == 201, accepted.text

@@ -672,6 +672,27 @@ def test_lost_to_follow_up_once_and_not_after_death():
         lost(died(day(20)), day(50))
 
 
+def test_a_loss_to_follow_up_is_not_dated_nor_last_in_contact_before_what_is_recorded():
+    sampled = visit(None, day(60), "RESP_W8")  # the site saw the subject on day 60
+    with pytest.raises(
+        InvalidCommand, match=f"dated {day(50)}, before data already recorded for {SUBJECT} \\(on {day(60)}\\)"
+    ):
+        lost(sampled, day(50), last_contact=day(50))
+    with pytest.raises(InvalidCommand, match=f"last_contact_on \\({day(55)}\\) is before data already recorded"):
+        lost(sampled, day(70), last_contact=day(55))
+    with pytest.raises(InvalidCommand, match="before data already recorded"):  # before enrolment: 2000-01-01
+        domain.lose_to_follow_up(
+            None, meta(date(2000, 1, 1)), LostToFollowUp(last_contact_on=date(2000, 1, 1)), facts()
+        )
+    assert lost(sampled, day(70), last_contact=day(60)).lost_on == day(70)
+
+
+def test_a_withdrawn_subject_is_not_lost_to_follow_up():
+    withdrawn = facts(withdrawn_on=day(30))
+    with pytest.raises(RuleViolation, match=f"withdrew consent on {day(30)}"):
+        domain.lose_to_follow_up(None, meta(day(40)), LostToFollowUp(last_contact_on=day(35)), withdrawn)
+
+
 def test_lost_before_the_infusion_is_allowed():
     subject = domain.lose_to_follow_up(
         None, meta(day(-5)), LostToFollowUp(last_contact_on=day(-6)), facts(infused=False)
