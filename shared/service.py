@@ -53,6 +53,7 @@ from shared.runtime import Runtime
 from shared.signing import Signer, Verifier, load_signer, load_verifier
 
 log = logging.getLogger(__name__)
+SHUTDOWN_STEP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,8 @@ KEPT_FOREVER = {"retention.ms": "-1"}
 
 async def ensure_topics(settings: Settings, topics: list[str], configs: dict[str, str] | None = None) -> None:
     admin = AIOKafkaAdminClient(**transport.kafka_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1, topic_configs=configs or {})
@@ -361,9 +362,24 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         await relay.stop(relay_task)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, relay_task, return_exceptions=True)
-        await wiring.broker.stop()
-        await pool.close()
+        # Every step is bounded: a client stuck on a dead peer (a broker that never answered) must not
+        # keep the process from stopping.
+        _, stuck = await asyncio.wait([*tasks, relay_task], timeout=SHUTDOWN_STEP_SECONDS)
+        if stuck:
+            log.warning(
+                "%s: %d background task(s) did not stop within %g s; left behind",
+                spec.name,
+                len(stuck),
+                SHUTDOWN_STEP_SECONDS,
+            )
+        try:
+            await asyncio.wait_for(wiring.broker.stop(), SHUTDOWN_STEP_SECONDS)
+        except TimeoutError:
+            log.warning("%s: the Kafka clients did not stop within %g s", spec.name, SHUTDOWN_STEP_SECONDS)
+        try:
+            await asyncio.wait_for(pool.close(), SHUTDOWN_STEP_SECONDS)
+        except TimeoutError:
+            pool.terminate()
         store.close()
         access.close()
 
