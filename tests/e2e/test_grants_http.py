@@ -3,6 +3,8 @@ with who and why, listed for auditors; a revoked grant stops working at once."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from support import TEST_ADMIN, RunningStack, at, bearer, enrolment
 
 ADMIN = bearer(TEST_ADMIN)  # a study admin by configuration (UCART_STUDY_ADMINS)
@@ -44,3 +46,35 @@ def test_only_the_study_admin_grants_and_no_one_can_be_granted_the_rules_identit
     refused = stack.post("enrollment", "/access/grants", system, ADMIN)
     assert refused.status_code == 422 and "role" in refused.json()["detail"]
     assert stack.get("enrollment", "/access/grants", headers=bearer("coordinator-01")).status_code == 403
+
+
+def test_grants_refuse_bad_bodies_and_racing_changes_answer_409_never_5xx(stack: RunningStack):
+    for body, field in (
+        ({"user_id": "x y", "role": "monitor", "sites": ["01"], "reason": "r"}, "user_id"),
+        ({"user_id": "m-1", "role": "monitor", "sites": [], "reason": "r"}, "sites"),
+        ({"user_id": "m-1", "role": "monitor", "sites": ["site 1"], "reason": "r"}, "sites"),
+        ({"user_id": "m-1", "role": "monitor", "sites": ["01"], "reason": ""}, "reason"),
+        ({"user_id": "m-1", "role": "monitor", "sites": ["01"]}, "reason"),
+    ):
+        refused = stack.post("enrollment", "/access/grants", body, ADMIN)
+        assert refused.status_code == 422 and field in refused.json()["detail"], (body, refused.text)
+    person = "raced-person"
+    bodies = [
+        {"user_id": person, "role": role, "sites": ["01"], "reason": "race"}
+        for role in ("coordinator", "investigator", "monitor", "auditor")
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda n: stack.post(
+                    ("enrollment", "treatment", "followup")[n % 3], "/access/grants", bodies[n % 4], ADMIN
+                ),
+                range(8),
+            )
+        )
+    assert {a.status_code for a in answers} <= {201, 409}, [a.text for a in answers]
+    held = {
+        g["role"] for g in stack.get("enrollment", "/access/grants", headers=ADMIN).json() if g["user_id"] == person
+    }
+    created = {bodies[n % 4]["role"] for n, a in enumerate(answers) if a.status_code == 201}
+    assert created <= held
