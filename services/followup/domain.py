@@ -468,6 +468,16 @@ def complete_study(
             raise RuleViolation(
                 f"The main follow-up runs to day {fu.main_followup_end_day} (week 12); this is day {day}."
             )
+        if not (subject and "W12" in subject.assessed_timepoints) and not (meta.reason or "").strip():
+            raise RuleViolation(
+                f"{meta.subject_id} has no week-12 response assessment: record it first, or complete the main "
+                "follow-up with a reason saying why it was not done."
+            )
+    if subject and subject.last_record_on and meta.occurred_at.date() < subject.last_record_on:
+        raise InvalidCommand(
+            f"The completion is dated {meta.occurred_at.date()}, before data already recorded for {meta.subject_id} "
+            f"(on {subject.last_record_on}); check the date."
+        )
     return FollowupSubject.record_into(subject, meta, payload)
 
 

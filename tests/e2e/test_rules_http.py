@@ -198,3 +198,19 @@ def test_a_loss_to_follow_up_cannot_come_before_what_the_site_recorded(stack: Ru
     )
     accepted = stack.post("followup", path, cmd(at(1), {"last_contact_on": at(2)[:10]}))
     assert accepted.status_code == 201, accepted.text
+
+
+def test_main_follow_up_completion_needs_the_week_12_assessment_or_a_reason(stack: RunningStack):
+    s = "UCT-03-442"
+    treat(stack, s, infusion_days_ago=95)
+    path, done = f"/subjects/{s}/study-completion", {"completed": "main_follow_up"}
+
+    def known() -> bool:  # once follow-up has learned the infusion, the refusal is no longer retryable
+        answer = stack.post("followup", path, cmd(at(2), done))
+        return answer.status_code == 409 and not answer.json().get("retryable")
+
+    eventually(known)
+    refused(stack, "followup", path, cmd(at(2), done), 409, "no week-12 response assessment")
+    with_reason = {**cmd(at(2), done), "reason": "The subject declined the week-12 marrow aspirate"}
+    accepted = stack.post("followup", path, with_reason)
+    assert accepted.status_code == 201, accepted.text

@@ -114,8 +114,11 @@ def lost(subject, on: date, last_contact: date | None = None) -> domain.Followup
     return domain.lose_to_follow_up(subject, meta(on), LostToFollowUp(last_contact_on=last_contact or on), facts())
 
 
-def complete(subject, on: date, completed: str = "main_follow_up", protocol=PROTOCOL) -> domain.FollowupSubject:
-    return domain.complete_study(subject, meta(on), StudyCompleted(completed=completed), facts(), protocol)
+def complete(
+    subject, on: date, completed: str = "main_follow_up", protocol=PROTOCOL, reason: str | None = "W12 not at stake"
+) -> domain.FollowupSubject:
+    """(With a reason by default: these tests are about other rules than the week-12 assessment.)"""
+    return domain.complete_study(subject, meta(on, reason), StudyCompleted(completed=completed), facts(), protocol)
 
 
 def events(subject: domain.FollowupSubject) -> list:
@@ -753,6 +756,22 @@ def test_the_study_is_completed_once_and_not_after_death_or_loss():
         complete(lost(None, day(84)), day(84))
     with pytest.raises(RuleViolation, match=f"died on {day(84)}"):
         complete(died(day(84)), day(84))
+
+
+def test_main_follow_up_completion_needs_the_week_12_assessment_or_a_reason():
+    with pytest.raises(RuleViolation, match="no week-12 response assessment: record it first, or complete"):
+        complete(None, day(90), reason=None)
+    with pytest.raises(RuleViolation, match="no week-12 response assessment"):
+        complete(assess(None, day(56), response("W8", "NR")), day(90), reason=" ")
+    assert complete(assess(None, day(84), response("W12", "NR")), day(90), reason=None).completed_on == day(90)
+    assert complete(None, day(90), reason="Subject refused the marrow aspirate").completed_on == day(90)
+
+
+def test_a_completion_is_not_dated_before_data_already_recorded():
+    seen = visit(assess(None, day(84), response("W12", "NR")), day(95), "LTFU_M6")
+    with pytest.raises(InvalidCommand, match=f"dated {day(90)}, before data already recorded .* \\(on {day(95)}\\)"):
+        complete(seen, day(90), reason=None)
+    assert complete(seen, day(95), reason=None).completed_on == day(95)
 
 
 def test_completion_needs_an_infusion():
