@@ -64,8 +64,7 @@ async def rebuild(pool: asyncpg.Pool, name: str, progress: Callable[[int], None]
     """Rebuild the live projection in place; return how many events were applied."""
     model = registry.named(name)
     consumer = _consumer(name, pool, model.service)
-    await consumer.reset()
-    return await consumer.reconcile(model.sources, progress=progress)
+    return await consumer.rebuild(model.sources, progress=progress)
 
 
 async def _scratch(pool: asyncpg.Pool, name: str, verifier: Verifier = STORES_ONLY) -> tuple[str, IdempotentConsumer]:

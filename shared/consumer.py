@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 from uuid import UUID
@@ -348,6 +349,25 @@ class IdempotentConsumer:
             await parking.forget_holes(conn, self.schema, self.name)
             await self.projection.reset(conn)
 
+    @asynccontextmanager
+    async def exclusively(self) -> AsyncIterator[None]:
+        """One pass over the event stores for this read model at a time, across processes: an
+        operator's rebuild and a service's own reconciliation running together would both apply from
+        the stores while the other resets or moves the watermarks."""
+        key = f"ucart.reconcile.{self.schema}.{self.name}"
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+
+    async def rebuild(self, sources: tuple[Source, ...], progress: Callable[[int], None] | None = None) -> int:
+        """Empty the read model and apply every event of the stores again; return how many."""
+        async with self.exclusively():
+            await self.reset()
+            return await self._reconcile(sources, progress=progress)
+
     async def reconcile(
         self, sources: tuple[Source, ...], batch: int = 500, progress: Callable[[int], None] | None = None
     ) -> int:
@@ -358,6 +378,12 @@ class IdempotentConsumer:
         when the broker lost messages (the embedded broker keeps nothing across a restart). Each
         source's store is read from a watermark kept per consumer, so a pass only reads what is new.
         """
+        async with self.exclusively():
+            return await self._reconcile(sources, batch, progress)
+
+    async def _reconcile(
+        self, sources: tuple[Source, ...], batch: int = 500, progress: Callable[[int], None] | None = None
+    ) -> int:
         applied = 0
         for source in sources:
             after = (
@@ -616,8 +642,7 @@ async def rebuild_if_outdated(consumer: IdempotentConsumer, sources: tuple[Sourc
     if await pool.fetchval(f"SELECT version FROM {table} WHERE projection = $1", consumer.name) == version:
         return None
     log.warning("%s: read model version %s is new; rebuilding it from the event stores", consumer.name, version)
-    await consumer.reset()
-    applied = await consumer.reconcile(sources)
+    applied = await consumer.rebuild(sources)
     await pool.execute(
         f"""INSERT INTO {table} (projection, version) VALUES ($1, $2)
                            ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""",
