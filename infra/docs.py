@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from shared.config import Settings
+from shared.contract.catalogue import PAYLOADS
 from shared.contract.envelope import Envelope
-from shared.contract.events import PAYLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,9 +21,16 @@ RELATEDNESS_ORDER: tuple[Relatedness, ...] = get_args(Relatedness)  # from least
 
 # --- response -------------------------------------------------------------------------------------
 
-ResponseCode = Literal["CR", "CRi", "NR", "RELAPSE"]
+ResponseCode = Literal["CR", "CRi", "NR", "RELAPSE", "PD"]
 RESPONSES: tuple[ResponseCode, ...] = get_args(ResponseCode)
 REMISSION = frozenset({"CR", "CRi"})  # complete remission, with or without full count recovery
+# What ends progression-free survival (with death): a relapse after remission, or progressive disease
+# in a subject never in remission.
+PROGRESSION = frozenset({"RELAPSE", "PD"})
+
+# Disease assessments: weeks 4, 8, 12; months 6, 9, 12 in long-term follow-up; or unscheduled.
+Timepoint = Literal["W4", "W8", "W12", "M6", "M9", "M12", "UNSCHEDULED"]
+LONG_TERM_TIMEPOINTS = frozenset({"M6", "M9", "M12"})
 
 
 def response_code(response: str) -> ResponseCode:
@@ -36,6 +43,16 @@ def response_code(response: str) -> ResponseCode:
 
 def in_remission(response: str) -> bool:
     return response in REMISSION
+
+
+def progressed(response: str) -> bool:
+    return response in PROGRESSION
+
+
+def blasts_rose(previous_pct: float, now_pct: float, min_increase_pct: float) -> bool:
+    """Progressive disease by blasts: a rise of at least `min_increase_pct` percent over the previous
+    assessment (relative; from 0, any rise)."""
+    return now_pct > previous_pct and now_pct >= previous_pct * (1 + min_increase_pct / 100)
 
 
 def enters_long_term_follow_up(week12_response: str | None) -> bool:
@@ -80,6 +97,17 @@ def dlt_evaluable(*, had_dlt: bool, window_completed: bool, left_in_window: bool
     return window_completed
 
 
+# --- age -----------------------------------------------------------------------------------------
+
+PAEDIATRIC_ICANS_BELOW_YEARS = 12  # ASTCT 2019: CAPD in place of ICE under 12 years of age
+
+
+def age_in_years(year_of_birth: int, on_year: int) -> int:
+    """Age counted in calendar years: only the year of birth is recorded (it can be one more than the
+    true age, as at enrolment)."""
+    return on_year - year_of_birth
+
+
 # --- records --------------------------------------------------------------------------------------
 
 # Records about the data rather than about the subject: their dates are not clinical contact (a loss
@@ -87,6 +115,7 @@ def dlt_evaluable(*, had_dlt: bool, window_completed: bool, left_in_window: bool
 ADMINISTRATIVE = frozenset(
     {
         "DataQueryOpened",
+        "DataQueryUpdated",
         "DataQueryAnswered",
         "DataQueryClosed",
         "SafetyReportSubmitted",

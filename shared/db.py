@@ -63,7 +63,7 @@ async def check_reachable(pool: asyncpg.Pool, timeout: float = 0.5) -> None:
         ) from exc
 
 
-def _add_columns(schema: str, table: str, **columns: str) -> str:
+def add_columns(schema: str, table: str, **columns: str) -> str:
     """Add what a table created by an older version lacks. Only then: ALTER TABLE takes the table's
     strongest lock even when the columns exist, and a service starting next to a transaction that
     reads the table (a consumer held up, a killed process's last one) would wait for it."""
@@ -147,7 +147,7 @@ def plumbing_ddl(schema: str) -> str:
         resolution text
     );
     -- A Kafka message's signature headers, so that a retry verifies it again.
-    {_add_columns(schema, "parked_events", key_id="text", signature="text")}
+    {add_columns(schema, "parked_events", key_id="text", signature="text")}
     CREATE UNIQUE INDEX IF NOT EXISTS parked_events_one_hole ON {schema}.parked_events
         (consumer, source, stream_id, stream_version) WHERE in_store AND resolved_at IS NULL;
 

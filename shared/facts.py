@@ -18,12 +18,14 @@ from shared.contract.events import (
     ConsentWithdrawn,
     Enrolled,
     InfusionCorrected,
+    LymphodepletionGiven,
     Payload,
     ScreenFailed,
     SubjectDied,
     UCARTInfused,
 )
 from shared.contract.topics import Source
+from shared.db import add_columns
 from shared.readmodel import ReadModel
 
 
@@ -38,8 +40,19 @@ def ddl(schema: str) -> str:
         infused_at timestamptz,
         died_on date
     );
-    -- The clinical date of the infusion in the site's own offset (timestamptz keeps only the instant).
-    ALTER TABLE {schema}.subject_facts ADD COLUMN IF NOT EXISTS infused_on date;
+    -- The clinical date of the infusion in the site's own offset (timestamptz keeps only the instant);
+    -- the year of birth (ages); the first lymphodepletion day (treatment-emergence); the latest clinical
+    -- record of the subject in the sources (nothing is declared over before it).
+    {
+        add_columns(
+            schema,
+            "subject_facts",
+            infused_on="date",
+            year_of_birth="integer",
+            lymphodepleted_on="date",
+            last_record_on="date",
+        )
+    }
     """
 
 
@@ -52,6 +65,9 @@ class SubjectFacts(BaseModel):
     infused_at: datetime | None = None
     infused_on: date | None = None  # study day 0: the local date at the site
     died_on: date | None = None
+    year_of_birth: int | None = None
+    lymphodepleted_on: date | None = None  # the first lymphodepletion day
+    last_record_on: date | None = None  # the latest clinical record in the sources this service reads
 
     @model_validator(mode="after")
     def _day_0(self) -> SubjectFacts:
@@ -74,8 +90,8 @@ async def site_of(pool: asyncpg.Pool, schema: str, subject_id: str) -> str | Non
 
 
 class SubjectFactsProjection:
-    """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, UCARTInfused,
-    InfusionCorrected and SubjectDied; other events are ignored (but still tracked)."""
+    """Keeps `<schema>.subject_facts` from Enrolled, ScreenFailed, ConsentWithdrawn, LymphodepletionGiven,
+    UCARTInfused, InfusionCorrected and SubjectDied, and the date of every clinical record."""
 
     def __init__(self, schema: str):
         self.schema = schema
@@ -85,22 +101,41 @@ class SubjectFactsProjection:
         await conn.execute(f"TRUNCATE {self.schema}.subject_facts")
 
     async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
-        on = envelope.occurred_at
+        on, subject = envelope.occurred_at, envelope.subject_id
+        if payload.is_clinical_record():
+            await self._set(conn, subject, last_record_on=on.date(), latest=True)
         match payload:
             case Enrolled():
-                await self._set(conn, envelope.subject_id, site_id=payload.site_id, enrolled_on=on.date())
+                await self._set(
+                    conn, subject, site_id=payload.site_id, enrolled_on=on.date(), year_of_birth=payload.year_of_birth
+                )
             case ScreenFailed():
                 await self._set(conn, envelope.subject_id, site_id=payload.site_id, screen_failed=True)
             case ConsentWithdrawn():
                 await self._set(conn, envelope.subject_id, withdrawn_on=on.date())
+            case LymphodepletionGiven():
+                await self._set(conn, subject, lymphodepleted_on=on.date(), earliest=True)
             case UCARTInfused() | InfusionCorrected():
                 await self._set(conn, envelope.subject_id, infused_at=on, infused_on=on.date())
             case SubjectDied():
                 await self._set(conn, envelope.subject_id, died_on=on.date())
 
-    async def _set(self, conn: asyncpg.Connection, subject_id: str, **values: object) -> None:
+    async def _set(
+        self,
+        conn: asyncpg.Connection,
+        subject_id: str,
+        *,
+        latest: bool = False,
+        earliest: bool = False,
+        **values: object,
+    ) -> None:
+        """Set the values; with `latest` or `earliest`, keep the later (earlier) of the stored and new one."""
         columns = list(values)
-        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+        keep = "GREATEST" if latest else "LEAST" if earliest else ""
+        table = f"{self.schema}.subject_facts"
+        assignments = ", ".join(
+            f"{c} = {keep}({table}.{c}, EXCLUDED.{c})" if keep else f"{c} = EXCLUDED.{c}" for c in columns
+        )
         placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
         await conn.execute(
             f"""INSERT INTO {self.schema}.subject_facts (subject_id, {", ".join(columns)})

@@ -1,4 +1,4 @@
-"""What follow-up learns from Kafka: enrolments and infusions (its rules), and every event of every
+"""What follow-up learns from Kafka: enrolments, lymphodepletion and infusions (its rules), and every event of every
 service for the journey projection."""
 
 from __future__ import annotations

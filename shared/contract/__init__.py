@@ -4,8 +4,9 @@ Other teams build on this package; a published payload never changes shape (a ne
 ``schema_version`` with an upcaster).
 """
 
+from shared.contract.catalogue import PAYLOADS, payload_model
 from shared.contract.envelope import Envelope, RecordedBy, SubjectId
-from shared.contract.events import PAYLOADS, Payload, payload_model
+from shared.contract.events import Payload
 from shared.contract.topics import SOURCES, Source, dead_letter_topic, topic_for
 
 __all__ = [

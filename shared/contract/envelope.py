@@ -7,7 +7,8 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
-from shared.contract.events import Payload, payload_model
+from shared.contract.catalogue import payload_model
+from shared.contract.events import Payload
 from shared.contract.strict import ContractModel, IsoAwareDatetime
 from shared.contract.topics import Source
 

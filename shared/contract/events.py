@@ -11,7 +11,6 @@ from typing import ClassVar, Literal
 from uuid import UUID, uuid4
 
 from pydantic import (
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -20,7 +19,7 @@ from pydantic import (
 )
 
 from shared import clinical
-from shared.clinical import AECategory, Relatedness, ResponseCode
+from shared.clinical import AECategory, Relatedness, ResponseCode, Timepoint
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.contract.strict import ContractModel, IsoAwareDatetime, IsoDate
 from shared.contract.topics import Source
@@ -30,6 +29,11 @@ class Payload(ContractModel):
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
     source: ClassVar[Source]
+
+    def is_clinical_record(self) -> bool:
+        """A dated record of the subject (contact: the subject was alive and on study that day), as opposed
+        to a record about the data (a query, a report, a rule's bookkeeping)."""
+        return not clinical.administrative(self.event_type)
 
 
 # --- enrollment ---------------------------------------------------------------------------------
@@ -123,23 +127,6 @@ class InfusionCorrected(Payload):
 # --- follow-up ----------------------------------------------------------------------------------
 
 
-class AEReportedV1(Payload):
-    """An adverse event (occurred_at = onset). Severity (CTCAE grade) and seriousness are separate."""
-
-    model_config = ConfigDict(title="AEReported")  # schema v1, read through the upcaster to v2
-
-    event_type: ClassVar[str] = "AEReported"
-    schema_version: ClassVar[int] = 1
-    source: ClassVar[Source] = "followup"
-
-    ae_id: UUID = Field(default_factory=uuid4, description="Identifies the AE for later updates.")
-    term: str = Field(min_length=2, max_length=200)
-    category: Literal["CRS", "ICANS", "GVHD", "INFECTION", "CYTOPENIA", "OTHER"]
-    grade: StrictInt = Field(ge=1, le=5, description="CTCAE v5 / ASTCT grade, 1 (mild) to 5 (death).")
-    serious: StrictBool = Field(description="ICH E2A seriousness, independent of the grade.")
-    relatedness: Literal["unrelated", "unlikely", "possible", "probable", "definite"]
-
-
 SeriousnessCriterion = Literal[
     "death",
     "life_threatening",
@@ -191,10 +178,12 @@ class AEFields(ContractModel):
 
 
 class AEReported(AEFields, Payload):
-    """An adverse event (occurred_at = onset). Severity (grade) and seriousness are separate."""
+    """An adverse event (occurred_at = onset, from enrolment on; the grade is the one at onset). Severity
+    (grade) and seriousness are separate. Treatment-emergent when the onset is on or after the first
+    lymphodepletion day (derived, not sent)."""
 
     event_type: ClassVar[str] = "AEReported"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     source: ClassVar[Source] = "followup"
 
     ae_id: UUID = Field(default_factory=uuid4, description="Identifies the AE for later updates.")
@@ -224,6 +213,7 @@ class AECorrected(AEFields, Payload):
     report stays in the history; this one replaces it from now on."""
 
     event_type: ClassVar[str] = "AECorrected"
+    schema_version: ClassVar[int] = 2
     source: ClassVar[Source] = "followup"
 
     ae_id: UUID
@@ -240,6 +230,20 @@ class DataQueryOpened(Payload):
     query_id: UUID = Field(default_factory=uuid4)
     ae_id: UUID | None = None
     field: str = Field(max_length=100)
+    recorded_value: str = Field(max_length=200)
+    expected_value: str = Field(max_length=200)
+    text: str = Field(max_length=1000)
+
+
+class DataQueryUpdated(Payload):
+    """An open data query restated: a correction changed the values but they still disagree. The query
+    stays the same one (one open query per AE and field); it needs an answer again."""
+
+    event_type: ClassVar[str] = "DataQueryUpdated"
+    source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"text"})
+
+    query_id: UUID
     recorded_value: str = Field(max_length=200)
     expected_value: str = Field(max_length=200)
     text: str = Field(max_length=1000)
@@ -276,51 +280,33 @@ class SafetyReportSubmitted(Payload):
     )
 
 
-class ResponseAssessedV1(Payload):
-    """A B-ALL response assessment (occurred_at = marrow/blood sample time)."""
-
-    model_config = ConfigDict(title="ResponseAssessed")  # schema v1, read through the upcaster to v2
-
-    event_type: ClassVar[str] = "ResponseAssessed"
-    schema_version: ClassVar[int] = 1
-    source: ClassVar[Source] = "followup"
-
-    timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
-    response: ResponseCode
-    marrow_blasts_pct: StrictFloat = Field(ge=0, le=100)
-    mrd_negative: StrictBool | None = Field(default=None, description="Flow MRD < 0.01%, if measured.")
-    cd19_status: Literal["CD19+", "CD19-", "lineage_switch"] | None = Field(
-        default=None, description="Blast CD19 status, for a relapse."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ResponseAssessedV1:
-        if self.response in ("CR", "CRi") and self.marrow_blasts_pct >= 5:
-            raise ValueError(f"{self.response} needs marrow blasts < 5% (got {self.marrow_blasts_pct}%)")
-        if self.cd19_status is not None and self.response != "RELAPSE":
-            raise ValueError("cd19_status is recorded only for a RELAPSE")
-        return self
-
-
 class ResponseAssessed(Payload):
-    """A B-ALL response assessment (occurred_at = sample time). The response criteria (blast and
-    count thresholds) are checked against the protocol file."""
+    """A B-ALL response assessment (occurred_at = sample time): weeks 4, 8 and 12, months 6, 9 and 12
+    in long-term follow-up, or unscheduled. The response criteria (blast and count thresholds, the
+    rise that makes progressive disease) are checked against the protocol file."""
 
     event_type: ClassVar[str] = "ResponseAssessed"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     source: ClassVar[Source] = "followup"
 
-    timepoint: Literal["W4", "W8", "W12", "UNSCHEDULED"]
-    response: ResponseCode
+    timepoint: Timepoint
+    response: ResponseCode = Field(
+        description="CR, CRi, NR (no response), RELAPSE (after a CR/CRi) or PD (progression, never in remission)."
+    )
     marrow_blasts_pct: StrictFloat = Field(ge=0, le=100)
     circulating_blasts: StrictBool | None = None
+    circulating_blasts_pct: StrictFloat | None = Field(
+        default=None, ge=0, le=100, description="Blasts in peripheral blood, % (for progressive disease)."
+    )
     extramedullary_disease: StrictBool | None = None
     anc_10e9_per_l: StrictFloat | None = Field(default=None, ge=0, le=500, description="Absolute neutrophil count.")
     platelets_10e9_per_l: StrictFloat | None = Field(default=None, ge=0, le=5000)
     mrd_pct: StrictFloat | None = Field(default=None, ge=0, le=100, description="Measurable residual disease, %.")
     mrd_assay: Literal["flow", "qpcr", "ngs"] | None = None
     mrd_sensitivity_pct: StrictFloat | None = Field(default=None, gt=0, le=100, description="Assay sensitivity, %.")
-    mrd_negative: StrictBool | None = Field(default=None, description="As reported (v1), when no MRD value is given.")
+    mrd_negative: StrictBool | None = Field(
+        default=None, description="Below the protocol's MRD threshold; derived from mrd_pct when that is given."
+    )
     cd19_status: Literal["CD19+", "CD19-", "lineage_switch"] | None = Field(
         default=None, description="Blast CD19 status, for a relapse."
     )
@@ -331,6 +317,8 @@ class ResponseAssessed(Payload):
             raise ValueError("cd19_status is recorded only for a RELAPSE")
         if self.mrd_pct is not None and self.mrd_assay is None:
             raise ValueError("give mrd_assay (flow, qpcr or ngs) with mrd_pct")
+        if self.circulating_blasts_pct and self.circulating_blasts is False:
+            raise ValueError("circulating_blasts_pct is above 0 but circulating_blasts is false")
         return self
 
 
@@ -387,6 +375,38 @@ class LostToFollowUp(Payload):
     details: str | None = Field(default=None, max_length=500)
 
 
+class SurvivalStatusRecorded(Payload):
+    """A survival-status contact (occurred_at = the contact): the subject was alive that day, or the site
+    learned of the death. Not a visit: a phone call is enough. Collected to week 24 for every infused
+    subject and to month 12 in long-term follow-up, also after the main follow-up ended."""
+
+    event_type: ClassVar[str] = "SurvivalStatusRecorded"
+    source: ClassVar[Source] = "followup"
+    free_text: ClassVar[frozenset[str]] = frozenset({"details"})
+
+    status: Literal["alive", "dead"]
+    method: Literal["phone", "visit", "medical_records", "other"]
+    visit_code: str | None = Field(
+        default=None, pattern=r"^SURV_[A-Z0-9]{2,8}$", description="The planned survival contact this completes."
+    )
+    died_on: IsoDate | None = Field(default=None, description="For the news of a death: the date of death.")
+    primary_cause: Literal["disease_progression", "adverse_event", "other", "unknown"] | None = Field(
+        default=None, description="For the news of a death: its primary cause."
+    )
+    details: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _death_news(self) -> SurvivalStatusRecorded:
+        if (self.status == "dead") != (self.died_on is not None and self.primary_cause is not None):
+            raise ValueError("the news of a death gives died_on and primary_cause, and only that news does")
+        if self.status == "dead" and self.visit_code is not None:
+            raise ValueError("a planned survival contact (visit_code) is completed by a subject seen alive")
+        return self
+
+    def is_clinical_record(self) -> bool:
+        return self.status == "alive"  # the news of a death is not contact with the subject
+
+
 class StudyCompleted(Payload):
     """The subject finished the study as planned (occurred_at = last visit)."""
 
@@ -414,45 +434,3 @@ class SubjectDied(Payload):
 
     primary_cause: Literal["disease_progression", "adverse_event", "other", "unknown"]
     details: str | None = Field(default=None, max_length=500)
-
-
-ALL: tuple[type[Payload], ...] = (
-    Enrolled,
-    ScreenFailed,
-    ConsentWithdrawn,
-    LymphodepletionGiven,
-    UCARTInfused,
-    InfusionCorrected,
-    AEReportedV1,
-    AEReported,
-    AEUpdated,
-    AECorrected,
-    DataQueryOpened,
-    DataQueryAnswered,
-    DataQueryClosed,
-    SafetyReportSubmitted,
-    ResponseAssessedV1,
-    ResponseAssessed,
-    PersistenceSampled,
-    VisitCompleted,
-    SubsequentTherapyStarted,
-    LongTermFollowUpStarted,
-    LostToFollowUp,
-    StudyCompleted,
-    SubjectDied,
-)
-LATEST: dict[str, type[Payload]] = {p.event_type: p for p in sorted(ALL, key=lambda p: p.schema_version)}
-
-PAYLOADS: dict[tuple[str, int], type[Payload]] = {(p.event_type, p.schema_version): p for p in ALL}
-
-
-class UnknownEventType(LookupError):
-    pass
-
-
-def payload_model(event_type: str, schema_version: int) -> type[Payload]:
-    try:
-        return PAYLOADS[(event_type, schema_version)]
-    except KeyError:
-        known = ", ".join(f"{t} v{v}" for t, v in sorted(PAYLOADS))
-        raise UnknownEventType(f"unknown event {event_type} v{schema_version}; known: {known}") from None

@@ -14,6 +14,7 @@ from shared.contract.strict import ContractModel
 
 OxygenDelivery = Literal[
     "none",
+    "blow_by",  # low flow (ASTCT 2019, for children): grade 2
     "nasal_cannula",  # low flow: grade 2 up to the protocol's limit (6 L/min), grade 3 above
     "high_flow_nasal_cannula",
     "face_mask",
@@ -50,7 +51,8 @@ class CRSFindings(ContractModel):
 
 
 class ICANSFindings(ContractModel):
-    """ASTCT ICANS domains; the grade is the worst domain."""
+    """ASTCT ICANS domains; the grade is the worst domain. The encephalopathy score is ICE from 12 years
+    of age and CAPD under 12 (ASTCT 2019, paediatric grading)."""
 
     ice_score: StrictInt | None = Field(default=None, ge=0, le=10, description="ICE score 0-10; None if not done.")
     consciousness: Literal["awake", "awakens_spontaneously", "awakens_to_voice", "awakens_to_touch", "unarousable"] = (
@@ -59,6 +61,24 @@ class ICANSFindings(ContractModel):
     seizure: Literal["none", "resolving_rapidly", "prolonged_or_repetitive"] = "none"
     deep_focal_motor_weakness: StrictBool = False
     cerebral_oedema: Literal["none", "focal", "diffuse_or_posturing"] = "none"
+    capd_score: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=32,
+        description="Cornell Assessment of Pediatric Delirium 0-32, for children under 12 (in place of ICE); "
+        "None if not done.",
+    )
+    raised_icp_signs: tuple[Literal["cranial_nerve_vi_palsy", "papilloedema", "cushings_triad"], ...] = Field(
+        default=(), description="Signs of raised intracranial pressure besides oedema and posturing (ASTCT: grade 4)."
+    )
+
+    @model_validator(mode="after")
+    def _one_encephalopathy_score(self) -> ICANSFindings:
+        if self.ice_score is not None and self.capd_score is not None:
+            raise ValueError("give ice_score (12 years and older) or capd_score (under 12), not both")
+        if len(set(self.raised_icp_signs)) != len(self.raised_icp_signs):
+            raise ValueError("raised_icp_signs lists a sign twice")
+        return self
 
 
 class GvHDStaging(ContractModel):

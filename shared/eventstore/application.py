@@ -25,8 +25,8 @@ from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import Environment
 from pydantic import BaseModel
 
+from shared.contract.catalogue import ALL as ALL_PAYLOADS
 from shared.contract.envelope import Envelope
-from shared.contract.events import ALL as ALL_PAYLOADS
 from shared.contract.events import Payload
 from shared.contract.topics import Source
 from shared.errors import ConcurrentChange

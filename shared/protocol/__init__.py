@@ -43,7 +43,7 @@ class Infusion(_Frozen):
 
 class PlannedVisit(_Frozen):
     code: str
-    kind: Literal["safety", "response", "persistence", "ltfu"]
+    kind: Literal["safety", "response", "persistence", "ltfu", "survival"]
     target_day: int
     window_before: int = Field(ge=0)
     window_after: int = Field(ge=0)
@@ -52,6 +52,7 @@ class PlannedVisit(_Frozen):
 class FollowUp(_Frozen):
     main_followup_end_day: int = Field(ge=0)
     long_term_end_day: int = Field(ge=0)
+    survival_end_day: int = Field(ge=0)
     visits: tuple[PlannedVisit, ...]
 
 
@@ -61,6 +62,7 @@ class ResponseCriteria(_Frozen):
     cr_min_platelets_10e9_per_l: float
     mrd_negative_below_pct: float
     relapse_min_marrow_blasts_pct: float
+    pd_min_blast_increase_pct: float = Field(gt=0)
 
 
 class CRSGrading(_Frozen):

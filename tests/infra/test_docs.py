@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra import docs
-from shared.contract.events import PAYLOADS
+from shared.contract.catalogue import PAYLOADS
 
 
 def test_committed_documents_match_the_code():

@@ -10,18 +10,19 @@ from pydantic import TypeAdapter, ValidationError
 
 from infra import docs
 from shared.contract import PAYLOADS, Envelope, RecordedBy, SubjectId, payload_model
+from shared.contract import previous
+from shared.contract.catalogue import LATEST, UnknownEventType
 from shared.contract.events import (
-    LATEST,
     AECorrected,
     AEFields,
     AEReported,
-    AEReportedV1,
     AEUpdated,
     AgentDose,
     ConsentWithdrawn,
     DataQueryAnswered,
     DataQueryClosed,
     DataQueryOpened,
+    DataQueryUpdated,
     Enrolled,
     InfusionCorrected,
     LongTermFollowUpStarted,
@@ -30,16 +31,16 @@ from shared.contract.events import (
     Payload,
     PersistenceSampled,
     ResponseAssessed,
-    ResponseAssessedV1,
     SafetyReportSubmitted,
     ScreenFailed,
     StudyCompleted,
     SubjectDied,
     SubsequentTherapyStarted,
+    SurvivalStatusRecorded,
     UCARTInfused,
-    UnknownEventType,
     VisitCompleted,
 )
+from shared.contract.previous import AECorrectedV1, AEReportedV1, AEReportedV2, ResponseAssessedV1, ResponseAssessedV2
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.contract.upcasting import upcast
 from shared.eventstore import EventMeta
@@ -80,8 +81,12 @@ EXAMPLES: dict[type[Payload], Payload] = {
     UCARTInfused: UCARTInfused(**INFUSION),
     InfusionCorrected: InfusionCorrected(**INFUSION | {"dose_level": 2}),
     AEReportedV1: AEReportedV1(ae_id=AE_ID, term="CRS", category="CRS", grade=2, serious=False, relatedness="possible"),
+    AEReportedV2: AEReportedV2(
+        ae_id=AE_ID, **CRS_AE | {"crs": previous.CRSFindings(max_temperature_c=39.1, hypotension=True, vasopressors=1)}
+    ),
     AEReported: AEReported(ae_id=AE_ID, **CRS_AE),
     AEUpdated: AEUpdated(ae_id=AE_ID, grade=2, outcome="recovering"),
+    AECorrectedV1: AECorrectedV1(ae_id=AE_ID, **CRS_AE | {"term": "CRS", "grade": 3, "crs": None}),
     AECorrected: AECorrected(ae_id=AE_ID, **CRS_AE | {"term": "CRS", "grade": 3}),
     DataQueryOpened: DataQueryOpened(
         query_id=QUERY_ID,
@@ -91,12 +96,16 @@ EXAMPLES: dict[type[Payload], Payload] = {
         expected_value="3",
         text="Please check the grade.",
     ),
+    DataQueryUpdated: DataQueryUpdated(
+        query_id=QUERY_ID, recorded_value="2", expected_value="4", text="The corrected findings give grade 4."
+    ),
     DataQueryAnswered: DataQueryAnswered(query_id=QUERY_ID, answer="Grade corrected to 3."),
     DataQueryClosed: DataQueryClosed(query_id=QUERY_ID, resolution="Corrected."),
     SafetyReportSubmitted: SafetyReportSubmitted(
         ae_id=AE_ID, report="sae_to_sponsor", received_at=datetime(2025, 3, 14, 20, tzinfo=UTC)
     ),
     ResponseAssessedV1: ResponseAssessedV1(timepoint="W4", response="CR", marrow_blasts_pct=1.5, mrd_negative=True),
+    ResponseAssessedV2: ResponseAssessedV2(timepoint="W8", response="RELAPSE", marrow_blasts_pct=12.0),
     ResponseAssessed: ResponseAssessed(
         timepoint="W4",
         response="CR",
@@ -116,6 +125,7 @@ EXAMPLES: dict[type[Payload], Payload] = {
     VisitCompleted: VisitCompleted(visit_code="RESP_W4"),
     SubsequentTherapyStarted: SubsequentTherapyStarted(therapy="allo_hsct", details="MUD, myeloablative"),
     LongTermFollowUpStarted: LongTermFollowUpStarted(week12_response="CRi"),
+    SurvivalStatusRecorded: SurvivalStatusRecorded(status="alive", method="phone", visit_code="SURV_W24"),
     LostToFollowUp: LostToFollowUp(last_contact_on=date(2025, 9, 1), details="moved abroad"),
     StudyCompleted: StudyCompleted(completed="long_term_follow_up"),
     SubjectDied: SubjectDied(primary_cause="unknown"),
@@ -192,7 +202,7 @@ def test_typed_payload_validates_the_payload_against_its_model():
 
 
 @pytest.mark.parametrize(
-    ("event_type", "version"), [("PatientRenamed", 1), ("Enrolled", 2), ("enrolled", 1), ("AEReported", 3)]
+    ("event_type", "version"), [("PatientRenamed", 1), ("Enrolled", 2), ("enrolled", 1), ("AEReported", 4)]
 )
 def test_unknown_event_type_or_version(event_type, version):
     with pytest.raises(UnknownEventType, match=f"unknown event {event_type} v{version}; known: .*Enrolled v1"):
@@ -201,12 +211,17 @@ def test_unknown_event_type_or_version(event_type, version):
         envelope(EXAMPLES[Enrolled], event_type=event_type, schema_version=version).typed_payload()
 
 
-def test_the_catalogue_keeps_both_versions_of_changed_events():
-    assert payload_model("AEReported", 1) is AEReportedV1 and payload_model("AEReported", 2) is AEReported
-    assert payload_model("ResponseAssessed", 1) is ResponseAssessedV1
-    assert payload_model("ResponseAssessed", 2) is ResponseAssessed
+def test_the_catalogue_keeps_every_version_of_changed_events():
+    assert [payload_model("AEReported", v) for v in (1, 2, 3)] == [AEReportedV1, AEReportedV2, AEReported]
+    assert [payload_model("AECorrected", v) for v in (1, 2)] == [AECorrectedV1, AECorrected]
+    assert [payload_model("ResponseAssessed", v) for v in (1, 2, 3)] == [
+        ResponseAssessedV1,
+        ResponseAssessedV2,
+        ResponseAssessed,
+    ]
     assert LATEST["AEReported"] is AEReported and LATEST["ResponseAssessed"] is ResponseAssessed
-    assert {event_type for event_type, version in PAYLOADS if version > 1} == {"AEReported", "ResponseAssessed"}
+    changed = {"AEReported", "AECorrected", "ResponseAssessed"}
+    assert {event_type for event_type, version in PAYLOADS if version > 1} == changed
     assert set(LATEST) == {event_type for event_type, _ in PAYLOADS}
 
 
@@ -395,11 +410,32 @@ def test_v1_response_reads_as_v2_keeping_its_values():
     assert (v2.anc_10e9_per_l, v2.platelets_10e9_per_l, v2.mrd_pct) == (None, None, None)
 
 
-@pytest.mark.parametrize(
-    "model", [m for m in EXAMPLES if m not in (AEReportedV1, ResponseAssessedV1)], ids=lambda m: m.__name__
-)
+@pytest.mark.parametrize("model", [m for m in EXAMPLES if m not in previous.SUPERSEDED], ids=lambda m: m.__name__)
 def test_latest_versions_pass_through_unchanged(model):
     assert upcast(EXAMPLES[model], ONSET) is EXAMPLES[model]
+
+
+@pytest.mark.parametrize("model", previous.SUPERSEDED, ids=lambda m: m.__name__)
+def test_every_superseded_version_reads_as_the_latest_keeping_its_values(model):
+    old = EXAMPLES[model]
+    latest = upcast(old, ONSET)
+    assert type(latest) is LATEST[model.event_type]
+    kept = {name for name in type(old).model_fields if name not in ("crs", "icans")}
+    assert {n: getattr(latest, n) for n in kept} == {n: getattr(old, n) for n in kept}
+    for findings in ("crs", "icans"):  # findings gained fields; the old values mean what they meant
+        if getattr(old, findings, None) is not None:
+            assert getattr(latest, findings).model_dump(include=set(type(getattr(old, findings)).model_fields)) == (
+                getattr(old, findings).model_dump()
+            )
+
+
+def test_findings_of_a_v2_report_read_with_the_new_fields_empty():
+    old = EXAMPLES[AEReportedV2]
+    latest = upcast(old, ONSET)
+    assert latest.crs.oxygen_delivery == "none" and latest.grade == old.grade
+    v2_icans = AEReportedV2(**CRS_AE | {"category": "ICANS", "crs": None, "icans": previous.ICANSFindings(ice_score=4)})
+    icans = upcast(v2_icans, ONSET).icans
+    assert (icans.ice_score, icans.capd_score, icans.raised_icp_signs) == (4, None, ())
 
 
 def test_a_stored_v1_envelope_reads_as_the_latest_model():

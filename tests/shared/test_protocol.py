@@ -71,10 +71,19 @@ def test_shipped_protocol_loads_with_the_seed_rules():
     assert SHIPPED.infusion.max_infusions == 1
     assert len(SHIPPED.visit_codes) == len(SHIPPED.followup.visits)  # codes are unique
     kinds = {v.code: v.kind for v in SHIPPED.followup.visits}
-    assert {kinds[code] for code in SHIPPED.response_visits.values()} == {"response"}
-    assert set(SHIPPED.response_visits) == {"W4", "W8", "W12"}
+    # DOMAIN.md: disease assessed at weeks 4, 8, 12 and, in long-term follow-up, months 6, 9, 12
+    assert {t: kinds[code] for t, code in SHIPPED.response_visits.items()} == {
+        "W4": "response",
+        "W8": "response",
+        "W12": "response",
+        "M6": "ltfu",
+        "M9": "ltfu",
+        "M12": "ltfu",
+    }
     fu = SHIPPED.followup
     assert (fu.main_followup_end_day, fu.long_term_end_day) == (84, 365)  # week 12, month 12
+    assert fu.survival_end_day == 168  # week 24: the OS endpoint
+    assert SHIPPED.response.pd_min_blast_increase_pct == 25.0  # DOMAIN.md: a rise of at least 25 %
 
 
 def test_shipped_response_criteria_are_the_b_all_ones():
@@ -137,8 +146,8 @@ def test_a_dlt_rule_needs_a_known_relatedness(tmp_path):
 
 
 def test_a_new_version_is_reported(tmp_path):
-    protocol = load_protocol(amended(tmp_path, ('version = "1.2"', 'version = "1.3"')))
-    assert protocol.version == SHIPPED.version.replace("@1.2", "@1.3")
+    protocol = load_protocol(amended(tmp_path, ('version = "1.3"', 'version = "1.4"')))
+    assert protocol.version == SHIPPED.version.replace("@1.3", "@1.4")
 
 
 def test_max_days_4_refuses_a_fifth_day_the_shipped_protocol_allows(tmp_path):
