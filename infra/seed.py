@@ -1,8 +1,9 @@
 """A realistic synthetic demo cohort, entered through the services' own HTTP APIs.
 
 Dates are relative to today, so every run shows subjects at every stage: screening failure, enrolled,
-lymphodepleting, in the DLT window, in follow-up with responses, in long-term follow-up, relapsed,
-refractory, withdrawn and dead. Rates loosely follow the UCART19 and ThisCAR-T cohorts (DOMAIN.md):
+lymphodepleting (with an AE during lymphodepletion), in the DLT window, in follow-up with responses, in
+long-term follow-up (with a month-6 assessment), relapsed, progressing, withdrawn, dead, and survival
+contacts after the main follow-up ended. Rates loosely follow the UCART19 and ThisCAR-T cohorts (DOMAIN.md):
 most subjects get grade 1-2 CRS, a few ICANS, most reach CR/CRi at week 4.
 """
 
@@ -148,6 +149,10 @@ def _response(
     return Step("followup", "response-assessments", day, payload)
 
 
+def _survival(day: int, visit_code: str | None = None, method: str = "phone") -> Step:
+    return Step("followup", "survival-status", day, {"status": "alive", "method": method, "visit_code": visit_code})
+
+
 def _persistence(day0: int, code: str, day: int, copies: float, car_pct: float) -> Step:
     return Step(
         "followup",
@@ -166,7 +171,7 @@ SAFETY = [("D1", 1), ("D4", 4), ("D7", 7), ("D10", 10), ("D14", 14), ("D21", 21)
 
 def cohort() -> list[SeedSubject]:
     s = []
-    d0 = -200  # in long-term follow-up, month-6 visit done, then an allo-HSCT consolidation
+    d0 = -200  # in long-term follow-up, month-6 assessment done, then an allo-HSCT consolidation
     s.append(
         SeedSubject(
             "UCT-01-001",
@@ -175,19 +180,20 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 12, "F", 1988),
                 *_treated(d0),
                 _crs(d0 + 2, 1),
-                *_visits(d0, *SAFETY, ("LTFU_M6", 183)),
+                *_visits(d0, *SAFETY),
                 _persistence(d0, "PERS_D7", 7, 45_000, 12.5),
                 _persistence(d0, "PERS_D28", 28, 8_200, 3.1),
                 _response(d0 + 28, "W4", "CR", 1.0, True),
                 _response(d0 + 56, "W8", "CR", 0.5, True),
                 _response(d0 + 84, "W12", "CR", 0.5, True),
+                _response(d0 + 183, "M6", "CR", 0.3, True),
                 Step(
                     "followup", "subsequent-therapies", d0 + 190, {"therapy": "allo_hsct", "details": "consolidation"}
                 ),
             ],
         )
     )
-    d0 = -120
+    d0 = -120  # an ICANS that worsened to grade 3 on day 31: outside the DLT window, so not a DLT
     s.append(
         SeedSubject(
             "UCT-01-002",
@@ -197,6 +203,15 @@ def cohort() -> list[SeedSubject]:
                 *_treated(d0, 4),
                 _crs(d0 + 3, 2),
                 _ae(d0 + 5, "ICANS", 1, ICANS_TERM, icans={"ice_score": 8}),
+                _ae(d0 + 26, "ICANS", 1, "Delayed neurotoxicity", rel="possible"),
+                Step("followup", "adverse-event-updates", d0 + 31, {"grade": 3}, ae=("Delayed neurotoxicity", d0 + 26)),
+                Step(
+                    "followup",
+                    "adverse-event-updates",
+                    d0 + 40,
+                    {"outcome": "recovered"},
+                    ae=("Delayed neurotoxicity", d0 + 26),
+                ),
                 *_visits(d0, *SAFETY[:5]),
                 _response(d0 + 28, "W4", "CR", 2.0, True),
                 _response(d0 + 56, "W8", "CRi", 3.0, False),
@@ -234,6 +249,7 @@ def cohort() -> list[SeedSubject]:
             [
                 _enrol(d0 - 11, "M", 1969, site="02"),
                 *_treated(d0, 3, FC, 3e7, 2),
+                _ae(d0 - 3, "CYTOPENIA", 2, "Neutropenia during lymphodepletion", rel="unrelated"),
                 _crs(d0 + 2, 3, serious=("hospitalisation",)),
                 _report(d0 + 3, (CRS_TERM, d0 + 2)),
                 _ae(d0 + 9, "INFECTION", 3, "Febrile neutropenia", serious=("hospitalisation",), rel="possible"),
@@ -285,6 +301,7 @@ def cohort() -> list[SeedSubject]:
                 _enrol(-6, "F", 1990),
                 Step("treatment", "lymphodepletion-days", -1, {"agents": FCA}),
                 Step("treatment", "lymphodepletion-days", 0, {"agents": FCA}),
+                _ae(0, "OTHER", 1, "Nausea", rel="unrelated"),
             ],
         )
     )
@@ -347,7 +364,7 @@ def cohort() -> list[SeedSubject]:
             ],
         )
     )
-    d0 = -150  # CD19-negative relapse at week 12, main follow-up completed
+    d0 = -150  # CD19-negative relapse at week 12, main follow-up completed, survival contacts since
     s.append(
         SeedSubject(
             "UCT-01-012",
@@ -360,10 +377,12 @@ def cohort() -> list[SeedSubject]:
                 _response(d0 + 57, "W8", "CR", 1.2, False),
                 _response(d0 + 84, "W12", "RELAPSE", 22.0, cd19="CD19-"),
                 Step("followup", "study-completion", d0 + 90, {"completed": "main_follow_up"}),
+                _survival(d0 + 113, "SURV_W16"),
+                _survival(d0 + 141, "SURV_W20", "visit"),
             ],
         )
     )
-    d0 = -95  # refractory
+    d0 = -95  # refractory, then progressive disease at weeks 8 and 12
     s.append(
         SeedSubject(
             "UCT-02-013",
@@ -373,8 +392,8 @@ def cohort() -> list[SeedSubject]:
                 *_treated(d0, 5, FC),
                 _crs(d0 + 4, 2),
                 _response(d0 + 28, "W4", "NR", 41.0),
-                _response(d0 + 56, "W8", "NR", 55.0),
-                _response(d0 + 84, "W12", "NR", 60.0),
+                _response(d0 + 56, "W8", "PD", 55.0),
+                _response(d0 + 84, "W12", "PD", 72.0),
                 Step("followup", "subsequent-therapies", d0 + 86, {"therapy": "inotuzumab"}),
                 Step("followup", "study-completion", d0 + 88, {"completed": "main_follow_up"}),
             ],
@@ -430,6 +449,21 @@ def cohort() -> list[SeedSubject]:
                 _response(d0 + 84, "W12", "CR", 0.1, True),
                 *_visits(d0, ("LTFU_M6", 182), ("LTFU_M9", 275)),
                 Step("followup", "study-completion", d0 + 366, {"completed": "long_term_follow_up"}),
+            ],
+        )
+    )
+    d0 = -45  # a child of 8: CRS on blow-by oxygen, ICANS graded by CAPD (ASTCT, under 12)
+    s.append(
+        SeedSubject(
+            "UCT-02-017",
+            "follow_up",
+            [
+                _enrol(d0 - 10, "M", datetime.now(UTC).year - 8, site="02"),
+                *_treated(d0, 3, FCA, 1e7, 1),
+                _ae(d0 + 2, "CRS", 2, CRS_TERM, crs={"max_temperature_c": 39.0, "oxygen_delivery": "blow_by"}),
+                _ae(d0 + 5, "ICANS", 1, ICANS_TERM, icans={"capd_score": 6}),
+                *_visits(d0, *SAFETY),
+                _response(d0 + 28, "W4", "CR", 0.9, True),
             ],
         )
     )
