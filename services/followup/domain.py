@@ -140,6 +140,12 @@ class FollowupSubject(SubjectStream):
         return self.long_term_follow_up or self.week12_remission
 
     @property
+    def in_remission(self) -> bool:
+        """In remission (CR or CRi) at the assessment dated last."""
+        latest = max(self.assessments, key=lambda a: a.at, default=None)
+        return latest is not None and clinical.in_remission(latest.result.response)
+
+    @property
     def assessed_timepoints(self) -> set[str]:
         return {a.result.timepoint for a in self.assessments}
 

@@ -734,8 +734,14 @@ def test_a_relapse_follows_a_remission():
     not_responding = assess(None, day(28), response("W4", "NR"))
     with pytest.raises(RuleViolation, match="never been in remission"):
         assess(not_responding, day(56), response("W8", "RELAPSE"))
-    relapsed = assess(in_remission(), day(56), response("W8", "RELAPSE", cd19_status="CD19-"))
-    assert recorded(relapsed) == "RELAPSE"
+    remission = in_remission()
+    assert remission.in_remission
+    relapsed = assess(remission, day(56), response("W8", "RELAPSE", cd19_status="CD19-"))
+    assert recorded(relapsed) == "RELAPSE" and not relapsed.in_remission
+    second_remission = assess(relapsed, day(84), response("W12", "CR"))
+    assert second_remission.in_remission
+    entered_late = assess(second_remission, day(70), response("UNSCHEDULED", "NR"))
+    assert entered_late.in_remission  # the CR of day 84 is still the latest
 
 
 def test_a_relapse_persists_and_is_recorded_again():
