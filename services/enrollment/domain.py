@@ -97,10 +97,16 @@ def withdraw(
         )
     if facts and facts.died_on:
         raise RuleViolation(f"Subject {subject.subject_id} died on {facts.died_on}: consent cannot be withdrawn.")
-    if subject.enrolled_on and meta.occurred_at.date() < subject.enrolled_on:
+    day = meta.occurred_at.date()
+    if subject.enrolled_on and day < subject.enrolled_on:
         raise InvalidCommand(
-            f"The withdrawal date {meta.occurred_at.date()} is before the enrolment "
-            f"({subject.enrolled_on}); correct the date."
+            f"The withdrawal date {day} is before the enrolment ({subject.enrolled_on}); correct the date."
+        )
+    # The subject was on study on the day of their latest clinical record (a treatment, a visit, an AE).
+    if facts and facts.last_record_on and day < facts.last_record_on:
+        raise InvalidCommand(
+            f"The withdrawal date {day} is before data already recorded for {subject.subject_id} "
+            f"(on {facts.last_record_on}); check the date: consent was withdrawn on that day or later."
         )
     return EnrollmentSubject.record_into(subject, meta, payload)
 

@@ -5,20 +5,47 @@
 
 The configurable thresholds (fever, low-flow oxygen limit, ICE cut-offs) come from the protocol file;
 only fixed parts of the scales are written here. The derived grade is compared with the investigator's,
-never substituted for it.
+never substituted for it. It is a range: in children the CAPD score alone cannot tell grade 1 from 2.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.protocol import CRSGrading, Grading, ICANSGrading
 
+
+class GradeRange(NamedTuple):
+    """The grades the findings allow, from `lowest` to `highest` (one grade when they are equal)."""
+
+    lowest: int
+    highest: int
+
+    @classmethod
+    def exactly(cls, grade: int) -> GradeRange:
+        return cls(grade, grade)
+
+    def includes(self, grade: int) -> bool:
+        return self.lowest <= grade <= self.highest
+
+    def __str__(self) -> str:
+        return str(self.lowest) if self.lowest == self.highest else f"{self.lowest}-{self.highest}"
+
+
+def worst(*domains: GradeRange) -> GradeRange:
+    """The grade of several domains is the worst one: at least the highest of the lowest grades, at
+    most the highest of the highest."""
+    return GradeRange(max(d.lowest for d in domains), max(d.highest for d in domains))
+
+
 # --- CRS (ASTCT 2019) ---------------------------------------------------------------------------
 
-# ASTCT hypoxia: low-flow nasal cannula (<= limit) G2; high flow, face mask, non-rebreather, Venturi G3;
-# positive pressure (CPAP, BiPAP, intubation and ventilation) G4. "nasal_cannula" is graded by its flow.
+# ASTCT hypoxia: low-flow nasal cannula (<= limit) or blow-by G2; high flow, face mask, non-rebreather,
+# Venturi G3; positive pressure (CPAP, BiPAP, intubation and ventilation) G4. "nasal_cannula" is graded by its flow.
 _OXYGEN_GRADE = {
     "none": 0,
+    "blow_by": 2,  # ASTCT 2019 (children): blow-by oxygen is low flow
     "high_flow_nasal_cannula": 3,
     "face_mask": 3,
     "non_rebreather": 3,
@@ -82,15 +109,27 @@ def _ice_grade(score: int | None, cfg: ICANSGrading) -> int:
     return 3
 
 
-def icans_grade(findings: ICANSFindings, cfg: ICANSGrading) -> int:
-    """ASTCT ICANS grade 0-4: the worst of the domains."""
-    return max(
+CAPD_GRADE3_MIN = 9  # ASTCT 2019 (children under 12): CAPD 1-8 is grade 1 or 2, 9 and above grade 3
+
+
+def _capd_grade(score: int | None) -> GradeRange:
+    # The CAPD alone cannot tell grade 1 from grade 2 (ASTCT lists 1-8 under both); not done: none.
+    if not score:
+        return GradeRange.exactly(0)
+    return GradeRange(1, 2) if score < CAPD_GRADE3_MIN else GradeRange.exactly(3)
+
+
+def icans_grade(findings: ICANSFindings, cfg: ICANSGrading) -> GradeRange:
+    """ASTCT ICANS grade 0-4: the worst of the domains (a range when a CAPD score decides it)."""
+    exact = max(
         _ice_grade(findings.ice_score, cfg),
         _CONSCIOUSNESS_GRADE[findings.consciousness],
         _SEIZURE_GRADE[findings.seizure],
         4 if findings.deep_focal_motor_weakness else 0,  # ASTCT: hemiparesis or paraparesis, G4
         _OEDEMA_GRADE[findings.cerebral_oedema],
+        4 if findings.raised_icp_signs else 0,  # ASTCT: cranial nerve VI palsy, papilloedema, Cushing's triad
     )
+    return worst(GradeRange.exactly(exact), _capd_grade(findings.capd_score))
 
 
 # --- Acute GvHD (MAGIC, Harris et al. 2016) -----------------------------------------------------
@@ -119,12 +158,12 @@ def derived_grade(
     icans: ICANSFindings | None,
     gvhd: GvHDStaging | None,
     grading: Grading,
-) -> int | None:
-    """The grade derived from the findings of the AE's category; None if there is nothing to derive."""
+) -> GradeRange | None:
+    """The grades the findings of the AE's category allow; None if there is nothing to derive."""
     if category == "CRS" and crs is not None:
-        return crs_grade(crs, grading.crs)
+        return GradeRange.exactly(crs_grade(crs, grading.crs))
     if category == "ICANS" and icans is not None:
         return icans_grade(icans, grading.icans)
     if category == "GVHD" and gvhd is not None:
-        return gvhd_overall_grade(gvhd)
+        return GradeRange.exactly(gvhd_overall_grade(gvhd))
     return None

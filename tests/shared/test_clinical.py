@@ -7,7 +7,9 @@ import pytest
 from shared import clinical
 
 
-@pytest.mark.parametrize(("response", "remission"), [("CR", True), ("CRi", True), ("NR", False), ("RELAPSE", False)])
+@pytest.mark.parametrize(
+    ("response", "remission"), [("CR", True), ("CRi", True), ("NR", False), ("RELAPSE", False), ("PD", False)]
+)
 def test_remission_is_cr_or_cri(response, remission):
     assert clinical.in_remission(response) is remission
     assert clinical.enters_long_term_follow_up(response) is remission
@@ -15,6 +17,31 @@ def test_remission_is_cr_or_cri(response, remission):
 
 def test_no_week12_assessment_means_no_long_term_follow_up():
     assert clinical.enters_long_term_follow_up(None) is False
+
+
+@pytest.mark.parametrize(("response", "progression"), [("RELAPSE", True), ("PD", True), ("NR", False), ("CR", False)])
+def test_relapse_and_progressive_disease_are_progression(response, progression):
+    assert clinical.progressed(response) is progression
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "rose"),
+    [
+        (40.0, 50.0, True),  # exactly 25 % more
+        (40.0, 49.9, False),
+        (40.0, 30.0, False),
+        (0.0, 0.1, True),  # from none, any rise
+        (0.0, 0.0, False),
+        (80.0, 100.0, True),
+    ],
+)
+def test_blasts_rose_by_at_least_the_relative_increase(previous, now, rose):
+    assert clinical.blasts_rose(previous, now, 25.0) is rose
+
+
+@pytest.mark.parametrize(("year_of_birth", "on_year", "age"), [(2014, 2025, 11), (2013, 2025, 12), (1980, 2025, 45)])
+def test_ages_are_counted_in_calendar_years(year_of_birth, on_year, age):
+    assert clinical.age_in_years(year_of_birth, on_year) == age
 
 
 @pytest.mark.parametrize(

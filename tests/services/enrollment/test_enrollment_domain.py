@@ -181,3 +181,30 @@ def test_age_range_comes_from_the_protocol():
     with pytest.raises(InvalidCommand, match="ages 18 to 75"):
         domain.enrol(None, meta(ENROLLED_ON), enrolled_payload(year_of_birth=2010), adults)
     assert domain.enrol(None, meta(ENROLLED_ON), enrolled_payload(year_of_birth=2007), adults).status == "enrolled"
+
+
+# --- no withdrawal dated before what other services recorded ------------------------------------
+
+
+def test_withdrawal_before_the_latest_clinical_record_is_invalid_and_names_it():
+    treated = SubjectFacts(subject_id=SUBJECT, last_record_on=date(2025, 3, 20))  # e.g. an infusion, a visit
+    with pytest.raises(
+        InvalidCommand,
+        match=f"withdrawal date 2025-03-19 is before data already recorded for {SUBJECT} \\(on 2025-03-20\\); "
+        "check the date",
+    ):
+        domain.withdraw(
+            enrolled_subject(), meta(date(2025, 3, 19)), ConsentWithdrawn(withdrawal_reason="moved"), treated
+        )
+    on_the_day = domain.withdraw(
+        enrolled_subject(), meta(date(2025, 3, 20)), ConsentWithdrawn(withdrawal_reason="moved"), treated
+    )
+    assert on_the_day.withdrawn_on == date(2025, 3, 20)
+
+
+def test_withdrawal_without_records_elsewhere_is_only_checked_against_enrolment():
+    nothing_yet = SubjectFacts(subject_id=SUBJECT)
+    withdrawn = domain.withdraw(
+        enrolled_subject(), meta(ENROLLED_ON), ConsentWithdrawn(withdrawal_reason="moved"), nothing_yet
+    )
+    assert withdrawn.withdrawn_on == ENROLLED_ON

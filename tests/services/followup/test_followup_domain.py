@@ -1,5 +1,6 @@
 """Follow-up rules (pure, no I/O): adverse events and the data queries their findings raise, safety reports,
-responses against the protocol's criteria, persistence, subsequent therapy, and leaving the study."""
+responses against the protocol's criteria and the disease course, persistence, subsequent therapy, survival
+contacts, and leaving the study."""
 
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -12,11 +13,11 @@ from shared.contract.envelope import RecordedBy
 from shared.contract.events import (
     AECorrected,
     AEReported,
-    AEReportedV1,
     AEUpdated,
     DataQueryAnswered,
     DataQueryClosed,
     DataQueryOpened,
+    DataQueryUpdated,
     LongTermFollowUpStarted,
     LostToFollowUp,
     PersistenceSampled,
@@ -25,9 +26,11 @@ from shared.contract.events import (
     StudyCompleted,
     SubjectDied,
     SubsequentTherapyStarted,
+    SurvivalStatusRecorded,
     VisitCompleted,
 )
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
+from shared.contract.previous import AEReportedV1
 from shared.errors import InvalidCommand, NotFound, RuleViolation, SubjectNotFound
 from shared.eventstore import EventMeta
 from shared.facts import SubjectFacts
@@ -133,9 +136,14 @@ def in_ltfu() -> domain.FollowupSubject:
     return subject
 
 
+def alive(subject, on: date, known: SubjectFacts | None = FACTS, code: str | None = None) -> domain.FollowupSubject:
+    contact = SurvivalStatusRecorded(status="alive", method="phone", visit_code=code)
+    return domain.record_survival_status(subject, meta(on), contact, known, PROTOCOL)
+
+
 # The commands that need an infused subject, as name -> call(subject, on, facts).
 NEEDS_INFUSION = {
-    "ae": lambda s, on, f: report(s, on, ae(on), f),
+    "alive contact": alive,
     "response": lambda s, on, f: assess(s, on, response("UNSCHEDULED", "NR"), f),
     "visit": lambda s, on, f: visit(s, on, "D7", f),
     "persistence": lambda s, on, f: domain.record_persistence(
@@ -145,6 +153,8 @@ NEEDS_INFUSION = {
         s, meta(on), SubsequentTherapyStarted(therapy="allo_hsct"), f
     ),
 }
+# Clinical records: none dated after a death. AEs are recorded from enrolment on, without an infusion.
+CLINICAL = NEEDS_INFUSION | {"ae": lambda s, on, f: report(s, on, ae(on), f)}
 
 
 # --- who is followed up -------------------------------------------------------------------------
@@ -156,11 +166,11 @@ def test_records_from_the_infusion_day_on(command):
     assert len(subject.collect_events()) == 1
 
 
-@pytest.mark.parametrize("command", NEEDS_INFUSION)
+@pytest.mark.parametrize("command", CLINICAL)
 @pytest.mark.parametrize("known", [None, SubjectFacts(subject_id=SUBJECT)])
 def test_unknown_enrolment_is_retryable(command, known):
     with pytest.raises(SubjectNotFound, match=f"no enrolment for {SUBJECT}") as refused:
-        NEEDS_INFUSION[command](None, day(1), known)
+        CLINICAL[command](None, day(1), known)
     assert refused.value.retryable is True
 
 
@@ -178,15 +188,15 @@ def test_date_before_the_infusion_is_refused(command):
     assert refused.value.retryable is False
 
 
-@pytest.mark.parametrize("command", NEEDS_INFUSION)
-def test_date_after_death_is_refused_death_day_accepted(command):
+@pytest.mark.parametrize("command", CLINICAL)
+def test_nothing_clinical_is_dated_after_a_death_the_death_day_is(command):
     with pytest.raises(RuleViolation, match=f"{day(21)} is after {SUBJECT} died \\({day(20)}\\)"):
-        NEEDS_INFUSION[command](died(day(20)), day(21), facts())
-    on_death_day = NEEDS_INFUSION[command](died(day(20)), day(20), facts())
+        CLINICAL[command](died(day(20)), day(21), facts())
+    on_death_day = CLINICAL[command](died(day(20)), day(20), facts())
     assert len(on_death_day.collect_events()) == 2
 
 
-@pytest.mark.parametrize("command", [*NEEDS_INFUSION, "death", "lost"])
+@pytest.mark.parametrize("command", [*CLINICAL, "death", "lost"])
 def test_screen_failed_subject_is_not_followed_up_and_retrying_will_not_help(command):
     failed = SubjectFacts(subject_id=SUBJECT, site_id="02", screen_failed=True)
     with pytest.raises(RuleViolation, match=f"{SUBJECT} failed screening") as refused:
@@ -195,17 +205,17 @@ def test_screen_failed_subject_is_not_followed_up_and_retrying_will_not_help(com
         elif command == "lost":
             domain.lose_to_follow_up(None, meta(day(1)), LostToFollowUp(last_contact_on=day(1)), failed)
         else:
-            NEEDS_INFUSION[command](None, day(1), failed)
+            CLINICAL[command](None, day(1), failed)
     assert refused.value.retryable is False
 
 
 def test_after_withdrawal_no_study_procedures_but_safety_reporting_and_therapy_go_on():
     withdrawn = facts(withdrawn_on=day(10))
-    for command in ("visit", "response", "persistence"):
+    for command in ("visit", "response", "persistence", "alive contact"):
         with pytest.raises(RuleViolation, match=f"after {SUBJECT} withdrew consent \\({day(10)}\\)"):
             NEEDS_INFUSION[command](None, day(11), withdrawn)
         assert NEEDS_INFUSION[command](None, day(10), withdrawn)  # on the day of withdrawal, still
-    assert NEEDS_INFUSION["ae"](None, day(30), withdrawn).aes
+    assert CLINICAL["ae"](None, day(30), withdrawn).aes
     assert NEEDS_INFUSION["therapy"](None, day(30), withdrawn)
 
 
@@ -217,6 +227,36 @@ def test_events_of_a_subject_accumulate_in_one_stream():
 
 
 # --- adverse events -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("onset", [ENROLLED_ON, day(-2), day(-1)])
+def test_aes_are_recorded_from_enrolment_on_without_an_infusion(onset):
+    for known in (facts(infused=False), facts()):  # during lymphodepletion, before or after the infusion is known
+        [(_, reported)] = events(report(None, onset, ae(onset), known))
+        assert isinstance(reported, AEReported)
+
+
+def test_an_ae_before_enrolment_is_invalid_and_names_both_dates():
+    before = ENROLLED_ON - timedelta(days=1)
+    with pytest.raises(InvalidCommand, match=f"onset {before} is before {SUBJECT} was enrolled \\({ENROLLED_ON}\\)"):
+        report(None, before, ae(before), facts(infused=False))
+
+
+def test_a_corrected_onset_is_in_the_ae_period_too():
+    subject, reported = with_ae()
+    fix = corrected(reported, day(-2))  # lymphodepletion: accepted
+    assert domain.correct_ae(subject, meta(day(-2), "onset was earlier"), fix, FACTS, PROTOCOL).aes
+    before = ENROLLED_ON - timedelta(days=1)
+    with pytest.raises(InvalidCommand, match=f"onset {before} is before {SUBJECT} was enrolled"):
+        domain.correct_ae(subject, meta(before, "onset was earlier"), corrected(reported, before), FACTS, PROTOCOL)
+    with pytest.raises(RuleViolation, match=f"{day(21)} is after {SUBJECT} died"):
+        domain.correct_ae(died(day(20), subject), meta(day(21), "later"), corrected(reported, day(21)), FACTS, PROTOCOL)
+
+
+@pytest.mark.parametrize("leave", ["lost", "completed"])
+def test_aes_are_reported_after_the_subject_left_the_study(leave):
+    subject = lost(None, day(90)) if leave == "lost" else complete(None, day(90))
+    assert report(subject, day(95), ae(day(95))).aes  # safety reporting goes on
 
 
 def test_ae_ids_are_tracked_and_a_duplicate_is_refused():
@@ -274,6 +314,73 @@ def test_no_findings_no_query():
     assert [type(p) for _, p in events(report(None, day(2), ae(day(2), grade=4)))] == [AEReported]
 
 
+# ICANS in children (ASTCT 2019): CAPD under 12 years of age, ICE from 12. Ages in calendar years (onset year minus
+# year of birth), as at enrolment.
+
+
+def icans(score: str, value: int, grade: int = 1) -> AEReported:
+    """An ICANS with onset on day 5 (2025)."""
+    return ae(day(5), category="ICANS", term="ICANS", grade=grade, icans=ICANSFindings(**{score: value}))
+
+
+def born(year: int | None) -> SubjectFacts:
+    return facts(year_of_birth=year)
+
+
+@pytest.mark.parametrize(("year_of_birth", "age"), [(2014, 11), (2024, 1)])  # 2025 - 2014: 11, maybe 10
+def test_a_child_s_icans_is_scored_with_the_capd_not_ice(year_of_birth, age):
+    refusal = (
+        f"icans.ice_score: {SUBJECT} is {age} at the AE's onset \\(born {year_of_birth}\\); ICANS in children is "
+        "graded with the CAPD \\(ASTCT 2019\\): use capd_score for children under 12"
+    )
+    with pytest.raises(InvalidCommand, match=refusal):
+        report(None, day(5), icans("ice_score", 8), born(year_of_birth))
+    assert report(None, day(5), icans("capd_score", 4), born(year_of_birth)).aes
+
+
+@pytest.mark.parametrize(("year_of_birth", "age"), [(2013, 12), (1980, 45)])
+def test_an_adult_s_icans_is_scored_with_ice_not_the_capd(year_of_birth, age):
+    refusal = (
+        f"icans.capd_score: {SUBJECT} is {age} .*the CAPD is for children under 12: use ice_score from 12 years on"
+    )
+    with pytest.raises(InvalidCommand, match=refusal):
+        report(None, day(5), icans("capd_score", 4), born(year_of_birth))
+    assert report(None, day(5), icans("ice_score", 8), born(year_of_birth)).aes
+
+
+@pytest.mark.parametrize("score", ["ice_score", "capd_score"])
+def test_without_a_known_year_of_birth_the_score_is_not_checked(score):
+    assert report(None, day(5), icans(score, 4), born(None)).aes
+
+
+def test_a_correction_s_icans_score_is_checked_against_the_age_at_its_onset():
+    subject = report(None, day(5), icans("capd_score", 4), born(2014))
+    reported = next(iter(subject.aes.values())).fields
+    assert isinstance(reported, AEReported)
+    fix = AECorrected(
+        ae_id=reported.ae_id,
+        **ae_fields(day(5), category="ICANS", term="ICANS", grade=1, icans=ICANSFindings(ice_score=8)),
+    )
+    with pytest.raises(InvalidCommand, match="use capd_score for children under 12"):
+        domain.correct_ae(subject, meta(day(5), "ICE entered"), fix, born(2014), PROTOCOL)
+
+
+@pytest.mark.parametrize(("grade", "expected"), [(1, None), (2, None), (3, "1-2"), (4, "1-2")])
+def test_a_capd_of_1_to_8_queries_only_a_grade_outside_1_or_2(grade, expected):
+    subject = report(None, day(5), icans("capd_score", 6, grade=grade), born(2018))
+    queries = [p for _, p in events(subject) if isinstance(p, DataQueryOpened)]
+    assert [q.expected_value for q in queries] == ([expected] if expected else [])
+    if expected:
+        assert f"grade is {grade}, but the recorded findings give grade 1-2 by ASTCT" in queries[0].text
+
+
+@pytest.mark.parametrize(("grade", "queried"), [(2, False), (3, True)])
+def test_blow_by_oxygen_is_low_flow_grade_2(grade, queried):
+    blow_by = CRSFindings(max_temperature_c=38.6, oxygen_delivery="blow_by")
+    subject = report(None, day(2), ae(day(2), grade=grade, crs=blow_by))
+    assert any(isinstance(p, DataQueryOpened) and p.expected_value == "2" for _, p in events(subject)) is queried
+
+
 def with_ae(reported: AEReported | None = None, **changes) -> tuple[domain.FollowupSubject, AEReported]:
     """A subject with one AE (onset day 2), its events collected."""
     reported = reported or ae(day(2), **changes)
@@ -282,13 +389,40 @@ def with_ae(reported: AEReported | None = None, **changes) -> tuple[domain.Follo
     return subject, reported
 
 
+def update(subject, on: date, ae_id, **changes) -> domain.FollowupSubject:
+    return domain.update_ae(subject, meta(on), AEUpdated(ae_id=ae_id, **changes))
+
+
 def test_an_update_changes_the_current_grade():
     subject, reported = with_ae()
-    subject = domain.update_ae(subject, meta(day(4)), AEUpdated(ae_id=reported.ae_id, grade=4))
+    subject = update(subject, day(4), reported.ae_id, grade=4)
     assert subject.aes[reported.ae_id].grade == 4
-    subject = domain.update_ae(subject, meta(day(9)), AEUpdated(ae_id=reported.ae_id, outcome="recovered"))
+    subject = update(subject, day(9), reported.ae_id, outcome="recovered")
     assert subject.aes[reported.ae_id].grade == 4
     assert len(events(subject)) == 2
+
+
+def test_each_grade_keeps_the_date_it_was_reached_and_the_latest_is_current():
+    subject, reported = with_ae()  # grade 2 at onset, day 2
+    subject = update(subject, day(6), reported.ae_id, grade=3)
+    subject = update(subject, day(5), reported.ae_id, grade=4)  # entered late: reached before the grade 3
+    record = subject.aes[reported.ae_id]
+    assert record.grades == [(day(2), 2), (day(6), 3), (day(5), 4)]
+    assert record.grade == 3
+    subject = update(subject, day(6), reported.ae_id, grade=1)  # the same day: the later entry
+    assert subject.aes[reported.ae_id].grade == 1
+
+
+def test_no_grade_is_reached_after_death_but_the_outcome_follows_it():
+    subject, reported = with_ae()
+    subject = died(day(20), subject)
+    assert update(subject, day(20), reported.ae_id, grade=5).aes[reported.ae_id].grade == 5  # on the day of death
+    with pytest.raises(RuleViolation, match=f"new grade is dated {day(21)}, after {SUBJECT} died \\({day(20)}\\)"):
+        update(subject, day(21), reported.ae_id, grade=5, outcome="fatal")
+    with pytest.raises(RuleViolation, match="only the AE's outcome"):
+        update(subject, day(21), reported.ae_id, grade=3)
+    [(_, outcome)] = events(update(subject, day(23), reported.ae_id, outcome="fatal"))[-1:]
+    assert outcome == AEUpdated(ae_id=reported.ae_id, outcome="fatal")
 
 
 def test_an_update_of_an_unknown_ae_is_not_found():
@@ -328,7 +462,8 @@ def test_a_correction_replaces_the_report_with_its_onset_and_keeps_the_reason():
     fix = corrected(reported, day(1), term="CRS", grade=2)  # the onset was a day earlier
     subject = domain.correct_ae(subject, meta(day(1), "Onset and grade mis-entered"), fix, FACTS, PROTOCOL)
     record = subject.aes[reported.ae_id]
-    assert (record.fields, record.onset_on, record.grade) == (fix, day(1), 2)
+    assert (record.fields, record.onset_on, record.grades) == (fix, day(1), [(day(1), 2), (day(3), 4)])
+    assert record.grade == 4  # the update keeps its grade, reached after the corrected onset
     assert events(subject)[-1][0].reason == "Onset and grade mis-entered"
     with pytest.raises(InvalidCommand, match=r"aware_at .* is before the onset"):
         domain.correct_ae(subject, meta(day(3), "again"), corrected(reported, day(2)), FACTS, PROTOCOL)
@@ -359,11 +494,11 @@ def with_query() -> tuple[domain.FollowupSubject, DataQueryOpened]:
 
 def test_a_query_is_answered_then_closed():
     subject, query = with_query()
-    assert subject.open_queries == {query.query_id: False}
+    assert subject.open_queries == {query.query_id: domain.QueryRecord(query.ae_id, "grade", answered=False)}
     subject = domain.answer_query(
         subject, meta(day(3)), DataQueryAnswered(query_id=query.query_id, answer="Grade 2 is right")
     )
-    assert subject.open_queries == {query.query_id: True}
+    assert subject.open_queries[query.query_id].answered is True
     subject = domain.close_query(
         subject, meta(day(4)), DataQueryClosed(query_id=query.query_id, resolution="Explanation accepted")
     )
@@ -388,6 +523,58 @@ def test_a_closed_or_unknown_query_cannot_be_changed():
             domain.close_query(subject, meta(day(5)), DataQueryClosed(query_id=query_id, resolution="again"))
     with pytest.raises(NotFound):
         domain.answer_query(None, meta(day(5)), DataQueryAnswered(query_id=query.query_id, answer="again"))
+
+
+def correct(subject, reported: AEReported, **changes) -> domain.FollowupSubject:
+    fix = corrected(reported, day(2), **changes)
+    return domain.correct_ae(subject, meta(day(2), "findings re-read"), fix, FACTS, PROTOCOL)
+
+
+def test_a_correction_that_still_disagrees_restates_the_open_query():
+    subject, query = with_query()  # grade 2 reported, the findings give 3
+    reported = subject.aes[query.ae_id].fields
+    assert isinstance(reported, AEReported)
+    subject = domain.answer_query(subject, meta(day(3)), DataQueryAnswered(query_id=query.query_id, answer="ok"))
+    subject.collect_events()
+    subject = correct(subject, reported, grade=4, crs=CRS_G3)
+    [(_, _), (update_meta, restated)] = events(subject)
+    assert restated == DataQueryUpdated(
+        query_id=query.query_id, recorded_value="4", expected_value="3", text=restated.text
+    )
+    assert "grade is 4, but the recorded findings give grade 3" in restated.text
+    assert update_meta.recorded_by == domain.RULES
+    assert list(subject.open_queries) == [query.query_id]  # still one query
+    assert subject.open_queries[query.query_id].answered is False  # to be answered again
+    with pytest.raises(RuleViolation, match="has not been answered yet"):
+        domain.close_query(subject, meta(day(4)), DataQueryClosed(query_id=query.query_id, resolution="done"))
+
+
+def test_a_correction_that_agrees_leaves_the_open_query_to_the_monitor():
+    subject, query = with_query()
+    reported = subject.aes[query.ae_id].fields
+    assert isinstance(reported, AEReported)
+    subject = correct(subject, reported, grade=3, crs=CRS_G3)
+    assert [type(p) for _, p in events(subject)][-1:] == [AECorrected]
+    assert list(subject.open_queries) == [query.query_id]
+
+
+def test_a_closed_query_is_not_restated_a_new_one_is_opened():
+    subject, query = with_query()
+    reported = subject.aes[query.ae_id].fields
+    assert isinstance(reported, AEReported)
+    subject = domain.answer_query(subject, meta(day(3)), DataQueryAnswered(query_id=query.query_id, answer="ok"))
+    subject = domain.close_query(subject, meta(day(4)), DataQueryClosed(query_id=query.query_id, resolution="ok"))
+    subject.collect_events()
+    [_, (_, opened)] = events(correct(subject, reported, grade=4, crs=CRS_G3))
+    assert isinstance(opened, DataQueryOpened) and opened.query_id != query.query_id
+
+
+def test_queries_are_one_per_ae():
+    subject, _ = with_query()
+    other = ae(day(2), grade=1, crs=CRS_G3)
+    [_, (_, opened)] = events(report(subject, day(2), other))
+    assert isinstance(opened, DataQueryOpened) and opened.ae_id == other.ae_id
+    assert len(subject.open_queries) == 2
 
 
 # --- expedited safety reports -------------------------------------------------------------------
@@ -463,6 +650,11 @@ GOOD_COUNTS = {
 }
 
 
+def recorded(subject: domain.FollowupSubject) -> str:
+    """The response of the assessment recorded last."""
+    return subject.assessments[-1].result.response
+
+
 def refused_as(payload: ResponseAssessed, subject=None) -> str:
     with pytest.raises(InvalidCommand) as refused:
         assess(subject, day(28), payload)
@@ -483,7 +675,7 @@ def test_a_scheduled_timepoint_is_assessed_once_unscheduled_any_number():
 @pytest.mark.parametrize("result", ["CR", "CRi"])
 def test_remission_needs_blasts_below_the_threshold(result):
     counts = GOOD_COUNTS | {"anc_10e9_per_l": 0.5} if result == "CRi" else GOOD_COUNTS
-    assert assess(None, day(28), response("W4", result, marrow_blasts_pct=4.99, **counts)).in_remission
+    assert recorded(assess(None, day(28), response("W4", result, marrow_blasts_pct=4.99, **counts))) == result
     assert "marrow blasts must be < 5.0% (got 5.0%)" in refused_as(
         response("W4", result, marrow_blasts_pct=5.0, **counts)
     )
@@ -509,19 +701,19 @@ def test_remission_needs_no_circulating_blasts_and_no_extramedullary_disease(fin
 def test_a_cr_with_a_low_count_is_a_cri(low, named):
     detail = refused_as(response("W4", "CR", **GOOD_COUNTS | low))
     assert re.search(f"^CR at W4: {named} below the CR thresholds .*: this is a CRi.$", detail), detail
-    assert assess(None, day(28), response("W4", "CRi", **GOOD_COUNTS | low)).in_remission
+    assert recorded(assess(None, day(28), response("W4", "CRi", **GOOD_COUNTS | low))) == "CRi"
 
 
 def test_a_cr_at_the_count_thresholds_is_a_cr_not_a_cri():
-    assert assess(None, day(28), response("W4", "CR", **GOOD_COUNTS)).in_remission
+    assert recorded(assess(None, day(28), response("W4", "CR", **GOOD_COUNTS))) == "CR"
     assert "ANC and platelets both meet the CR thresholds: this is a CR" in refused_as(
         response("W4", "CRi", **GOOD_COUNTS)
     )
 
 
 def test_counts_not_given_are_not_judged():
-    assert assess(None, day(28), response("W4", "CR")).in_remission
-    assert assess(None, day(28), response("W4", "CRi", anc_10e9_per_l=1.5)).in_remission  # platelets unknown
+    assert recorded(assess(None, day(28), response("W4", "CR"))) == "CR"
+    assert recorded(assess(None, day(28), response("W4", "CRi", anc_10e9_per_l=1.5))) == "CRi"  # platelets unknown
 
 
 def test_all_problems_are_named_at_once():
@@ -536,15 +728,33 @@ def in_remission() -> domain.FollowupSubject:
 
 
 def test_a_relapse_follows_a_remission():
-    with pytest.raises(RuleViolation, match=r"A relapse follows a CR or CRi.*record NR"):
+    never = r"A relapse follows a CR or CRi, and .* has never been in remission on record; record PD .* or NR"
+    with pytest.raises(RuleViolation, match=never):
         assess(None, day(28), response("W4", "RELAPSE"))
     not_responding = assess(None, day(28), response("W4", "NR"))
-    with pytest.raises(RuleViolation, match="not in remission on record"):
+    with pytest.raises(RuleViolation, match="never been in remission"):
         assess(not_responding, day(56), response("W8", "RELAPSE"))
-    relapsed = assess(in_remission(), day(56), response("W8", "RELAPSE", cd19_status="CD19-"))
-    assert relapsed.in_remission is False
-    with pytest.raises(RuleViolation, match="not in remission on record"):
-        assess(relapsed, day(60), response("UNSCHEDULED", "RELAPSE"))
+    remission = in_remission()
+    assert remission.in_remission
+    relapsed = assess(remission, day(56), response("W8", "RELAPSE", cd19_status="CD19-"))
+    assert recorded(relapsed) == "RELAPSE" and not relapsed.in_remission
+    second_remission = assess(relapsed, day(84), response("W12", "CR"))
+    assert second_remission.in_remission
+    entered_late = assess(second_remission, day(70), response("UNSCHEDULED", "NR"))
+    assert entered_late.in_remission  # the CR of day 84 is still the latest
+
+
+def test_a_relapse_persists_and_is_recorded_again():
+    relapsed = assess(in_remission(), day(56), response("W8", "RELAPSE"))
+    relapsed = assess(relapsed, day(70), response("UNSCHEDULED", "RELAPSE"))
+    relapsed = assess(relapsed, day(84), response("W12", "RELAPSE"))
+    assert [a.result.response for a in relapsed.assessments] == ["CR", "RELAPSE", "RELAPSE", "RELAPSE"]
+
+
+def test_a_relapse_needs_a_remission_dated_before_it():
+    remission = assess(None, day(56), response("W8", "CR"))
+    with pytest.raises(RuleViolation, match="never been in remission"):
+        assess(remission, day(28), response("W4", "RELAPSE"))  # entered late, before the remission
 
 
 @pytest.mark.parametrize(
@@ -559,28 +769,40 @@ def test_a_relapse_follows_a_remission():
 def test_a_relapse_needs_blasts_at_the_threshold_or_extramedullary_disease(values, accepted):
     payload = response("W8", "RELAPSE", **values)
     if accepted:
-        assert assess(in_remission(), day(56), payload).in_remission is False
+        assert recorded(assess(in_remission(), day(56), payload)) == "RELAPSE"
     else:
         with pytest.raises(InvalidCommand, match=r"a relapse needs marrow blasts >= 5\.0% or extramedullary disease"):
             assess(in_remission(), day(56), payload)
 
 
 @pytest.mark.parametrize(
-    ("mrd_pct", "negative", "consistent"),
+    ("mrd_pct", "negative", "contradiction"),
     [
-        (0.009, True, True),
-        (0.01, True, False),
-        (0.01, False, True),
-        (0.009, False, False),
-        (0.5, None, True),
+        (0.009, True, None),
+        (0.01, True, "mrd_negative is true but mrd_pct 0.01% is not below the protocol's 0.01%"),
+        (0.01, False, None),
+        (0.009, False, "mrd_negative is false but mrd_pct 0.009% is below the protocol's 0.01%"),
     ],
 )
-def test_mrd_negative_must_agree_with_the_mrd_value(mrd_pct, negative, consistent):
+def test_mrd_negative_must_agree_with_the_mrd_value(mrd_pct, negative, contradiction):
     payload = response("W4", "CR", mrd_pct=mrd_pct, mrd_assay="flow", mrd_negative=negative)
-    if consistent:
-        assert assess(None, day(28), payload)
+    if contradiction is None:
+        assert assess(None, day(28), payload).assessments[-1].result == payload
     else:
-        assert f"mrd_negative contradicts mrd_pct {mrd_pct}% (negative below 0.01%)" in refused_as(payload)
+        detail = refused_as(payload)
+        assert contradiction in detail and "leave mrd_negative out" in detail
+
+
+@pytest.mark.parametrize(("mrd_pct", "negative"), [(0.0, True), (0.0099, True), (0.01, False), (0.5, False)])
+def test_mrd_negative_follows_from_the_mrd_value_and_is_stored(mrd_pct, negative):
+    payload = response("W4", "CR", mrd_pct=mrd_pct, mrd_assay="flow")
+    [(_, stored)] = events(assess(None, day(28), payload))
+    assert stored == payload.model_copy(update={"mrd_negative": negative})
+
+
+def test_mrd_negative_without_a_value_is_kept_as_reported():
+    [(_, stored)] = events(assess(None, day(28), response("W4", "CR", mrd_negative=True)))
+    assert (stored.mrd_pct, stored.mrd_negative) == (None, True)
 
 
 def test_no_response_is_not_judged_against_the_remission_criteria():
@@ -611,6 +833,119 @@ def test_long_term_follow_up_starts_only_with_a_week_12_remission(timepoint, res
 def test_a_week_12_relapse_does_not_start_long_term_follow_up():
     subject = assess(in_remission(), day(84), response("W12", "RELAPSE"))
     assert [type(p) for _, p in events(subject)] == [ResponseAssessed] and not subject.long_term_follow_up
+
+
+@pytest.mark.parametrize("timepoint", ["M6", "M9", "M12"])
+def test_months_6_to_12_are_for_subjects_in_long_term_follow_up(timepoint):
+    not_in_ltfu = r"is not in long-term follow-up; record it as UNSCHEDULED"
+    with pytest.raises(RuleViolation, match=f"{timepoint} is a long-term follow-up assessment.*{not_in_ltfu}"):
+        assess(assess(None, day(84), response("W12", "NR")), day(182), response(timepoint, "NR"))
+    with pytest.raises(RuleViolation, match=not_in_ltfu):
+        assess(None, day(182), response(timepoint, "CR"))
+    subject = assess(in_ltfu(), day(182), response(timepoint, "CR"))
+    with pytest.raises(RuleViolation, match=f"The {timepoint} response .* already recorded"):
+        assess(subject, day(190), response(timepoint, "CR"))
+    # A week-12 remission stored before LongTermFollowUpStarted existed counts the same.
+    old = domain.FollowupSubject.record_into(None, meta(day(84)), response("W12", "CR"))
+    assert recorded(assess(old, day(182), response(timepoint, "CRi"))) == "CRi"
+
+
+def test_a_relapse_in_long_term_follow_up():
+    subject = assess(in_ltfu(), day(182), response("M6", "RELAPSE", cd19_status="CD19+"))
+    assert recorded(assess(subject, day(273), response("M9", "RELAPSE"))) == "RELAPSE"
+
+
+# Progressive disease: never in remission, and a rise of >= 25% (relative) in marrow or circulating blasts over
+# the previous assessment, or new extramedullary disease.
+
+
+def pd(**values) -> ResponseAssessed:
+    return response("UNSCHEDULED", "PD", **values)
+
+
+def refractory(**values) -> domain.FollowupSubject:
+    """No response at week 4 (day 28): marrow blasts 40% unless given."""
+    subject = assess(None, day(28), response("W4", "NR", **values))
+    subject.collect_events()
+    return subject
+
+
+@pytest.mark.parametrize(("blasts", "progressed"), [(50.0, True), (49.9, False), (40.0, False), (30.0, False)])
+def test_pd_needs_marrow_blasts_up_by_the_protocol_rise(blasts, progressed):
+    assert PROTOCOL.response.pd_min_blast_increase_pct == 25.0
+    if progressed:
+        assert recorded(assess(refractory(), day(40), pd(marrow_blasts_pct=blasts))) == "PD"
+    else:
+        no_rise = (
+            f"PD needs a rise of at least 25.0% in marrow or circulating blasts over the previous assessment, or new "
+            f"extramedullary disease: on {day(28)} marrow blasts 40.0%, now marrow blasts {blasts}%. Record NR"
+        )
+        with pytest.raises(RuleViolation, match=re.escape(no_rise)):
+            assess(refractory(), day(40), pd(marrow_blasts_pct=blasts))
+
+
+def test_pd_from_no_blasts_is_any_rise():
+    assert recorded(assess(refractory(marrow_blasts_pct=0.0), day(40), pd(marrow_blasts_pct=0.5))) == "PD"
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "progressed"),
+    [
+        (10.0, 12.5, True),
+        (10.0, 12.4, False),
+        (None, 90.0, False),  # not given before: nothing to compare
+        (10.0, None, False),
+    ],
+)
+def test_pd_by_circulating_blasts_when_both_assessments_give_them(before, now, progressed):
+    subject = refractory(circulating_blasts_pct=before)
+    payload = pd(marrow_blasts_pct=40.0, circulating_blasts_pct=now)
+    if progressed:
+        assert recorded(assess(subject, day(40), payload)) == "PD"
+    else:
+        with pytest.raises(RuleViolation, match=r"PD needs a rise of at least 25\.0%"):
+            assess(subject, day(40), payload)
+
+
+@pytest.mark.parametrize(("before", "progressed"), [(None, True), (False, True), (True, False)])
+def test_pd_by_new_extramedullary_disease(before, progressed):
+    subject = refractory(extramedullary_disease=before)
+    payload = pd(marrow_blasts_pct=40.0, extramedullary_disease=True)
+    if progressed:
+        assert recorded(assess(subject, day(40), payload)) == "PD"
+    else:
+        with pytest.raises(RuleViolation, match="or new extramedullary disease"):
+            assess(subject, day(40), payload)
+
+
+def test_pd_without_an_earlier_assessment_needs_extramedullary_disease():
+    with pytest.raises(RuleViolation, match=r"has none on record before this one.*Record NR otherwise"):
+        assess(None, day(28), pd(marrow_blasts_pct=90.0))
+    assert recorded(assess(None, day(28), pd(marrow_blasts_pct=90.0, extramedullary_disease=True))) == "PD"
+
+
+def test_pd_is_compared_with_the_assessment_dated_last_before_it():
+    subject = assess(refractory(), day(56), response("W8", "NR", marrow_blasts_pct=80.0))
+    # Entered late, dated day 40: compared with week 4 (40%), not with week 8 (80%).
+    assert recorded(assess(subject, day(40), pd(marrow_blasts_pct=50.0))) == "PD"
+    with pytest.raises(RuleViolation, match=f"on {day(56)} marrow blasts 80.0%"):
+        assess(subject, day(60), pd(marrow_blasts_pct=90.0))
+
+
+def test_pd_persists_each_against_the_previous_assessment():
+    subject = assess(refractory(), day(40), pd(marrow_blasts_pct=50.0))
+    subject = assess(subject, day(56), response("W8", "PD", marrow_blasts_pct=62.5))
+    with pytest.raises(RuleViolation, match=f"on {day(56)} marrow blasts 62.5%"):
+        assess(subject, day(70), pd(marrow_blasts_pct=70.0))
+    assert [a.result.response for a in subject.assessments] == ["NR", "PD", "PD"]
+
+
+def test_pd_is_for_a_subject_never_in_remission():
+    with pytest.raises(RuleViolation, match=f"was in remission \\(from {day(28)}\\).*record RELAPSE"):
+        assess(in_remission(), day(56), pd(marrow_blasts_pct=60.0, extramedullary_disease=True))
+    # A PD dated before the first remission (entered late) is judged on what came before it.
+    subject = assess(refractory(), day(56), response("W8", "CR"))
+    assert recorded(assess(subject, day(40), pd(marrow_blasts_pct=60.0))) == "PD"
 
 
 # --- visits and persistence ---------------------------------------------------------------------
@@ -711,7 +1046,7 @@ def test_after_leaving_the_study_no_visits_or_responses(leave):
         with pytest.raises(RuleViolation, match=f"{day(91)} is after {SUBJECT} {what} \\({day(90)}\\)"):
             NEEDS_INFUSION[command](subject, day(91), facts())
     assert visit(subject, day(90), "RESP_W12")  # on the day itself
-    assert report(subject, day(95), ae(day(95))).aes  # safety reporting goes on
+    assert alive(subject, day(95))  # survival status is collected after the end of follow-up
 
 
 @pytest.mark.parametrize(("study_day", "allowed"), [(83, False), (84, True)])
@@ -772,6 +1107,20 @@ def test_a_completion_is_not_dated_before_data_already_recorded():
     with pytest.raises(InvalidCommand, match=f"dated {day(90)}, before data already recorded .* \\(on {day(95)}\\)"):
         complete(seen, day(90), reason=None)
     assert complete(seen, day(95), reason=None).completed_on == day(95)
+
+
+def test_loss_and_completion_are_not_dated_before_a_record_of_another_service():
+    ld_day = facts(infused=False, last_record_on=day(-3))  # lymphodepletion, recorded by treatment
+    loss = LostToFollowUp(last_contact_on=day(-4))
+    with pytest.raises(InvalidCommand, match=f"dated {day(-4)}, before data already recorded .*\\(on {day(-3)}\\)"):
+        domain.lose_to_follow_up(None, meta(day(-4)), loss, ld_day)
+    with pytest.raises(InvalidCommand, match=f"last_contact_on \\({day(-4)}\\) is before data already recorded"):
+        domain.lose_to_follow_up(None, meta(day(-3)), loss, ld_day)
+    later = facts(last_record_on=day(95))
+    done = StudyCompleted(completed="main_follow_up")
+    with pytest.raises(InvalidCommand, match=f"dated {day(90)}, before data already recorded .*\\(on {day(95)}\\)"):
+        domain.complete_study(None, meta(day(90), "no W12"), done, later, PROTOCOL)
+    assert domain.complete_study(None, meta(day(95), "no W12"), done, later, PROTOCOL).completed_on == day(95)
 
 
 def test_completion_needs_an_infusion():
@@ -837,22 +1186,128 @@ def test_not_specified_seriousness_is_only_for_upcast_v1_events():
         report(None, day(1), sae(day(1), seriousness_criteria=("not_specified",)))
 
 
-def test_a_corrected_onset_is_checked_against_the_infusion():
-    reported = ae(day(2))
-    subject = report(None, day(2), reported)
-    with pytest.raises(RuleViolation, match="before the infusion"):
-        domain.correct_ae(
-            subject,
-            meta(day(-1), "onset was earlier"),
-            AECorrected(ae_id=reported.ae_id, **ae_fields(day(-1))),
-            FACTS,
-            PROTOCOL,
-        )
-
-
 def test_a_week12_remission_without_the_ltfu_event_still_counts_as_long_term_follow_up():
     # A week-12 CR stored as schema v1 (before LongTermFollowUpStarted existed) has no such event.
     subject = domain.FollowupSubject.record_into(None, meta(day(84)), response("W12", "CR"))
     with pytest.raises(RuleViolation, match="in long-term follow-up"):
         complete(subject, day(90))
     assert complete(subject, day(365), "long_term_follow_up").completed_on == day(365)
+
+
+# --- survival status ----------------------------------------------------------------------------
+
+
+def death_news(subject, on: date, died_on: date, known: SubjectFacts | None = FACTS, hour: int = 9):
+    contact = SurvivalStatusRecorded(status="dead", method="phone", died_on=died_on, primary_cause="adverse_event")
+    contact_meta = meta(on).model_copy(update={"occurred_at": datetime(on.year, on.month, on.day, hour, tzinfo=UTC)})
+    return domain.record_survival_status(subject, contact_meta, contact, known, PROTOCOL)
+
+
+def test_an_alive_contact_is_a_clinical_record_that_completes_its_survival_visit():
+    subject = alive(None, day(112), code="SURV_W16")
+    [(_, contact)] = events(subject)
+    assert contact == SurvivalStatusRecorded(status="alive", method="phone", visit_code="SURV_W16")
+    assert (subject.visits_completed, subject.last_record_on) == ({"SURV_W16": day(112)}, day(112))
+    with pytest.raises(RuleViolation, match=f"Visit SURV_W16 of {SUBJECT} was already completed on {day(112)}"):
+        alive(subject, day(113), code="SURV_W16")
+
+
+def test_a_survival_contact_completes_only_a_survival_visit_of_the_protocol():
+    refusal = f"Visit code SURV_W99 is not a survival contact in protocol {re.escape(PROTOCOL.version)}; valid codes: "
+    with pytest.raises(InvalidCommand, match=refusal + "SURV_W16, SURV_W20, SURV_W24[.]$"):
+        alive(None, day(112), code="SURV_W99")
+
+
+@pytest.mark.parametrize(("study_day", "allowed"), [(168, True), (169, False)])
+def test_survival_status_is_collected_to_week_24(study_day, allowed):
+    assert PROTOCOL.followup.survival_end_day == 168
+    if allowed:
+        assert alive(None, day(study_day))
+        assert death_news(None, day(study_day), day(150)).died_on == day(150)
+    else:
+        window = f"to study day 168 \\(week 24\\), and to day 365 in long-term follow-up, which {SUBJECT} is not in"
+        for contact in (lambda: alive(None, day(study_day)), lambda: death_news(None, day(study_day), day(150))):
+            with pytest.raises(RuleViolation, match=f"{window}; this contact is on day 169.*recorded as a death"):
+                contact()
+
+
+@pytest.mark.parametrize(("study_day", "allowed"), [(365, True), (366, False)])
+def test_survival_status_is_collected_to_month_12_in_long_term_follow_up(study_day, allowed):
+    if allowed:
+        assert alive(in_ltfu(), day(study_day))
+    else:
+        with pytest.raises(RuleViolation, match="and to day 365 in long-term follow-up; this contact is on day 366"):
+            alive(in_ltfu(), day(study_day))
+
+
+@pytest.mark.parametrize(
+    ("leave", "seen_alive", "died_on"),
+    [("lost", 150, 155), ("completed", 120, 140), ("completed long-term follow-up", 365, 365)],
+)
+def test_survival_status_is_collected_after_the_follow_up_ended(leave, seen_alive, died_on):
+    if leave == "lost":  # a survival sweep finds the subject
+        subject = lost(None, day(100), last_contact=day(90))
+    elif leave == "completed":
+        subject = complete(None, day(90))
+    else:
+        subject = complete(in_ltfu(), day(365), "long_term_follow_up")
+    subject = alive(subject, day(seen_alive))
+    subject.collect_events()
+    subject = death_news(subject, day(died_on), day(died_on))
+    assert [type(p) for _, p in events(subject)] == [SurvivalStatusRecorded, SubjectDied]
+
+
+def test_no_alive_contact_after_death_or_withdrawal():
+    with pytest.raises(RuleViolation, match=f"{day(121)} is after {SUBJECT} died \\({day(120)}\\)"):
+        alive(died(day(120)), day(121))
+    with pytest.raises(RuleViolation, match=f"after {SUBJECT} withdrew consent \\({day(100)}\\)"):
+        alive(None, day(101), facts(withdrawn_on=day(100)))
+
+
+def test_the_news_of_a_death_records_the_death_caused_by_it():
+    subject = death_news(alive(None, day(100)), day(130), day(125), hour=15)
+    [_, (contact_meta, contact), (death_meta, death)] = events(subject)
+    assert isinstance(contact, SurvivalStatusRecorded) and contact.status == "dead"
+    assert death == SubjectDied(primary_cause="adverse_event")
+    assert death_meta.occurred_at == at(day(125), 15)  # on the date of death, at the contact's time
+    assert death_meta.recorded_by == INVESTIGATOR == contact_meta.recorded_by  # the person who learned it
+    assert death_meta.causation_id == contact_meta.event_id and death_meta.event_id != contact_meta.event_id
+    assert death_meta.correlation_id == contact_meta.correlation_id
+    assert (subject.died_on, subject.last_record_on) == (day(125), day(125))  # the news (day 130) is not contact
+
+
+def test_the_news_of_a_recorded_death_records_only_the_contact():
+    subject = died(day(120))
+    subject.collect_events()
+    assert [type(p) for _, p in events(death_news(subject, day(130), day(120)))] == [SurvivalStatusRecorded]
+    with pytest.raises(
+        RuleViolation,
+        match=f"death of {SUBJECT} is recorded on {day(120)}, and this contact gives "
+        f"{day(119)}: correct the recorded death first",
+    ):
+        death_news(subject, day(130), day(119))
+
+
+def test_the_date_of_death_comes_from_the_contact_and_fits_the_record():
+    with pytest.raises(InvalidCommand, match=f"died_on \\({day(131)}\\) is after the contact \\({day(130)}\\)"):
+        death_news(None, day(130), day(131))
+    assert death_news(None, day(130), day(130)).died_on == day(130)
+    with pytest.raises(
+        InvalidCommand, match=f"date of death {day(99)} is before follow-up data already recorded .*\\(on {day(100)}\\)"
+    ):
+        death_news(alive(None, day(100)), day(130), day(99))
+    with pytest.raises(InvalidCommand, match="before enrolment"):
+        death_news(None, day(130), ENROLLED_ON - timedelta(days=1))
+
+
+def test_a_survival_contact_needs_an_infusion_and_comes_after_it():
+    with pytest.raises(RuleViolation, match="no infusion recorded yet") as refused:
+        death_news(None, day(10), day(5), facts(infused=False))
+    assert refused.value.retryable is True
+    with pytest.raises(RuleViolation, match="before the infusion"):
+        death_news(None, day(-1), day(-2))
+
+
+def test_the_news_of_a_death_comes_after_withdrawal_too():
+    subject = death_news(None, day(130), day(125), facts(withdrawn_on=day(100)))
+    assert subject.died_on == day(125)

@@ -1,12 +1,14 @@
-"""Derived grades: ASTCT CRS and ICANS, MAGIC acute GvHD (pure, no I/O)."""
+"""Derived grades: ASTCT CRS and ICANS (adults and children), MAGIC acute GvHD (pure, no I/O)."""
 
 import pytest
 
 from services.followup.grading import (
+    GradeRange,
     crs_grade,
     derived_grade,
     gvhd_overall_grade,
     icans_grade,
+    worst,
 )
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
 from shared.protocol import CRSGrading, Grading, ICANSGrading, load_protocol
@@ -81,6 +83,7 @@ def test_nasal_cannula_low_flow_limit(flow, grade):
     ("delivery", "grade"),
     [
         ("none", 1),
+        ("blow_by", 2),  # ASTCT 2019, children: low flow
         ("high_flow_nasal_cannula", 3),
         ("face_mask", 3),
         ("non_rebreather", 3),
@@ -131,7 +134,7 @@ def test_crs_thresholds_come_from_config():
     ("ice", "grade"), [(10, 0), (9, 1), (8, 1), (7, 1), (6, 2), (3, 2), (2, 3), (1, 3), (0, 3), (None, 0)]
 )
 def test_ice_score(ice, grade):
-    assert icans_grade(ICANSFindings(ice_score=ice), ICANS) == grade
+    assert icans_grade(ICANSFindings(ice_score=ice), ICANS) == (grade, grade)
 
 
 @pytest.mark.parametrize(
@@ -145,30 +148,30 @@ def test_ice_score(ice, grade):
     ],
 )
 def test_each_consciousness_level(consciousness, grade):
-    assert icans_grade(ICANSFindings(consciousness=consciousness), ICANS) == grade
+    assert icans_grade(ICANSFindings(consciousness=consciousness), ICANS) == (grade, grade)
 
 
 def test_unarousable_with_ice_0_is_grade_4():
-    assert icans_grade(ICANSFindings(ice_score=0, consciousness="unarousable"), ICANS) == 4
+    assert icans_grade(ICANSFindings(ice_score=0, consciousness="unarousable"), ICANS) == (4, 4)
 
 
 @pytest.mark.parametrize(("seizure", "grade"), [("none", 0), ("resolving_rapidly", 3), ("prolonged_or_repetitive", 4)])
 def test_seizures(seizure, grade):
-    assert icans_grade(ICANSFindings(seizure=seizure), ICANS) == grade
+    assert icans_grade(ICANSFindings(seizure=seizure), ICANS) == (grade, grade)
 
 
 def test_deep_focal_motor_weakness_is_grade_4():
-    assert icans_grade(ICANSFindings(deep_focal_motor_weakness=True), ICANS) == 4
-    assert icans_grade(ICANSFindings(deep_focal_motor_weakness=False), ICANS) == 0
+    assert icans_grade(ICANSFindings(deep_focal_motor_weakness=True), ICANS) == (4, 4)
+    assert icans_grade(ICANSFindings(deep_focal_motor_weakness=False), ICANS) == (0, 0)
 
 
 @pytest.mark.parametrize(("oedema", "grade"), [("none", 0), ("focal", 3), ("diffuse_or_posturing", 4)])
 def test_cerebral_oedema(oedema, grade):
-    assert icans_grade(ICANSFindings(cerebral_oedema=oedema), ICANS) == grade
+    assert icans_grade(ICANSFindings(cerebral_oedema=oedema), ICANS) == (grade, grade)
 
 
 def test_no_findings_is_grade_0():
-    assert icans_grade(ICANSFindings(), ICANS) == 0
+    assert icans_grade(ICANSFindings(), ICANS) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -183,16 +186,64 @@ def test_no_findings_is_grade_0():
     ],
 )
 def test_icans_grade_is_the_worst_domain(changes, grade):
-    assert icans_grade(ICANSFindings(**changes), ICANS) == grade
+    assert icans_grade(ICANSFindings(**changes), ICANS) == (grade, grade)
 
 
 def test_ice_cut_offs_come_from_config():
     stricter = ICANSGrading(ice_grade1_min=8, ice_grade2_min=4)
-    assert icans_grade(ICANSFindings(ice_score=7), ICANS) == 1
-    assert icans_grade(ICANSFindings(ice_score=7), stricter) == 2
-    assert icans_grade(ICANSFindings(ice_score=3), ICANS) == 2
-    assert icans_grade(ICANSFindings(ice_score=3), stricter) == 3
-    assert icans_grade(ICANSFindings(ice_score=10), stricter) == 0
+    assert icans_grade(ICANSFindings(ice_score=7), ICANS).highest == 1
+    assert icans_grade(ICANSFindings(ice_score=7), stricter).highest == 2
+    assert icans_grade(ICANSFindings(ice_score=3), ICANS).highest == 2
+    assert icans_grade(ICANSFindings(ice_score=3), stricter).highest == 3
+    assert icans_grade(ICANSFindings(ice_score=10), stricter).highest == 0
+
+
+# --- ICANS in children under 12 (ASTCT 2019: CAPD in place of ICE) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("capd", "grades"),
+    [(None, (0, 0)), (0, (0, 0)), (1, (1, 2)), (8, (1, 2)), (9, (3, 3)), (32, (3, 3))],
+)
+def test_capd_1_to_8_is_grade_1_or_2_and_9_or_more_grade_3(capd, grades):
+    assert icans_grade(ICANSFindings(capd_score=capd), ICANS) == grades
+
+
+@pytest.mark.parametrize(
+    "signs", [("cranial_nerve_vi_palsy",), ("papilloedema",), ("cushings_triad",), ("papilloedema", "cushings_triad")]
+)
+def test_signs_of_raised_intracranial_pressure_are_grade_4(signs):
+    assert icans_grade(ICANSFindings(raised_icp_signs=signs), ICANS) == (4, 4)
+    assert icans_grade(ICANSFindings(capd_score=4, raised_icp_signs=signs), ICANS) == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "grades"),
+    [
+        ({"capd_score": 5, "consciousness": "awakens_spontaneously"}, (1, 2)),  # both domains allow grade 1
+        ({"capd_score": 5, "consciousness": "awakens_to_voice"}, (2, 2)),  # at least 2: the range narrows
+        ({"capd_score": 5, "seizure": "resolving_rapidly"}, (3, 3)),
+        ({"capd_score": 12, "consciousness": "awakens_to_voice"}, (3, 3)),
+        ({"capd_score": 12, "cerebral_oedema": "diffuse_or_posturing"}, (4, 4)),
+    ],
+)
+def test_a_capd_range_combines_with_the_other_domains(changes, grades):
+    assert icans_grade(ICANSFindings(**changes), ICANS) == grades
+
+
+def test_the_worst_of_ranges_is_the_highest_lowest_and_the_highest_highest():
+    assert worst(GradeRange(1, 2), GradeRange.exactly(0)) == (1, 2)
+    assert worst(GradeRange(1, 2), GradeRange.exactly(2), GradeRange(0, 1)) == (2, 2)
+    assert worst(GradeRange.exactly(3), GradeRange(1, 2)) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("grades", "text", "inside", "outside"), [((2, 2), "2", [2], [1, 3]), ((1, 2), "1-2", [1, 2], [0, 3])]
+)
+def test_a_grade_range_says_which_grades_it_includes(grades, text, inside, outside):
+    assert str(GradeRange(*grades)) == text
+    assert all(GradeRange(*grades).includes(g) for g in inside)
+    assert not any(GradeRange(*grades).includes(g) for g in outside)
 
 
 # --- acute GvHD (MAGIC) -------------------------------------------------------------------------
@@ -241,9 +292,10 @@ GVHD_G4 = GvHDStaging(skin_stage=4)
 
 
 def test_derived_grade_dispatches_by_category():
-    assert derived_grade("CRS", CRS_G3, ICANS_G2, GVHD_G4, GRADING) == 3
-    assert derived_grade("ICANS", CRS_G3, ICANS_G2, GVHD_G4, GRADING) == 2
-    assert derived_grade("GVHD", CRS_G3, ICANS_G2, GVHD_G4, GRADING) == 4
+    assert derived_grade("CRS", CRS_G3, ICANS_G2, GVHD_G4, GRADING) == (3, 3)
+    assert derived_grade("ICANS", CRS_G3, ICANS_G2, GVHD_G4, GRADING) == (2, 2)
+    assert derived_grade("GVHD", CRS_G3, ICANS_G2, GVHD_G4, GRADING) == (4, 4)
+    assert derived_grade("ICANS", None, ICANSFindings(capd_score=3), None, GRADING) == (1, 2)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +317,7 @@ def test_derived_grade_uses_the_grading_it_is_given():
         crs=CRSGrading(fever_min_c=38.0, low_flow_max_l_min=4.0), icans=ICANSGrading(ice_grade1_min=8, ice_grade2_min=4)
     )
     five_litres = CRSFindings(max_temperature_c=38.4, oxygen_delivery="nasal_cannula", oxygen_flow_l_min=5.0)
-    assert derived_grade("CRS", five_litres, None, None, GRADING) == 2
-    assert derived_grade("CRS", five_litres, None, None, grading) == 3
-    assert derived_grade("ICANS", None, ICANSFindings(ice_score=7), None, GRADING) == 1
-    assert derived_grade("ICANS", None, ICANSFindings(ice_score=7), None, grading) == 2
+    assert derived_grade("CRS", five_litres, None, None, GRADING) == (2, 2)
+    assert derived_grade("CRS", five_litres, None, None, grading) == (3, 3)
+    assert derived_grade("ICANS", None, ICANSFindings(ice_score=7), None, GRADING) == (1, 1)
+    assert derived_grade("ICANS", None, ICANSFindings(ice_score=7), None, grading) == (2, 2)
