@@ -81,20 +81,29 @@ AsOf = Annotated[
         "with a UTC offset, e.g. 2026-03-02T09:30:00+01:00)."
     ),
 ]
-EffectiveOn = Annotated[QueryDate, Query(description="The subject's clinical state on this date, YYYY-MM-DD.")]
+EffectiveOn = Annotated[
+    QueryDate,
+    Query(
+        description="The subject's clinical state on this date, YYYY-MM-DD, as known now (corrections included); "
+        "with `on`, the earlier of the two."
+    ),
+]
 
 
 async def _journey_at(
-    rt: Runtime, allowed: Permit, subject_id: str, as_of: datetime | None, effective: date | None
+    rt: Runtime, allowed: Permit, subject_id: str, on: date | None, as_of: datetime | None, effective: date | None
 ) -> tuple[journeys.Journey, date]:
-    """The live journey, or one folded from the history when asked for a moment or a date."""
+    """The journey and the date to read it as of: the live journey, or one folded from the events recorded
+    by `as_of`. Nothing dated after `effective` shows (the journey keeps each fact's date)."""
     if as_of is None and effective is None:
         journey = await _journey(rt, subject_id)
         allowed.require(subject_id, journey.site_id)
-        return journey, today_utc()
+        return journey, on or today_utc()
     events = await _history(rt, allowed, subject_id)
-    day = effective or (as_of.date() if as_of else today_utc())
-    return history.fold(subject_id, history.select(events, as_of, effective)), day
+    day = on or effective or (as_of.date() if as_of else today_utc())
+    if effective is not None:
+        day = min(day, effective)  # nothing that happened after the effective date shows
+    return history.fold(subject_id, history.recorded_by(events, as_of)), day
 
 
 async def _history(rt: Runtime, allowed: Permit, subject_id: str) -> list[Envelope]:
@@ -118,8 +127,7 @@ async def get_journey(
     effective_on: EffectiveOn = None,
 ) -> journeys.JourneyView:
     protocol = rt.protocol
-    journey, day = await _journey_at(rt, allowed, subject_id, as_of, effective_on)
-    today = on or day
+    journey, today = await _journey_at(rt, allowed, subject_id, on, as_of, effective_on)
     view = journeys.view(journey, today, protocol)
     if (safety := study.safety(journey, protocol, today)) is not None:
         view = view.model_copy(update={"dlt_evaluable": safety.dlt_evaluable, "had_dlt": safety.had_dlt})
@@ -139,8 +147,8 @@ async def get_schedule(
     as_of: AsOf = None,
     effective_on: EffectiveOn = None,
 ) -> list[schedules.ScheduledVisit]:
-    journey, day = await _journey_at(rt, allowed, subject_id, as_of, effective_on)
-    return schedules.schedule(journey, rt.protocol, on or day)
+    journey, day = await _journey_at(rt, allowed, subject_id, on, as_of, effective_on)
+    return schedules.schedule(journey, rt.protocol, day)
 
 
 HISTORY_FORMATS = {
@@ -259,7 +267,9 @@ async def list_safety_reports(
 
 
 @read_router.get(
-    "/study/safety", summary="DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs", responses=READ
+    "/study/safety",
+    summary="Treatment-emergent AEs as of a date: DLT rate, CRS and ICANS by maximum grade, AE incidence, SAEs, SUSARs",
+    responses=READ,
 )
 async def study_safety(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> safety_tables.SafetyTable:
     as_of = on or today_utc()
@@ -267,7 +277,11 @@ async def study_safety(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> saf
     return safety_tables.safety_table([s for s in summaries if s is not None])
 
 
-@read_router.get("/study/efficacy", summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR", responses=READ)
+@read_router.get(
+    "/study/efficacy",
+    summary="ORR at weeks 4, 8, 12; Kaplan-Meier OS, PFS and DOR as of a date (weeks 12 and 24 where estimable)",
+    responses=READ,
+)
 async def study_efficacy(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> efficacy_tables.EfficacyTable:
     as_of = on or today_utc()
     outcomes = [study.outcome(j, as_of) for j in await _visible(rt, allowed)]

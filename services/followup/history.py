@@ -3,8 +3,9 @@
 - history: every event of the subject, in the order it was recorded, with who, when (clinical and
   system time), why, correlation and causation, schema version.
 - as of a moment (system time): the journey folded from the events recorded by then.
-- effective on a date (clinical time): the journey folded from the events that had happened by then,
-  as we know them now (later corrections included).
+- effective on a date (clinical time): the journey folded from every event as we know them now, read as
+  of that date (the journey keeps each fact's date, so what happened later does not show, and a
+  correction that moved a fact across the date is taken as corrected).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -52,13 +53,9 @@ def fold(subject_id: str, events: list[Envelope]) -> journeys.Journey:
     return journey
 
 
-def select(events: list[Envelope], as_of: datetime | None, effective_on: date | None) -> list[Envelope]:
-    """The events recorded by `as_of` (system time) that had happened by `effective_on` (clinical)."""
-    return [
-        e
-        for e in events
-        if (as_of is None or e.recorded_at <= as_of) and (effective_on is None or e.occurred_at.date() <= effective_on)
-    ]
+def recorded_by(events: list[Envelope], as_of: datetime | None) -> list[Envelope]:
+    """The events recorded by `as_of` (system time); all of them without it."""
+    return [e for e in events if as_of is None or e.recorded_at <= as_of]
 
 
 def as_jsonl(events: list[Envelope]) -> str:

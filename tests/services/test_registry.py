@@ -13,10 +13,10 @@ from shared.readmodel import ReadModel
 # When this test fails because you changed one on purpose, put its new fingerprint here: the change of
 # version is then a reviewed decision, like a published schema's.
 FINGERPRINTS = {
-    "enrollment-subject-facts": "8e1414c43826f3d8",
-    "treatment-subject-facts": "60ba3864ba5e7d53",
-    "followup-subject-facts": "6b056235957b6109",
-    "followup-journey": "ea4e96b942199656",
+    "enrollment-subject-facts": "268dba8b22f34bc8",
+    "treatment-subject-facts": "21a7bb1fd7bdad2c",
+    "followup-subject-facts": "b004c5a7b8f5232d",
+    "followup-journey": "c009fe2e78b80123",
 }
 
 

@@ -67,6 +67,11 @@ def reports_due(journey: Journey, protocol: Protocol, now: datetime) -> list[Rep
     return due
 
 
+def _worst_grade_so_far(ae: AdverseEvent, now: datetime) -> int:
+    """The worst grade reached by `now` (at least the grade at onset): a later worsening is not known yet."""
+    return ae.worst_grade_by(max(now.date(), ae.onset_on)) or ae.report.grade
+
+
 def _is_susar(ae: AdverseEvent) -> bool:
     return clinical.susar(ae.report.serious, ae.report.suspected, ae.report.expected)
 
@@ -85,7 +90,7 @@ def _susar(
             received_at=received,
             status="submitted" if received else "awaiting_sponsor_receipt",
         )
-    severe = clinical.fatal_or_life_threatening(ae.worst_grade, ae.report.seriousness_criteria)
+    severe = clinical.fatal_or_life_threatening(_worst_grade_so_far(ae, now), ae.report.seriousness_criteria)
     days = clocks.fatal_or_life_threatening_susar_days if severe else clocks.other_susar_days
     due_at = _after(sponsor_received, timedelta(days=days))
     return ReportDue(

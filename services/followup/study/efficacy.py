@@ -1,15 +1,19 @@
 """Efficacy tables (DOMAIN.md "Endpoints"): ORR at W4/W8/W12 and Kaplan-Meier summaries of OS, PFS, DOR.
 
-Time-to-event rules, all in days, on the data known at the cut-off `as_of` (anything dated later is
-ignored, so a table for a past date can be reproduced):
-- OS: infusion -> death from any cause. Censored on the last date the subject is known to be alive:
-  the latest of last_contact_on, the last assessment, the relapse, the subsequent therapy and the
-  infusion itself. We do not assume a subject without a recorded contact is alive at `as_of`: that
-  would add follow-up nobody observed. A death after `as_of` means alive at `as_of`.
-- PFS: infusion -> relapse/progression or death, whichever first; censored at the last assessment.
-- DOR: subjects with a CR/CRi only; first CR/CRi -> relapse or death; censored at the last assessment.
+Time-to-event rules, all in days, on the data known at the cut-off `as_of`: anything dated later is
+ignored, so a table for a past date can be reproduced, and nothing is extrapolated to the cut-off.
+- OS: infusion -> death from any cause. Censored on the last date the subject is known alive by the
+  cut-off: the latest of the infusion, every clinical record and alive survival contact dated by then,
+  and the last contact a loss to follow-up declared by then gives. A later contact or death is not
+  known at the cut-off, so it does not make the subject alive on the cut-off.
+- PFS: infusion -> progression (relapse or progressive disease) or death, whichever first; censored at
+  the last disease assessment (months 6-12 included).
+- DOR: subjects with a CR/CRi only; first CR/CRi -> the first progression after it (a relapse: PD is for
+  subjects never in remission) or death; censored at the last disease assessment.
 - censor_at_subsequent_therapy: a subject whose subsequent therapy comes before the event (or before
   the censoring date) is censored on the day of the subsequent therapy; on the same day the event counts.
+- Survival at weeks 12 and 24 is estimable only while a subject's follow-up reaches the day (or the
+  curve has already reached 0); otherwise the table says why rather than print the last value.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import date
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.followup.study.inputs import SubjectOutcome
 from services.followup.study.survival import KaplanMeier, kaplan_meier
@@ -26,6 +30,7 @@ from shared import clinical
 
 ORR_TIMEPOINTS = ("W4", "W8", "W12")
 AT_RISK_WEEKS = (0, 4, 8, 12, 16, 20, 24)
+WEEK_12, WEEK_24 = 84, 168
 
 
 class _Frozen(BaseModel):
@@ -49,16 +54,25 @@ class SubjectTime(_Frozen):
 
 
 class SurvivalAt(_Frozen):
+    """S(day) and its 95% CI where follow-up supports an estimate; otherwise None and the reason."""
+
     day: int
-    survival: float
-    ci_lower: float
-    ci_upper: float
+    estimable: bool
+    survival: float | None = None
+    ci_lower: float | None = None
+    ci_upper: float | None = None
+    at_risk: int = Field(description="Subjects still followed after the day (as under a lifelines plot).")
+    reason: str | None = None
 
 
 class AtRisk(_Frozen):
+    """The numbers under a Kaplan-Meier plot at a week: at risk after the day, censored and events by it."""
+
     week: int
     day: int
     at_risk: int
+    censored: int
+    events: int
 
 
 class SurvivalSummary(_Frozen):
@@ -68,8 +82,8 @@ class SurvivalSummary(_Frozen):
     n: int
     events: int
     censored: int
-    week_12: SurvivalAt | None  # None when no follow-up reaches the day (and the curve is not at 0)
-    week_24: SurvivalAt | None
+    week_12: SurvivalAt
+    week_24: SurvivalAt
     median_days: float | None  # None = not reached
     median_ci_lower: float | None
     median_ci_upper: float | None  # None = not reached (unbounded)
@@ -119,17 +133,19 @@ def _cut(o: SubjectOutcome, as_of: date) -> SubjectOutcome:
     def known(d: date | None) -> date | None:
         return d if d is not None and d <= as_of else None
 
-    alive_on = o.last_contact_on
-    if (alive_on is not None and alive_on > as_of) or (o.died_on is not None and o.died_on > as_of):
-        alive_on = as_of  # seen alive later, or died later: alive on the cut-off
     return dataclasses.replace(
         o,
         assessments=tuple(a for a in o.assessments if a.assessed_on <= as_of),
-        relapsed_on=known(o.relapsed_on),
         died_on=known(o.died_on),
-        last_contact_on=alive_on,
+        known_alive=tuple(k for k in o.known_alive if k.known_on <= as_of and k.alive_on <= as_of),
         subsequent_therapy_on=known(o.subsequent_therapy_on),
     )
+
+
+def last_known_alive(o: SubjectOutcome) -> date:
+    """The latest date the (cut) subject is known alive; assessments and therapy are records of the subject too."""
+    dates = [o.infused_on, o.last_assessment_on, o.subsequent_therapy_on, *(k.alive_on for k in o.known_alive)]
+    return max(d for d in dates if d is not None)
 
 
 def _time(
@@ -149,44 +165,53 @@ def _first(*dates: date | None) -> date | None:
 
 
 def os_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
-    result = []
-    for o in (_cut(o, as_of) for o in outcomes):
-        alive = [o.infused_on, o.last_assessment_on, o.last_contact_on, o.relapsed_on, o.subsequent_therapy_on]
-        last_alive = max(d for d in alive if d is not None)
-        result.append(_time(o, o.infused_on, o.died_on, last_alive, censor_at_subsequent_therapy))
-    return result
+    return [
+        _time(o, o.infused_on, o.died_on, last_known_alive(o), censor_at_subsequent_therapy)
+        for o in (_cut(o, as_of) for o in outcomes)
+    ]
 
 
 def pfs_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
     return [
-        _time(o, o.infused_on, _first(o.relapsed_on, o.died_on), o.last_assessment_on, censor_at_subsequent_therapy)
+        _time(o, o.infused_on, _first(o.progressed_on, o.died_on), o.last_assessment_on, censor_at_subsequent_therapy)
         for o in (_cut(o, as_of) for o in outcomes)
     ]
 
 
 def dor_times(outcomes: Sequence[SubjectOutcome], censor_at_subsequent_therapy: bool, as_of: date) -> list[SubjectTime]:
-    result = []
-    for o in (_cut(o, as_of) for o in outcomes):
-        response_on = _first(*(a.assessed_on for a in o.assessments if clinical.in_remission(a.response)))
-        if response_on is None:
-            continue  # DOR is defined for responders only
-        if o.relapsed_on is not None and o.relapsed_on < response_on:
-            raise ValueError(f"{o.subject_id}: relapse {o.relapsed_on} before the first CR/CRi {response_on}")
-        event_on = _first(o.relapsed_on, o.died_on)
-        result.append(_time(o, response_on, event_on, o.last_assessment_on, censor_at_subsequent_therapy))
-    return result
+    return [
+        _time(o, response_on, _first(o.relapsed_on, o.died_on), o.last_assessment_on, censor_at_subsequent_therapy)
+        for o in (_cut(o, as_of) for o in outcomes)
+        if (response_on := o.first_remission_on) is not None  # DOR is defined for responders only
+    ]
+
+
+def survival_at(km: KaplanMeier | None, day: int) -> SurvivalAt:
+    """S(day) with its confidence interval, or why it cannot be estimated: past the longest follow-up the
+    curve only reflects missing follow-up, unless it has already reached 0."""
+    if km is None:
+        return SurvivalAt(day=day, estimable=False, at_risk=0, reason="no subjects to estimate from")
+    longest, at_risk = km.times[-1], km.at_risk_at(day)
+    if day > longest and km.survival[-1] > 0:
+        reason = f"no subject remains at risk at day {day}: the longest follow-up is {longest:g} days (censored)"
+        return SurvivalAt(day=day, estimable=False, at_risk=at_risk, reason=reason)
+    lower, upper = km.ci_at(day)
+    return SurvivalAt(
+        day=day, estimable=True, survival=km.survival_at(day), ci_lower=lower, ci_upper=upper, at_risk=at_risk
+    )
+
+
+def _at_risk(km: KaplanMeier | None, week: int) -> AtRisk:
+    day = 7 * week
+    if km is None:
+        return AtRisk(week=week, day=day, at_risk=0, censored=0, events=0)
+    return AtRisk(
+        week=week, day=day, at_risk=km.at_risk_at(day), censored=km.censored_by(day), events=km.events_by(day)
+    )
 
 
 def _summarise(endpoint: str, times: list[SubjectTime], censor: bool, as_of: date) -> SurvivalSummary:
     km = kaplan_meier([t.days for t in times], [t.event for t in times]) if times else None
-
-    def at(day: int) -> SurvivalAt | None:
-        # Past the last follow-up the curve is only known if it has already reached 0.
-        if km is None or (day > km.times[-1] and km.survival[-1] > 0):
-            return None
-        lower, upper = km.ci_at(day)
-        return SurvivalAt(day=day, survival=km.survival_at(day), ci_lower=lower, ci_upper=upper)
-
     median_ci = km.median_ci() if km else (None, None)
     events = sum(t.event for t in times)
     return SurvivalSummary(
@@ -196,12 +221,12 @@ def _summarise(endpoint: str, times: list[SubjectTime], censor: bool, as_of: dat
         n=len(times),
         events=events,
         censored=len(times) - events,
-        week_12=at(84),
-        week_24=at(168),
+        week_12=survival_at(km, WEEK_12),
+        week_24=survival_at(km, WEEK_24),
         median_days=km.median() if km else None,
         median_ci_lower=median_ci[0],
         median_ci_upper=median_ci[1],
-        at_risk=tuple(AtRisk(week=w, day=7 * w, at_risk=km.at_risk_at(7 * w) if km else 0) for w in AT_RISK_WEEKS),
+        at_risk=tuple(_at_risk(km, w) for w in AT_RISK_WEEKS),
         km=km,
     )
 

@@ -1,5 +1,6 @@
 """Safety tables (DOMAIN.md "Adverse events", "DLT"): DLT rate, CRS and ICANS by maximum grade, AE
-incidence by category and worst grade, SAEs and SUSARs. Subjects are the infused subjects."""
+incidence by category and worst grade, SAEs and SUSARs. Subjects are the infused subjects; the AEs are
+the treatment-emergent ones (`from_journeys.safety` selects them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from services.followup.study.inputs import AESummary, SubjectSafety
 from shared import clinical
 
 GRADES = (1, 2, 3, 4, 5)
+AE_COUNTING = (
+    "Treatment-emergent AEs only: onset on or after the first lymphodepletion day (the infusion day if none is "
+    "recorded) and by the cut-off, each at the worst grade reached by the cut-off. A DLT counts the grade reached "
+    "inside the DLT window. AEs with onset before treatment (from enrolment on) are recorded but not counted here."
+)
 
 
 class _Frozen(BaseModel):
@@ -48,6 +54,8 @@ class SubjectsAndEvents(_Frozen):
 
 class SafetyTable(_Frozen):
     subjects: int
+    ae_counting: str  # which AEs the table counts, and at which grade
+    aes_not_treatment_emergent: int  # AEs with onset before treatment, left out of every count below
     dlt: DLTRate
     crs: MaxGrade
     icans: MaxGrade
@@ -100,6 +108,8 @@ def safety_table(subjects: Sequence[SubjectSafety]) -> SafetyTable:
     )
     return SafetyTable(
         subjects=len(subjects),
+        ae_counting=AE_COUNTING,
+        aes_not_treatment_emergent=sum(s.not_treatment_emergent for s in subjects),
         dlt=DLTRate(
             subjects_with_dlt=with_dlt,
             dlt_evaluable=len(evaluable),

@@ -68,6 +68,14 @@ class KaplanMeier(BaseModel):
         i = self._row(t)
         return 0 if i < 0 else self.at_risk[i] - self.events[i] - self.censored[i]
 
+    def censored_by(self, t: float) -> int:
+        """Subjects censored at or before t (lifelines' "Censored" row under a plot)."""
+        return sum(self.censored[: self._row(t) + 1])
+
+    def events_by(self, t: float) -> int:
+        """Events at or before t (lifelines' "Events" row under a plot)."""
+        return sum(self.events[: self._row(t) + 1])
+
     def median(self) -> float | None:
         """First time S(t) <= 0.5; None if S never gets there (lifelines: inf)."""
         return next((t for t, s in zip(self.times, self.survival_exact, strict=True) if s <= Fraction(1, 2)), None)

@@ -12,13 +12,13 @@ from shared.contract.envelope import Envelope, RecordedBy
 from shared.contract.events import (
     AECorrected,
     AEReported,
-    AEReportedV1,
     AEUpdated,
     AgentDose,
     ConsentWithdrawn,
     DataQueryAnswered,
     DataQueryClosed,
     DataQueryOpened,
+    DataQueryUpdated,
     Enrolled,
     InfusionCorrected,
     LongTermFollowUpStarted,
@@ -32,10 +32,12 @@ from shared.contract.events import (
     StudyCompleted,
     SubjectDied,
     SubsequentTherapyStarted,
+    SurvivalStatusRecorded,
     UCARTInfused,
     VisitCompleted,
 )
 from shared.contract.findings import ICANSFindings
+from shared.contract.previous import AEReportedV1
 from shared.contract.upcasting import upcast
 from shared.protocol import load_protocol
 
@@ -96,7 +98,7 @@ def resp(timepoint: str, result: str, on: date) -> tuple[Payload, date]:
     return ResponseAssessed(
         timepoint=timepoint,
         response=result,
-        marrow_blasts_pct=50 if result in ("NR", "RELAPSE") else 1,
+        marrow_blasts_pct=50 if result in ("NR", "RELAPSE", "PD") else 1,
         mrd_negative=result == "CR",
     ), on
 
@@ -195,7 +197,7 @@ def test_fold_collects_the_facts_of_every_source():
     ]
     assert j.visits_completed == {"D7": day(7), "PERS_D14": day(14)}
     assert j.subsequent_therapy == [("allo_hsct", day(100))]
-    assert (j.withdrawn_on, j.died_on, j.last_event_on) == (day(200), day(210), day(210))
+    assert (j.withdrawn_on, j.died_on, j.last_known_alive(day(220))) == (day(200), day(210), day(210))
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -215,7 +217,7 @@ def test_the_latest_clinical_date_is_kept_whatever_the_delivery_order():
     j = infused_journey(
         (SubjectDied(primary_cause="other"), day(210)), (ConsentWithdrawn(withdrawal_reason="moved"), day(200))
     )
-    assert j.last_event_on == day(210)
+    assert max(j.records_per_day) == day(210)
 
 
 def test_same_ld_day_twice_counts_once():
@@ -233,10 +235,50 @@ def test_updates_raise_the_worst_grade_and_set_the_current_one():
         (AEUpdated(ae_id=crs.ae_id, grade=1, outcome="recovering"), day(6)),
     )
     record = j.adverse_events[str(crs.ae_id)]
-    assert (record.grade, record.worst_grade, record.outcome) == (1, 4, "recovering")
+    assert (record.grade_on(), record.worst_grade_by(), record.outcome_on()) == (1, 4, "recovering")
     j = fold([(AEUpdated(ae_id=crs.ae_id, outcome="recovered"), day(9))], j)
-    assert (j.adverse_events[str(crs.ae_id)].grade, j.adverse_events[str(crs.ae_id)].outcome) == (1, "recovered")
+    record = j.adverse_events[str(crs.ae_id)]
+    assert (record.grade_on(), record.outcome_on()) == (1, "recovered")
     assert j.worst_grade("CRS") == 4 and j.worst_grade("ICANS") is None
+
+
+def test_each_grade_keeps_the_day_it_was_reached():
+    crs = ae(day(2), grade=2)
+    j = infused_journey(
+        (crs, day(2)),
+        (AEUpdated(ae_id=crs.ae_id, grade=4), day(5)),
+        (AEUpdated(ae_id=crs.ae_id, grade=3, outcome="recovering"), day(4)),  # entered late: dated before
+        (AEUpdated(ae_id=crs.ae_id, outcome="recovered"), day(9)),
+        (AEUpdated(ae_id=crs.ae_id, outcome="not_recovered"), day(3)),  # entered late as well
+    )
+    record = j.adverse_events[str(crs.ae_id)]
+    assert [(g.grade, g.reached_on) for g in record.grade_history()] == [(2, day(2)), (3, day(4)), (4, day(5))]
+    assert record.grade_on() == 4  # the latest by date, not the last entered
+    # As of a date: only the grades reached by then.
+    assert [(record.grade_on(day(n)), record.worst_grade_by(day(n))) for n in (1, 2, 4, 5)] == [
+        (None, None),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+    ]
+    assert [record.outcome_on(day(n)) for n in (2, 3, 4, 8, 9)] == [
+        None,
+        "not_recovered",
+        "recovering",
+        "recovering",
+        "recovered",
+    ]
+    assert record.worst_grade_within(day(3), day(4)) == 3  # the grade 2 was reached before the window
+    assert [j.worst_grade("CRS", day(n)) for n in (1, 3, 6)] == [None, 2, 4]
+
+
+def test_a_grade_dated_before_a_corrected_onset_counts_from_the_onset():
+    crs = ae(day(2), grade=2)
+    later_onset = AECorrected(ae_id=crs.ae_id, **ae(day(5), grade=1).model_dump(exclude={"ae_id"}))
+    j = infused_journey((crs, day(2)), (AEUpdated(ae_id=crs.ae_id, grade=3), day(3)), (later_onset, day(5)))
+    record = j.adverse_events[str(crs.ae_id)]
+    assert [(g.grade, g.reached_on) for g in record.grade_history()] == [(1, day(5)), (3, day(5))]
+    assert (record.grade_on(day(4)), record.grade_on(day(5))) == (None, 3)
 
 
 def test_a_correction_replaces_the_report_and_its_onset():
@@ -250,21 +292,24 @@ def test_a_correction_replaces_the_report_and_its_onset():
     j = infused_journey((crs, day(5)), (fix, day(4)))
     record = j.adverse_events[str(crs.ae_id)]
     assert record.report.model_dump() == fix.model_dump(exclude={"ae_id"})
-    assert (record.onset_on, record.grade, record.worst_grade, record.corrections) == (day(4), 2, 2, 1)
+    assert (record.onset_on, record.grade_on(), record.worst_grade_by(), record.corrections) == (day(4), 2, 2, 1)
     v = view(j, day(10), PROTOCOL)
     assert (v.ae_count, v.serious_ae_count, v.worst_crs_grade) == (1, 1, 2)
 
 
 def test_a_correction_replaces_the_reported_grade_but_keeps_the_updates_since():
-    # The correction replaces the report (grade 2 -> 3); the grade 4 reached by an update still counts.
+    # The correction replaces the grade at onset (2 -> 3); the grade 4 an update reached on day 3 is still
+    # the current one (the latest by date; before grades were dated, the correction's grade was current).
     crs = ae(day(2), grade=2)
     fix = AECorrected(ae_id=crs.ae_id, **ae(day(2), grade=3).model_dump(exclude={"ae_id"}))
     j = infused_journey((crs, day(2)), (AEUpdated(ae_id=crs.ae_id, grade=4), day(3)), (fix, day(2)))
-    assert (j.adverse_events[str(crs.ae_id)].grade, j.adverse_events[str(crs.ae_id)].worst_grade) == (3, 4)
+    record = j.adverse_events[str(crs.ae_id)]
+    assert (record.grade_on(day(2)), record.grade_on(), record.worst_grade_by()) == (3, 4, 4)
     lowered = infused_journey((crs, day(2)), (fix.model_copy(update={"grade": 1}), day(2)))
-    assert lowered.adverse_events[str(crs.ae_id)].worst_grade == 1  # no update: the corrected grade is all
+    assert lowered.adverse_events[str(crs.ae_id)].worst_grade_by() == 1  # no update: the corrected grade is all
     j = fold([(AEUpdated(ae_id=crs.ae_id, grade=4), day(6)), (AEUpdated(ae_id=crs.ae_id, grade=2), day(8))], j)
-    assert (j.adverse_events[str(crs.ae_id)].grade, j.adverse_events[str(crs.ae_id)].worst_grade) == (2, 4)
+    record = j.adverse_events[str(crs.ae_id)]
+    assert (record.grade_on(), record.worst_grade_by()) == (2, 4)
 
 
 def test_a_query_is_open_then_answered_then_closed():
@@ -303,6 +348,36 @@ def test_safety_reports_are_kept_by_kind():
     }
 
 
+@pytest.mark.parametrize(
+    ("onset", "emergent"),
+    [(-10, False), (-6, False), (-5, True), (-4, True), (0, True), (30, True)],  # LD from day -5
+)
+def test_treatment_emergent_from_the_first_lymphodepletion_day(onset, emergent):
+    nausea = ae(day(onset), term="Nausea", category="OTHER", grade=1)
+    j = infused_journey((nausea, day(onset)))
+    assert j.treatment_emergent(j.adverse_events[str(nausea.ae_id)]) is emergent
+    [shown] = view(j, day(40), PROTOCOL).adverse_events
+    assert shown.treatment_emergent is emergent
+
+
+def test_without_lymphodepletion_treatment_starts_with_the_infusion():
+    nausea = ae(day(-1), term="Nausea", category="OTHER", grade=1)
+    j = fold([enrolled(), (nausea, day(-1)), (INFUSION, DAY0)])
+    assert j.treatment_started_on == DAY0
+    assert j.treatment_emergent(j.adverse_events[str(nausea.ae_id)]) is False
+    assert fold([enrolled(), (nausea, day(-1))]).treatment_started_on is None  # not treated: nothing emerges
+
+
+def test_an_updated_query_is_open_again_with_the_new_values():
+    answered = infused_journey(
+        (ICANS, day(3)), (QUERY, day(3)), (DataQueryAnswered(query_id=QUERY.query_id, answer="ICE was 8"), day(5))
+    )
+    restated = DataQueryUpdated(query_id=QUERY.query_id, recorded_value="2", expected_value="3", text="Check again")
+    q = fold([(restated, day(6))], answered).queries[str(QUERY.query_id)]
+    assert (q.status, q.answer, q.recorded_value, q.expected_value, q.text) == ("open", None, "2", "3", "Check again")
+    assert q.opened_at == answered.queries[str(QUERY.query_id)].opened_at  # the same query
+
+
 # --- infusion correction, persistence, subsequent therapy ---------------------------------------
 
 
@@ -337,6 +412,75 @@ def test_subsequent_therapies_are_kept_in_date_order():
         (SubsequentTherapyStarted(therapy="blinatumomab"), day(90)),
     )
     assert j.subsequent_therapy == [("blinatumomab", day(90)), ("allo_hsct", day(120))]
+
+
+# --- dated records, survival contacts, last known alive -------------------------------------------
+
+
+def alive(on: date, **changes) -> tuple[Payload, date]:
+    return SurvivalStatusRecorded(**({"status": "alive", "method": "phone"} | changes)), on
+
+
+def test_each_day_with_a_clinical_record_is_kept_but_not_records_about_the_data():
+    j = infused_journey(
+        (ICANS, day(3)),
+        (QUERY, day(9)),
+        (SafetyReportSubmitted(ae_id=ICANS.ae_id, report="sae_to_sponsor", received_at=at(day(11))), day(11)),
+        alive(day(20)),
+    )
+    assert sorted(j.records_per_day) == [day(-10), day(-5), day(-4), day(-3), DAY0, day(3), day(20)]
+
+
+def test_a_correction_moves_its_record_to_the_corrected_date():
+    crs = ae(day(5))
+    fix = AECorrected(ae_id=crs.ae_id, **ae(day(4)).model_dump(exclude={"ae_id"}))
+    moved = InfusionCorrected(dose_cells_per_kg=2e7, dose_level=2, product_lot="L1", donor_id="D1")
+    j = infused_journey((crs, day(5)), (fix, day(4)), (moved, day(1)))
+    assert sorted(j.records_per_day)[-2:] == [day(1), day(4)]  # no record left on day 0 or day 5
+    same_day = infused_journey((VisitCompleted(visit_code="D4"), day(5)), (crs, day(5)), (fix, day(4)))
+    assert day(5) in same_day.records_per_day  # the visit is still dated then
+
+
+def test_survival_contacts_are_kept_in_date_order():
+    dead = SurvivalStatusRecorded(status="dead", method="medical_records", died_on=day(150), primary_cause="other")
+    j = infused_journey(alive(day(140), visit_code="SURV_W20"), alive(day(112), method="visit"), (dead, day(160)))
+    assert [(c.contacted_on, c.status, c.method, c.visit_code) for c in j.survival_contacts] == [
+        (day(112), "alive", "visit", None),
+        (day(140), "alive", "phone", "SURV_W20"),
+        (day(160), "dead", "medical_records", None),
+    ]
+    assert (j.survival_contacts[-1].died_on, j.survival_contacts[-1].primary_cause) == (day(150), "other")
+    assert day(160) not in j.records_per_day  # the news of a death is not contact with the subject
+    assert [c.contacted_on for c in view(j, day(139), PROTOCOL).survival_contacts] == [day(112)]
+
+
+def test_last_known_alive_is_the_latest_record_or_contact_by_the_date_never_the_date_itself():
+    j = infused_journey(resp("W4", "CR", day(28)), alive(day(100)), (VisitCompleted(visit_code="D7"), day(7)))
+    assert [j.last_known_alive(day(n)) for n in (-20, -1, 27, 28, 99, 100, 300)] == [
+        None,
+        day(-3),
+        day(7),
+        day(28),
+        day(28),
+        day(100),
+        day(100),
+    ]
+    assert view(j, day(99), PROTOCOL).last_known_alive == day(28)
+
+
+def test_a_declared_last_contact_counts_from_the_declaration():
+    j = infused_journey(resp("W4", "CR", day(28)), (LostToFollowUp(last_contact_on=day(45)), day(60)))
+    assert [j.last_known_alive(day(n)) for n in (50, 59, 60)] == [day(28), day(28), day(45)]
+
+
+def test_last_known_alive_of_a_subject_who_died_is_the_day_of_death():
+    j = infused_journey(
+        (INFECTION, day(4)),
+        resp("W4", "CR", day(28)),
+        (SubjectDied(primary_cause="adverse_event"), day(40)),
+        (AEUpdated(ae_id=INFECTION.ae_id, outcome="fatal", grade=5), day(41)),  # the death's own consequence
+    )
+    assert [j.last_known_alive(day(n)) for n in (39, 40, 50)] == [day(28), day(40), day(40)]
 
 
 # --- status -------------------------------------------------------------------------------------
@@ -477,3 +621,58 @@ def test_view_before_any_response_or_infusion():
     v = view(fold([enrolled()]), DAY0, PROTOCOL)
     assert (v.status, v.study_day, v.best_response, v.latest_response) == ("enrolled", None, None, None)
     assert (v.ae_count, v.worst_crs_grade, v.open_queries, v.adverse_events) == (0, None, 0, [])
+
+
+def test_best_response_ranks_progressive_disease_below_no_response():
+    journey = infused_journey(resp("W8", "PD", day(56)), resp("W4", "NR", day(28)))
+    v = view(journey, day(60), PROTOCOL)
+    assert (v.best_response.response, v.latest_response.response) == ("NR", "PD")
+    assert view(infused_journey(resp("W4", "PD", day(28))), day(30), PROTOCOL).best_response.response == "PD"
+
+
+def test_long_term_assessments_are_responses_too():
+    journey = infused_journey(
+        resp("W12", "CR", day(84)),
+        resp("M6", "CR", day(182)),
+        resp("M9", "RELAPSE", day(273)),
+        resp("M12", "PD", day(365)),
+    )
+    assert [r.timepoint for r in journey.responses] == ["W12", "M6", "M9", "M12"]
+    assert status(journey, day(300), PROTOCOL) == "long_term_follow_up"
+    v = view(journey, day(300), PROTOCOL)
+    assert ([r.timepoint for r in v.responses], v.latest_response.timepoint) == (["W12", "M6", "M9"], "M9")
+
+
+def test_the_view_as_of_a_date_shows_only_what_had_happened_by_then():
+    crs = ae(day(2), grade=2)
+    j = infused_journey(
+        (crs, day(2)),
+        (AEUpdated(ae_id=crs.ae_id, grade=4, outcome="not_recovered"), day(6)),
+        (ae(day(12), term="Fever", category="OTHER", grade=1), day(12)),
+        resp("W4", "CR", day(28)),
+        (PersistenceSampled(qpcr_copies_per_ug_dna=10.0), day(30)),
+        (SubsequentTherapyStarted(therapy="allo_hsct"), day(100)),
+        (StudyCompleted(completed="main_follow_up"), day(110)),
+        (SubjectDied(primary_cause="other"), day(150)),
+    )
+    early = view(j, day(5), PROTOCOL)
+    [shown] = early.adverse_events
+    assert (shown.grade, shown.worst_grade, shown.outcome, [g.grade for g in shown.grade_history]) == (2, 2, None, [2])
+    assert (early.ae_count, early.worst_crs_grade, early.best_response, early.persistence) == (1, 2, None, [])
+    assert (early.subsequent_therapy, early.completed_on, early.died_on, early.last_known_alive) == (
+        [],
+        None,
+        None,
+        day(2),
+    )
+    assert (early.status, early.study_day) == ("infused", 5)
+    later = view(j, day(120), PROTOCOL)
+    assert (later.ae_count, later.worst_crs_grade, later.adverse_events[0].outcome) == (2, 4, "not_recovered")
+    assert (later.completed_on, later.died_on, later.status) == (day(110), None, "completed")
+    before = view(j, day(-4), PROTOCOL)
+    assert (before.infused_on, before.study_day, before.dose_cells_per_kg, before.lymphodepletion_days) == (
+        None,
+        None,
+        None,
+        [day(-5), day(-4)],
+    )

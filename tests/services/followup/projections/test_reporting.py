@@ -196,6 +196,19 @@ def test_a_susar_that_worsens_to_grade_4_gets_the_7_day_clock():
     assert due(j, SPONSOR_RECEIPT, "susar_to_regulator").due_at == SPONSOR_RECEIPT + timedelta(days=7)
 
 
+def test_the_7_day_clock_counts_the_grade_reached_by_then():
+    reported = ae()
+    worsened = AEUpdated(ae_id=reported.ae_id, grade=4)
+    worse_at = ONSET + timedelta(days=5)
+    j = apply(
+        journey(reported, submitted(reported, "sae_to_sponsor", SPONSOR_RECEIPT)),
+        envelope(worsened, worse_at),
+        worsened,
+    )
+    assert due(j, worse_at - timedelta(days=1), "susar_to_regulator").due_at == SPONSOR_RECEIPT + timedelta(days=15)
+    assert due(j, worse_at, "susar_to_regulator").due_at == SPONSOR_RECEIPT + timedelta(days=7)
+
+
 def test_a_correction_to_unexpected_makes_it_a_susar():
     reported = ae(expected=True)
     assert [r.report for r in reports_due(journey(reported), PROTOCOL, AWARE)] == ["sae_to_sponsor"]

@@ -21,6 +21,7 @@ from shared.contract.events import (
     ResponseAssessed,
     StudyCompleted,
     SubjectDied,
+    SurvivalStatusRecorded,
     UCARTInfused,
     VisitCompleted,
 )
@@ -34,6 +35,7 @@ PROTOCOL = Protocol.model_validate(
         "followup": {
             "main_followup_end_day": 84,
             "long_term_end_day": 365,
+            "survival_end_day": 168,
             "visits": [
                 {"code": "V4", "kind": "safety", "target_day": 4, "window_before": 1, "window_after": 2},  # days 3-6
                 {
@@ -48,7 +50,7 @@ PROTOCOL = Protocol.model_validate(
                 {"code": "LTFU_M6", "kind": "ltfu", "target_day": 182, "window_before": 14, "window_after": 14},
             ],
         },
-        "response_visits": {"W4": "RESP_W4", "W12": "RESP_W12"},
+        "response_visits": {"W4": "RESP_W4", "W12": "RESP_W12", "M6": "LTFU_M6"},
     }
 )
 SUBJECT = "UCT-04-005"
@@ -109,7 +111,7 @@ def done(code: str, on: date) -> tuple[Payload, date]:
 
 def w(timepoint: str, result: str, on: date) -> tuple[Payload, date]:
     return ResponseAssessed(
-        timepoint=timepoint, response=result, marrow_blasts_pct=60 if result in ("NR", "RELAPSE") else 2
+        timepoint=timepoint, response=result, marrow_blasts_pct=60 if result in ("NR", "RELAPSE", "PD") else 2
     ), on
 
 
@@ -189,14 +191,16 @@ def test_off_study_cancels_what_is_left(exit_event):
         }
 
 
-def test_shipped_protocol_schedule_grows_with_w12_remission():
+def test_shipped_protocol_schedule_has_long_term_visits_in_w12_remission_and_survival_contacts_otherwise():
     shipped = load_protocol()
     ltfu = {v.code for v in shipped.followup.visits if v.kind == "ltfu"}
+    survival = {v.code for v in shipped.followup.visits if v.kind == "survival"}
     in_remission = schedule(journey(w("W12", "CR", day(84))), shipped, day(90))
     not_in_remission = schedule(journey(w("W12", "NR", day(84))), shipped, day(90))
-    assert {v.code for v in in_remission} == shipped.visit_codes
+    assert {v.code for v in in_remission} == shipped.visit_codes - survival
     assert {v.code for v in not_in_remission} == shipped.visit_codes - ltfu
-    assert ltfu  # the shipped schedule has long-term visits at all
+    assert ltfu and survival == {"SURV_W16", "SURV_W20", "SURV_W24"}
+    assert {v.code for v in schedule(journey(), shipped, day(10))} == shipped.visit_codes - ltfu  # W12 not yet in
     assert [v.target_date for v in in_remission] == sorted(v.target_date for v in in_remission)
     assert next(v for v in in_remission if v.code == "RESP_W12").status == "completed"
 
@@ -215,6 +219,7 @@ def test_completing_the_main_follow_up_cancels_the_later_visits():
     }  # PERS_W12's window (77-91) was still open on day 88
     still_on_study = {v.code: v.status for v in schedule(j, shipped, day(87))}
     assert (still_on_study["PERS_W12"], still_on_study["PERS_W16"]) == ("due", "upcoming")
+    assert (statuses["SURV_W16"], statuses["SURV_W24"]) == ("due", "upcoming")  # survival contacts go on
 
 
 def test_a_corrected_infusion_moves_the_schedule():
@@ -245,3 +250,98 @@ def test_a_visit_missed_before_leaving_the_study_stays_overdue():
         "RESP_W4": "not_applicable",
         "RESP_W12": "not_applicable",
     }
+
+
+def test_a_long_term_assessment_completes_its_long_term_visit():
+    j = journey(w("W12", "CR", day(84)), w("M6", "CR", day(190)))
+    v = visit("LTFU_M6", j, day(200))
+    assert (v.status, v.completed_on) == ("completed", day(190))
+    assert visit("LTFU_M6", j, day(189)).status == "due"  # as of a date before the assessment
+
+
+def test_completion_is_as_known_on_the_date():
+    j = journey(done("V4", day(4)), w("W4", "NR", day(28)))
+    assert (visit("V4", j, day(3)).status, visit("V4", j, day(3)).completed_on) == ("due", None)
+    assert visit("RESP_W4", j, day(27)).status == "due"
+
+
+# --- survival contacts (shipped protocol: SURV_W16, W20, W24 on days 112, 140, 168, +-14 days) -------
+
+SHIPPED = load_protocol()
+
+
+def contact(on: date, **changes) -> tuple[Payload, date]:
+    return SurvivalStatusRecorded(**({"status": "alive", "method": "phone"} | changes)), on
+
+
+def survival(j: Journey, today: date) -> dict[str, tuple[str, date | None]]:
+    return {v.code: (v.status, v.completed_on) for v in schedule(j, SHIPPED, today) if v.kind == "survival"}
+
+
+def test_survival_contacts_are_due_in_their_windows():
+    j = journey(w("W12", "NR", day(84)))
+    assert survival(j, day(97)) == {code: ("upcoming", None) for code in ("SURV_W16", "SURV_W20", "SURV_W24")}
+    assert survival(j, day(98))["SURV_W16"] == ("due", None)
+    assert survival(j, day(127))["SURV_W16"] == ("overdue", None)
+    v = next(v for v in schedule(j, SHIPPED, day(98)) if v.code == "SURV_W20")
+    assert (v.kind, v.study_day, v.target_date, v.window_start, v.window_end) == (
+        "survival",
+        140,
+        day(140),
+        day(126),
+        day(154),
+    )
+
+
+def test_a_contact_naming_the_visit_completes_it_in_or_out_of_its_window():
+    j = journey(
+        w("W12", "NR", day(84)), contact(day(110), visit_code="SURV_W16"), contact(day(160), visit_code="SURV_W20")
+    )
+    assert survival(j, day(170)) == {
+        "SURV_W16": ("completed", day(110)),
+        "SURV_W20": ("completed_out_of_window", day(160)),
+        "SURV_W24": ("due", None),  # the day-160 contact named W20: it does not complete W24 as well
+    }
+    assert survival(j, day(109))["SURV_W16"] == ("due", None)  # not yet contacted then
+
+
+def test_an_alive_contact_inside_the_window_completes_it():
+    j = journey(w("W12", "NR", day(84)), contact(day(135), method="visit"))
+    assert survival(j, day(200)) == {
+        "SURV_W16": ("overdue", None),
+        "SURV_W20": ("completed", day(135)),
+        "SURV_W24": ("overdue", None),
+    }
+
+
+def test_other_records_do_not_complete_a_survival_contact():
+    j = journey(w("W12", "NR", day(84)), (PersistenceSampled(visit_code="PERS_W16", flow_car_pct_of_cd3=1.0), day(112)))
+    assert survival(j, day(120))["SURV_W16"] == ("due", None)
+
+
+def test_survival_contacts_outlast_the_main_follow_up_but_not_death_withdrawal_or_loss():
+    nr = w("W12", "NR", day(84))
+    completed = journey(nr, (StudyCompleted(completed="main_follow_up"), day(88)))
+    assert survival(completed, day(130)) == {
+        "SURV_W16": ("overdue", None),
+        "SURV_W20": ("due", None),
+        "SURV_W24": ("upcoming", None),
+    }
+    for leaving in (
+        SubjectDied(primary_cause="disease_progression"),
+        ConsentWithdrawn(withdrawal_reason="moved"),
+        LostToFollowUp(last_contact_on=day(110)),
+    ):
+        left = journey(nr, contact(day(110), visit_code="SURV_W16"), (leaving, day(130)))
+        assert survival(left, day(130)) == {
+            "SURV_W16": ("completed", day(110)),
+            "SURV_W20": ("not_applicable", None),
+            "SURV_W24": ("not_applicable", None),
+        }, type(leaving).__name__
+
+
+def test_no_survival_contacts_in_long_term_follow_up_whose_visits_are_unchanged():
+    j = journey(w("W12", "CR", day(84)), contact(day(112), visit_code="SURV_W16"))
+    visits = {v.code: v.status for v in schedule(j, SHIPPED, day(170))}
+    assert not any(code.startswith("SURV_") for code in visits)
+    assert (visits["LTFU_M6"], visits["LTFU_M9"], visits["LTFU_M12"]) == ("due", "upcoming", "upcoming")

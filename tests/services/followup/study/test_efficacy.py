@@ -8,6 +8,7 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
 
+from services.followup.projections.journey import KnownAlive
 from services.followup.study.efficacy import (
     dor_times,
     duration_of_remission,
@@ -28,15 +29,18 @@ def on(day: int) -> date:
     return D0 + timedelta(days=day)
 
 
-def subject(sid, *responses, relapse=None, death=None, contact=None, subsequent=None) -> SubjectOutcome:
-    """responses: (timepoint, response, study day); other dates as study days."""
+def subject(sid, *responses, death=None, contact=None, lost=None, subsequent=None) -> SubjectOutcome:
+    """responses: (timepoint, response, study day); contact: a day seen alive; lost: (last contact, day the
+    loss to follow-up was declared); other dates as study days."""
+    known_alive = ([KnownAlive(on(contact), on(contact))] if contact is not None else []) + (
+        [KnownAlive(on(lost[0]), on(lost[1]))] if lost is not None else []
+    )
     return SubjectOutcome(
         subject_id=sid,
         infused_on=D0,
         assessments=tuple(Assessment(timepoint=tp, response=r, assessed_on=on(d)) for tp, r, d in responses),
-        relapsed_on=None if relapse is None else on(relapse),
         died_on=None if death is None else on(death),
-        last_contact_on=None if contact is None else on(contact),
+        known_alive=tuple(known_alive),
         subsequent_therapy_on=None if subsequent is None else on(subsequent),
     )
 
@@ -51,7 +55,7 @@ def days(times) -> list[tuple[int, bool]]:
 def test_orr_is_cr_plus_cri_over_every_infused_subject():
     cohort = [
         subject("A", ("W4", "CR", 28), ("W8", "CR", 56)),
-        subject("B", ("W4", "CRi", 29), ("W8", "RELAPSE", 55), relapse=55),
+        subject("B", ("W4", "CRi", 29), ("W8", "RELAPSE", 55)),
         subject("C", ("W4", "NR", 27)),
         subject("D", death=12),  # never assessed: in the denominator, not the numerator
         subject("E", ("UNSCHEDULED", "CR", 20)),  # a CR outside the W4 visit is not a W4 response
@@ -84,11 +88,23 @@ def test_os_event_is_death_and_censoring_is_the_last_known_alive_date():
         subject("died", ("W4", "CR", 28), death=150, contact=140),
         subject("contact", ("W4", "CR", 28), contact=200),
         # no contact recorded: the last date we saw the subject alive, not the cut-off
-        subject("no-contact", ("W4", "CR", 28), ("W8", "CR", 57), relapse=70),
+        subject("no-contact", ("W4", "CR", 28), ("W8", "CR", 57), ("UNSCHEDULED", "RELAPSE", 70)),
+        # Seen alive, or dead, only after the cut-off: not known on it, so censored at the last date known
+        # alive by then (these two were censored at the cut-off itself before: an extrapolation).
         subject("contact-after-cutoff", contact=450),
-        subject("died-after-cutoff", contact=120, death=420),  # alive on the cut-off
+        subject("died-after-cutoff", contact=120, death=420),
+        subject("lost", ("W4", "CR", 28), lost=(300, 350)),  # the declared last contact, known from day 350
+        subject("lost-after-cutoff", ("W4", "CR", 28), lost=(390, 410)),  # declared after the cut-off
     ]
-    assert days(os_times(cohort, False, AS_OF)) == [(150, True), (200, False), (70, False), (400, False), (400, False)]
+    assert days(os_times(cohort, False, AS_OF)) == [
+        (150, True),
+        (200, False),
+        (70, False),
+        (0, False),
+        (120, False),
+        (300, False),
+        (28, False),
+    ]
 
 
 def test_os_censoring_at_subsequent_therapy():
@@ -114,14 +130,22 @@ def test_subject_infused_after_the_cutoff_is_rejected():
 # --- PFS ------------------------------------------------------------------------------------------------
 
 
-def test_pfs_event_is_relapse_or_death_whichever_first_censored_at_last_assessment():
+def test_pfs_event_is_progression_or_death_whichever_first_censored_at_last_assessment():
     cohort = [
-        subject("relapse", ("W4", "CR", 28), ("W8", "RELAPSE", 60), relapse=60, death=200),
+        subject("relapse", ("W4", "CR", 28), ("W8", "RELAPSE", 60), death=200),
         subject("death", ("W4", "CR", 28), death=45, contact=40),
         subject("censored", ("W4", "CR", 28), ("W12", "CR", 85), contact=300),  # last assessment, not contact
         subject("never-assessed", contact=30),
-        subject("relapse-after-cutoff", ("W4", "CR", 28), ("W12", "CR", 84), ("UNSCHEDULED", "CR", 399), relapse=410),
+        subject(
+            "relapse-after-cutoff",
+            ("W4", "CR", 28),
+            ("W12", "CR", 84),
+            ("UNSCHEDULED", "CR", 399),
+            ("M12", "RELAPSE", 410),
+        ),
         subject("assessed-after-cutoff", ("W4", "NR", 28), ("UNSCHEDULED", "NR", 401)),
+        subject("progressive-disease", ("W4", "NR", 28), ("W8", "PD", 56), ("W12", "PD", 84)),
+        subject("long-term", ("W4", "CR", 28), ("W12", "CR", 84), ("M6", "CR", 182), ("M9", "CR", 273)),
     ]
     assert days(pfs_times(cohort, False, AS_OF)) == [
         (60, True),
@@ -130,12 +154,16 @@ def test_pfs_event_is_relapse_or_death_whichever_first_censored_at_last_assessme
         (0, False),
         (399, False),
         (28, False),
+        (56, True),  # the first progression
+        (273, False),  # month 6-12 assessments are disease assessments too
     ]
 
 
 def test_pfs_censoring_at_subsequent_therapy():
     cohort = [
-        subject("hsct-then-relapse", ("W4", "CR", 28), ("W12", "CR", 84), relapse=200, subsequent=100),
+        subject(
+            "hsct-then-relapse", ("W4", "CR", 28), ("W12", "CR", 84), ("UNSCHEDULED", "RELAPSE", 200), subsequent=100
+        ),
         subject("hsct-no-event", ("W4", "CR", 28), ("W12", "CR", 84), subsequent=60),
         subject("hsct-after-last-assessment", ("W4", "CR", 28), subsequent=60),
     ]
@@ -150,10 +178,10 @@ def test_pfs_censoring_at_subsequent_therapy():
 
 def test_dor_counts_responders_only_from_their_first_cr_or_cri():
     cohort = [
-        subject("late-responder", ("W4", "NR", 28), ("W8", "CRi", 56), ("W12", "RELAPSE", 90), relapse=90),
+        subject("late-responder", ("W4", "NR", 28), ("W8", "CRi", 56), ("W12", "RELAPSE", 90)),
         subject("death-in-remission", ("W4", "CR", 28), death=100),
         subject("ongoing", ("W4", "CR", 30), ("W8", "CR", 58), ("W12", "CR", 86), contact=380),
-        subject("refractory", ("W4", "NR", 28), relapse=50, death=70),
+        subject("refractory", ("W4", "NR", 28), ("UNSCHEDULED", "PD", 50), death=70),
         subject("never-assessed", death=10),
     ]
     assert days(dor_times(cohort, False, AS_OF)) == [(34, True), (72, True), (56, False)]
@@ -163,7 +191,7 @@ def test_dor_counts_responders_only_from_their_first_cr_or_cri():
 
 def test_dor_censoring_at_subsequent_therapy():
     cohort = [
-        subject("hsct-in-remission", ("W4", "CR", 28), ("W12", "CR", 84), relapse=250, subsequent=100),
+        subject("hsct-in-remission", ("W4", "CR", 28), ("W12", "CR", 84), ("M9", "RELAPSE", 250), subsequent=100),
         subject("hsct-before-response", ("W4", "NR", 28), ("W8", "CR", 56), subsequent=40),
     ]
     assert days(dor_times(cohort, False, AS_OF)) == [(222, True), (0, False)]
@@ -171,17 +199,22 @@ def test_dor_censoring_at_subsequent_therapy():
     assert days(dor_times(cohort, True, AS_OF)) == [(72, False), (0, False)]
 
 
-def test_dor_rejects_a_relapse_before_the_first_response():
-    cohort = [subject("odd", ("W4", "NR", 28), ("W8", "CR", 56), relapse=40)]
-    with pytest.raises(ValueError, match="before the first CR/CRi"):
-        dor_times(cohort, False, AS_OF)
+def test_dor_ends_at_the_first_relapse_after_the_first_remission():
+    # Progressive disease before a late remission ends PFS, not the remission that came after it.
+    late = subject("late", ("W4", "NR", 28), ("UNSCHEDULED", "PD", 40), ("W8", "CR", 56), ("W12", "RELAPSE", 84))
+    assert days(dor_times([late], False, AS_OF)) == [(28, True)]
+    assert days(pfs_times([late], False, AS_OF)) == [(40, True)]
 
 
 def test_dor_without_responders_is_empty_not_an_error():
     summary = duration_of_remission([subject("nr", ("W4", "NR", 28))], True, AS_OF)
     assert (summary.n, summary.events, summary.km, summary.median_days) == (0, 0, None, None)
-    assert summary.week_12 is None and summary.week_24 is None
-    assert [a.at_risk for a in summary.at_risk] == [0] * 7
+    assert (summary.week_12.estimable, summary.week_12.survival, summary.week_12.reason) == (
+        False,
+        None,
+        "no subjects to estimate from",
+    )
+    assert [(a.at_risk, a.censored, a.events) for a in summary.at_risk] == [(0, 0, 0)] * 7
 
 
 # --- summaries and lifelines ----------------------------------------------------------------------------
@@ -198,9 +231,9 @@ OS_COHORT = [
     subject("s09", ("W4", "CR", 28), contact=365),
     subject("s10", death=20),
     subject("s11", ("W4", "CR", 28), subsequent=70, death=180),
-    subject("s12", ("W4", "CR", 28), contact=120, death=420),
+    subject("s12", ("W4", "CR", 28), contact=160, death=420),  # censored on day 160: the death is after the cut-off
 ]
-OS_DAYS_OFF = [40, 95, 200, 150, 60, 95, 84, 300, 365, 20, 180, 400]
+OS_DAYS_OFF = [40, 95, 200, 150, 60, 95, 84, 300, 365, 20, 180, 160]
 OS_EVENT_OFF = [True, True, False, True, False, True, False, True, False, True, True, False]
 
 
@@ -213,7 +246,7 @@ def test_os_summary_agrees_with_lifelines_on_the_same_durations(censor):
 
     summary = overall_survival(OS_COHORT, censor, AS_OF)
     kmf = KaplanMeierFitter().fit(expected_days, expected_events)
-    assert summary.median_days == kmf.median_survival_time_  # 180 / 300: both reached, exact table times
+    assert summary.median_days == kmf.median_survival_time_  # 180 / 150: both reached, exact table times
     ci = median_survival_times(kmf.confidence_interval_)
     assert summary.median_ci_lower == ci.iloc[0, 0]
     assert (summary.median_ci_upper is None) == math.isinf(ci.iloc[0, 1])
@@ -228,23 +261,38 @@ def test_os_summary_agrees_with_lifelines_on_the_same_durations(censor):
 
 def test_numbers_at_risk_by_week():
     summary = overall_survival(OS_COHORT, False, AS_OF)
-    # durations > the week's day (lifelines' convention under its plots); s07 ends on day 84 exactly
-    assert [(a.week, a.day, a.at_risk) for a in summary.at_risk] == [
-        (0, 0, 12),
-        (4, 28, 11),
-        (8, 56, 10),
-        (12, 84, 8),
-        (16, 112, 6),
-        (20, 140, 6),
-        (24, 168, 5),
+    # At risk: durations > the week's day (lifelines' convention under its plots; s07 ends on day 84
+    # exactly); censored and events: those ending by the day, as in the rows lifelines adds below.
+    assert [(a.week, a.day, a.at_risk, a.censored, a.events) for a in summary.at_risk] == [
+        (0, 0, 12, 0, 0),
+        (4, 28, 11, 0, 1),
+        (8, 56, 10, 0, 2),
+        (12, 84, 8, 2, 2),
+        (16, 112, 6, 2, 4),
+        (20, 140, 6, 2, 4),
+        (24, 168, 4, 3, 5),
     ]
+    assert (summary.week_24.at_risk, summary.week_24.estimable, summary.week_24.reason) == (4, True, None)
 
 
-def test_survival_past_the_last_follow_up_is_not_reported_unless_the_curve_is_at_zero():
-    short = overall_survival([subject("a", contact=50), subject("b", death=30)], False, AS_OF)
-    assert short.week_12 is None and short.week_24 is None
+def test_survival_past_the_last_follow_up_is_not_estimable_unless_the_curve_is_at_zero():
+    short = overall_survival([subject("a", contact=120), subject("b", death=30)], False, AS_OF)
+    assert (short.week_12.estimable, short.week_12.survival) == (True, 0.5)
+    w24 = short.week_24
+    assert (w24.day, w24.estimable, w24.survival, w24.ci_lower, w24.ci_upper, w24.at_risk) == (
+        168,
+        False,
+        None,
+        None,
+        None,
+        0,
+    )
+    assert w24.reason == "no subject remains at risk at day 168: the longest follow-up is 120 days (censored)"
+    reaching = overall_survival([subject("a", contact=168), subject("b", death=30)], False, AS_OF)
+    assert (reaching.week_24.estimable, reaching.week_24.survival, reaching.week_24.at_risk) == (True, 0.5, 0)
     all_dead = overall_survival([subject("a", death=50), subject("b", death=30)], False, AS_OF)
     assert all_dead.week_12.survival == 0.0 and all_dead.week_24.ci_upper == 0.0
+    assert all_dead.week_24.estimable and all_dead.week_24.reason is None
 
 
 def test_efficacy_table_reports_every_endpoint_both_ways_and_serialises():

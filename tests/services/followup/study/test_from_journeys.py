@@ -7,7 +7,8 @@ from uuid import uuid4
 
 import pytest
 
-from services.followup.projections.journey import AdverseEvent, Journey, apply
+from services.followup.projections.journey import AdverseEvent, AEUpdate, Journey, KnownAlive, apply
+from services.followup.study.efficacy import last_known_alive
 from services.followup.study.from_journeys import is_dlt, outcome, safety
 from services.followup.study.inputs import Assessment
 from shared.contract.envelope import Envelope, RecordedBy
@@ -15,14 +16,17 @@ from shared.contract.events import (
     AEFields,
     AEReported,
     AEUpdated,
+    AgentDose,
     ConsentWithdrawn,
     Enrolled,
     InfusionCorrected,
     LostToFollowUp,
+    LymphodepletionGiven,
     Payload,
     ResponseAssessed,
     SubjectDied,
     SubsequentTherapyStarted,
+    SurvivalStatusRecorded,
     UCARTInfused,
     VisitCompleted,
 )
@@ -70,7 +74,11 @@ def journey(*events: tuple[Payload, date], infused: bool = True) -> Journey:
                 cd19_positive=True,
             ),
             day(-12),
-        )
+        ),
+        *(
+            (LymphodepletionGiven(agents=(AgentDose(agent="fludarabine", dose=30, unit="mg/m2"),)), day(n))
+            for n in (-5, -4, -3)
+        ),
     ]
     if infused:
         history.append((UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L", donor_id="D"), DAY0))
@@ -88,9 +96,10 @@ def fields(**changes) -> dict:
     } | changes
 
 
-def adverse_event(onset: int = 5, **changes) -> AdverseEvent:
-    report = AEFields(**fields(**changes))
-    return AdverseEvent(ae_id=uuid4(), report=report, onset_on=day(onset), grade=report.grade, worst_grade=report.grade)
+def adverse_event(onset: int = 5, *grades: tuple[int, int], **changes) -> AdverseEvent:
+    """grades: later (grade, study day) updates."""
+    updates = [AEUpdate(on=day(on), grade=grade) for grade, on in grades]
+    return AdverseEvent(ae_id=uuid4(), report=AEFields(**fields(**changes)), onset_on=day(onset), updates=updates)
 
 
 def reported(onset: int, **changes) -> tuple[Payload, date]:
@@ -99,7 +108,7 @@ def reported(onset: int, **changes) -> tuple[Payload, date]:
 
 def resp(timepoint: str, result: str, on: int) -> tuple[Payload, date]:
     return ResponseAssessed(
-        timepoint=timepoint, response=result, marrow_blasts_pct=40 if result in ("NR", "RELAPSE") else 1
+        timepoint=timepoint, response=result, marrow_blasts_pct=40 if result in ("NR", "RELAPSE", "PD") else 1
     ), day(on)
 
 
@@ -129,9 +138,17 @@ def test_dlt_by_the_protocol_rules(changes, dlt):
     assert is_dlt(adverse_event(**changes), DAY0, PROTOCOL) is dlt
 
 
-def test_the_worst_grade_decides():
-    ae = adverse_event(grade=2).model_copy(update={"grade": 1, "worst_grade": 3})
-    assert is_dlt(ae, DAY0, PROTOCOL) is True
+def test_the_worst_grade_reached_inside_the_window_decides():
+    assert is_dlt(adverse_event(5, (3, 8), (1, 12), grade=2), DAY0, PROTOCOL) is True
+    assert is_dlt(adverse_event(5, (3, 29), grade=2), DAY0, PROTOCOL) is False  # worse only after day 28
+    assert is_dlt(adverse_event(5, (3, 28), grade=2), DAY0, PROTOCOL) is True
+    assert is_dlt(adverse_event(-2, (1, 1), grade=3), DAY0, PROTOCOL) is False  # grade 3 before day 0, then better
+    assert is_dlt(adverse_event(-2, (4, 1), grade=3), DAY0, PROTOCOL) is True  # grade 4 reached on day 1
+
+
+def test_a_dlt_as_of_a_date_counts_the_grades_reached_by_then():
+    worsening = adverse_event(5, (3, 8), grade=2)
+    assert [is_dlt(worsening, DAY0, PROTOCOL, day(n)) for n in (7, 8, 60)] == [False, True, True]
 
 
 def test_dlt_rules_come_from_the_protocol():
@@ -199,6 +216,27 @@ def test_an_update_to_grade_3_makes_a_dlt():
     j = journey((report, onset), (AEUpdated(ae_id=report.ae_id, grade=3), day(6)))
     [ae] = safety(j, PROTOCOL, day(10)).aes
     assert (ae.grade, ae.dlt) == (3, True)
+    [before] = safety(j, PROTOCOL, day(5)).aes
+    assert (before.grade, before.dlt) == (2, False)
+
+
+def test_a_worsening_after_the_window_raises_the_grade_but_makes_no_dlt():
+    report, onset = reported(20, grade=2)
+    j = journey((report, onset), (AEUpdated(ae_id=report.ae_id, grade=4), day(35)))
+    [ae] = safety(j, PROTOCOL, day(60)).aes
+    assert (ae.grade, ae.fatal_or_life_threatening, ae.dlt) == (4, True, False)
+    assert safety(j, PROTOCOL, day(60)).dlt_evaluable is True
+
+
+def test_only_treatment_emergent_aes_are_summarised_and_the_others_counted():
+    j = journey(
+        reported(-8, category="OTHER", term="Headache", grade=1, relatedness="unrelated"),  # before lymphodepletion
+        reported(-4, category="INFECTION", term="Fever", grade=2, relatedness="unrelated"),  # during it
+        reported(3, grade=2),
+    )
+    summary = safety(j, PROTOCOL, day(30))
+    assert (sorted(a.category for a in summary.aes), summary.not_treatment_emergent) == (["CRS", "INFECTION"], 1)
+    assert safety(j, PROTOCOL, DAY0).aes[0].category == "INFECTION"  # CRS onset on day 3: not yet
 
 
 def test_safety_summary_of_each_ae():
@@ -245,9 +283,10 @@ def test_outcome_of_a_relapse_after_remission():
         (SubsequentTherapyStarted(therapy="blinatumomab"), day(75)),
     )
     o = outcome(j, day(100))
-    assert (o.subject_id, o.infused_on, o.relapsed_on, o.died_on, o.subsequent_therapy_on) == (
+    assert (o.subject_id, o.infused_on, o.relapsed_on, o.progressed_on, o.died_on, o.subsequent_therapy_on) == (
         SUBJECT,
         DAY0,
+        day(70),
         day(70),
         None,
         day(75),
@@ -258,7 +297,13 @@ def test_outcome_of_a_relapse_after_remission():
         Assessment("UNSCHEDULED", "RELAPSE", day(70)),
         Assessment("W12", "RELAPSE", day(84)),
     )
-    assert o.last_contact_on == day(84)
+    assert last_known_alive(o) == day(84)
+
+
+def test_progressive_disease_is_a_progression_but_no_relapse():
+    o = outcome(journey(resp("W4", "NR", 28), resp("W8", "PD", 56), resp("M6", "PD", 180)), day(200))
+    assert (o.progressed_on, o.relapsed_on, o.first_remission_on) == (day(56), None, None)
+    assert o.assessments[-1] == Assessment("M6", "PD", day(180))
 
 
 def test_only_what_happened_by_as_of_counts():
@@ -275,14 +320,9 @@ def test_only_what_happened_by_as_of_counts():
         None,
         None,
     )
-    assert early.last_contact_on == day(50)  # known alive later: censored at as_of
+    assert last_known_alive(early) == day(28)  # known alive later, dead later: neither is known on day 50
     late = outcome(j, day(120))
-    assert (late.relapsed_on, late.subsequent_therapy_on, late.died_on, late.last_contact_on) == (
-        day(56),
-        day(60),
-        day(90),
-        day(90),
-    )
+    assert (late.relapsed_on, late.subsequent_therapy_on, late.died_on) == (day(56), day(60), day(90))
 
 
 def test_the_first_subsequent_therapy_counts():
@@ -294,13 +334,15 @@ def test_the_first_subsequent_therapy_counts():
     assert outcome(j, day(89)).subsequent_therapy_on is None
 
 
-def test_last_contact_is_the_latest_event_or_the_declared_last_contact_when_lost():
+def test_known_alive_from_records_contacts_and_a_declared_last_contact():
     seen = journey((VisitCompleted(visit_code="D28"), day(28)))
-    assert outcome(seen, day(200)).last_contact_on == day(28)
-    assert outcome(journey(), day(200)).last_contact_on == DAY0  # nothing since the infusion
+    assert last_known_alive(outcome(seen, day(200))) == day(28)
+    assert last_known_alive(outcome(journey(), day(200))) == DAY0  # nothing since the infusion
+    called = journey((SurvivalStatusRecorded(status="alive", method="phone"), day(150)))
+    assert [last_known_alive(outcome(called, day(n))) for n in (149, 150)] == [DAY0, day(150)]
     lost = journey((VisitCompleted(visit_code="D28"), day(28)), (LostToFollowUp(last_contact_on=day(40)), day(70)))
-    assert outcome(lost, day(200)).last_contact_on == day(40)
-    assert outcome(lost, day(35)).last_contact_on == day(35)
+    assert KnownAlive(day(40), day(70)) in outcome(lost, day(200)).known_alive
+    assert [last_known_alive(outcome(lost, day(n))) for n in (35, 69, 70)] == [day(28), day(28), day(40)]
 
 
 def test_a_corrected_infusion_is_the_start_of_follow_up():

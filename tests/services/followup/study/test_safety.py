@@ -24,8 +24,8 @@ def ae(category="OTHER", grade=1, *, serious=False, suspected=False, expected=Tr
     )
 
 
-def person(sid, *aes, evaluable=True) -> SubjectSafety:
-    return SubjectSafety(subject_id=sid, dlt_evaluable=evaluable, aes=aes)
+def person(sid, *aes, evaluable=True, before_treatment=0) -> SubjectSafety:
+    return SubjectSafety(subject_id=sid, dlt_evaluable=evaluable, aes=aes, not_treatment_emergent=before_treatment)
 
 
 def test_dlt_rate_is_over_dlt_evaluable_subjects():
@@ -121,3 +121,11 @@ def test_empty_cohort_and_json():
     assert table.subjects == 0 and table.crs.by_grade == {g: 0 for g in range(6)}
     dumped = json.loads(table.model_dump_json())
     assert dumped["crs"]["by_grade"]["0"] == 0 and dumped["dlt"]["rate"] is None
+
+
+def test_the_table_says_which_aes_it_counts_and_how_many_it_left_out():
+    table = safety_table([person("a", ae("CRS", 2), before_treatment=2), person("b", before_treatment=1), person("c")])
+    assert table.aes_not_treatment_emergent == 3
+    assert "Treatment-emergent" in table.ae_counting and "first lymphodepletion day" in table.ae_counting
+    assert "worst grade reached by the cut-off" in table.ae_counting
+    assert table.crs.any_grade == 1

@@ -172,6 +172,22 @@ def test_at_risk_replica_is_what_lifelines_draws_under_the_plot():
     assert counts == [9, 7, 7, 5, 3, 2, 0, 0]  # durations > tick
 
 
+def test_censored_and_events_replicas_are_the_rows_lifelines_draws_under_the_plot():
+    durations, observed = [0, 4, 4, 8, 8, 9, 12, 14, 20, 20], [0, 1, 0, 1, 1, 0, 1, 0, 1, 1]
+    kmf = KaplanMeierFitter().fit(durations, observed)
+    ticks = [-1, 0, 4, 6, 8, 12, 16, 20, 24]
+    fig, ax = plt.subplots()
+    try:
+        kmf.plot_survival_function(ax=ax)
+        add_at_risk_counts(kmf, ax=ax, xticks=ticks, rows_to_show=["Censored", "Events"])
+        rows = [re.findall(r"\d+", label.get_text())[-2:] for label in fig.axes[-1].get_xticklabels()]
+    finally:
+        plt.close(fig)
+    km = kaplan_meier(durations, [bool(e) for e in observed])
+    assert [[int(c), int(e)] for c, e in rows] == [[km.censored_by(t), km.events_by(t)] for t in ticks]
+    assert [km.censored_by(t) for t in ticks] == [0, 1, 2, 2, 2, 3, 4, 4, 4]  # ended at or before the tick
+
+
 def exact_survival(kmf: KaplanMeierFitter) -> list[Fraction]:
     s, result = Fraction(1), []
     for n, d in zip(kmf.event_table["at_risk"], kmf.event_table["observed"], strict=True):
