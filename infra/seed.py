@@ -226,6 +226,7 @@ def cohort() -> list[SeedSubject]:
             "follow_up",
             [
                 _enrol(d0 - 9, "F", 2001, "refractory"),
+                _ae(d0 - 8, "INFECTION", 1, "Central line site infection", rel="unrelated"),  # before LD
                 *_treated(d0),
                 _ae(
                     d0 + 1,

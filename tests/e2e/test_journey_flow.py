@@ -132,10 +132,41 @@ def test_demo_cohort_reaches_every_stage(stack: RunningStack):
         "lost_to_follow_up",
         "died",
     }
+    assert_the_new_states_show(stack)
     # Seeding again adds nothing.
     before = count_events(stack.database_url, "followup")
     assert seed.seed(stack.settings, ISSUER.token(TEST_USER)) == (0, len(expected))
     assert count_events(stack.database_url, "followup") == before
+
+
+def assert_the_new_states_show(stack: RunningStack) -> None:
+    """The cohort shows what months 6-12 brought: an M6 assessment, progressive disease, survival contacts
+    after completion, an AE during lymphodepletion, a grade that worsened after the DLT window."""
+
+    def journey(subject: str) -> dict:
+        return stack.get("followup", f"/subjects/{subject}/journey").json()
+
+    assert [r["timepoint"] for r in journey("UCT-01-001")["responses"]][-1] == "M6"
+    assert [r["response"] for r in journey("UCT-02-013")["responses"]] == ["NR", "PD", "PD"]
+    completed = journey("UCT-01-012")
+    contacts = completed["survival_contacts"]
+    assert [c["visit_code"] for c in contacts] == ["SURV_W16", "SURV_W20"]
+    assert all(c["contacted_on"] > completed["completed_on"] for c in contacts)
+    assert completed["last_known_alive"] == contacts[-1]["contacted_on"]
+    during_ld = journey("UCT-02-004")
+    before_day_0 = [ae for ae in during_ld["adverse_events"] if ae["onset_on"] < during_ld["infused_on"]]
+    assert [ae["treatment_emergent"] for ae in before_day_0] == [True]  # on a lymphodepletion day
+    before_ld = journey("UCT-01-003")
+    first = min(before_ld["adverse_events"], key=lambda ae: ae["onset_on"])
+    assert first["onset_on"] < before_ld["lymphodepletion_days"][0] and first["treatment_emergent"] is False
+    late = next(ae for ae in journey("UCT-01-002")["adverse_events"] if ae["report"]["term"] == "Delayed neurotoxicity")
+    assert [g["grade"] for g in late["grade_history"]] == [1, 3]
+    assert journey("UCT-01-002")["had_dlt"] is False  # grade 3 was reached on day 31, outside the window
+    child = journey("UCT-02-017")
+    assert {ae["report"]["category"]: ae["worst_grade"] for ae in child["adverse_events"]} == {"CRS": 2, "ICANS": 1}
+    assert child["open_queries"] == 0  # blow-by oxygen gives grade 2, CAPD 6 grade 1 or 2: both agree
+    safety = stack.get("followup", "/study/safety").json()
+    assert safety["aes_not_treatment_emergent"] == 1
 
 
 def test_a_message_delivered_twice_changes_nothing(stack: RunningStack):
