@@ -16,7 +16,7 @@ FINGERPRINTS = {
     "enrollment-subject-facts": "268dba8b22f34bc8",
     "treatment-subject-facts": "21a7bb1fd7bdad2c",
     "followup-subject-facts": "b004c5a7b8f5232d",
-    "followup-journey": "c009fe2e78b80123",
+    "followup-journey": "0d7ecd96e7b35afb",
 }
 
 

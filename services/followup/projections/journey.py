@@ -172,6 +172,10 @@ class KnownAlive(NamedTuple):
     alive_on: date
     known_on: date
 
+    def by(self, on: date) -> bool:
+        """Known on `on`, about a day up to it: what a data cut at `on` may use."""
+        return self.known_on <= on and self.alive_on <= on
+
 
 class Journey(BaseModel):
     """Stored state (JSON) of one subject."""
@@ -254,7 +258,7 @@ class Journey(BaseModel):
         unless something is dated then); the day of death for a subject who had died by then."""
         if _known_by(self.died_on, on):
             return self.died_on
-        return max((k.alive_on for k in self.known_alive() if k.known_on <= on and k.alive_on <= on), default=None)
+        return max((k.alive_on for k in self.known_alive() if k.by(on)), default=None)
 
 
 def _count_record(j: Journey, day: date, change: int) -> None:

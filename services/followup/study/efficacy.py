@@ -137,7 +137,7 @@ def _cut(o: SubjectOutcome, as_of: date) -> SubjectOutcome:
         o,
         assessments=tuple(a for a in o.assessments if a.assessed_on <= as_of),
         died_on=known(o.died_on),
-        known_alive=tuple(k for k in o.known_alive if k.known_on <= as_of and k.alive_on <= as_of),
+        known_alive=tuple(k for k in o.known_alive if k.by(as_of)),
         subsequent_therapy_on=known(o.subsequent_therapy_on),
     )
 

@@ -32,7 +32,7 @@ def outcome(journey: Journey, as_of: date) -> SubjectOutcome | None:
             for r in journey.responses_by(as_of)
         ),
         died_on=_on_or_before(journey.died_on, as_of),
-        known_alive=tuple(k for k in journey.known_alive() if k.known_on <= as_of and k.alive_on <= as_of),
+        known_alive=tuple(k for k in journey.known_alive() if k.by(as_of)),
         subsequent_therapy_on=next((on for _, on in journey.subsequent_therapy if on <= as_of), None),
     )
 
