@@ -9,8 +9,7 @@ from eventsourcing.persistence import JSONTranscoder
 from pydantic import TypeAdapter, ValidationError
 
 from infra import docs
-from shared.contract import PAYLOADS, Envelope, RecordedBy, SubjectId, payload_model
-from shared.contract import previous
+from shared.contract import PAYLOADS, Envelope, RecordedBy, SubjectId, payload_model, previous
 from shared.contract.catalogue import LATEST, UnknownEventType
 from shared.contract.events import (
     AECorrected,
@@ -40,8 +39,8 @@ from shared.contract.events import (
     UCARTInfused,
     VisitCompleted,
 )
-from shared.contract.previous import AECorrectedV1, AEReportedV1, AEReportedV2, ResponseAssessedV1, ResponseAssessedV2
 from shared.contract.findings import CRSFindings, GvHDStaging, ICANSFindings
+from shared.contract.previous import AECorrectedV1, AEReportedV1, AEReportedV2, ResponseAssessedV1, ResponseAssessedV2
 from shared.contract.upcasting import upcast
 from shared.eventstore import EventMeta
 from shared.eventstore.application import register_transcodings
