@@ -40,6 +40,8 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_HOST=settings.host,
         UCART_TOPIC_PREFIX=settings.topic_prefix,
         UCART_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        UCART_TOPIC_REPLICATION=str(settings.topic_replication),
+        UCART_TOPIC_MIN_INSYNC_REPLICAS=str(settings.min_insync_replicas),
         UCART_PROTOCOL_FILE=str(settings.protocol_file),
         UCART_KEYS_DIR=str(settings.signing_keys_dir.resolve()),  # the processes run from the repository
         UCART_RELAY_POLL_SECONDS=str(settings.relay_poll_seconds),
@@ -59,6 +61,8 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_METRICS_OPEN=str(settings.metrics_open).lower(),
         **kafka_transport_env(settings),
     )
+    if settings.broker:
+        env["UCART_BROKER"] = settings.broker
     return env
 
 

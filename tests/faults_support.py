@@ -26,6 +26,7 @@ from conftest import drop_database, new_database
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from infra.kafka import EmbeddedApacheKafka, embedded_broker
 from services.registry import READ_MODELS
 from shared import db
 from shared.consumer import IdempotentConsumer
@@ -53,9 +54,11 @@ RECONCILE_SECONDS = 2.0  # short, so that the safety net under Kafka acts within
 
 
 @contextmanager
-def own_broker(tmp_path: Path, port: int | None = None) -> Iterator[EmbeddedKafka]:
-    """A Kafka-protocol broker only this test uses (so killing it harms no other test)."""
-    broker = EmbeddedKafka(port or free_port(), tmp_path / f"broker-{uuid.uuid4().hex[:6]}.log")
+def own_broker(tmp_path: Path, port: int | None = None) -> Iterator[EmbeddedApacheKafka | EmbeddedKafka]:
+    """A broker of the session's kind only this test uses (so stopping it harms no other test); an
+    Apache Kafka keeps its log in a directory of its own across stop() and start()."""
+    name = f"broker-{uuid.uuid4().hex[:6]}"
+    broker = embedded_broker(port or free_port(), tmp_path / f"{name}.log", tmp_path / name)
     broker.start()
     try:
         yield broker
