@@ -1,6 +1,8 @@
 """The whole product on one machine: PostgreSQL, the broker and the three services.
 
-Embedded servers are used unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point elsewhere.
+Embedded servers are used unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point elsewhere. The embedded
+broker is Apache Kafka where Java 17+ and its jars are installed, else Tansu (memory only); UCART_BROKER
+chooses.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres
+from infra.kafka import EmbeddedApacheKafka, embedded_broker
 from infra.processes import ServiceGroup, ServiceProcess, service_env
 from shared import db
 from shared.config import Settings
@@ -25,7 +28,7 @@ class Stack:
         self.data_dir = Path(settings.data_dir).resolve()
         self.log_dir = self.data_dir / "logs"
         self.postgres: EmbeddedPostgres | None = None
-        self.kafka: EmbeddedKafka | None = None
+        self.kafka: EmbeddedApacheKafka | EmbeddedKafka | None = None
         self.services: ServiceGroup | None = None
         self.issuer: ServiceProcess | None = None
         self.database_url = ""
@@ -41,7 +44,12 @@ class Stack:
         else:
             self.database_url = server_url
         if self.settings.kafka_bootstrap_servers is None:
-            self.kafka = EmbeddedKafka(self.settings.kafka_port, self.log_dir / "broker.log")
+            # UCART_BROKER chooses; unset, Apache Kafka (its log under data_dir/kafka) where it can run, else Tansu.
+            self.kafka = embedded_broker(
+                self.settings.kafka_port, self.log_dir / "broker.log", self.data_dir / "kafka", self.settings.broker
+            )
+            kind = "tansu" if isinstance(self.kafka, EmbeddedKafka) else "kafka"
+            self.settings = self.settings.model_copy(update={"broker": kind})  # what the services are told
             self.bootstrap_servers = self.kafka.start()
         else:
             self.bootstrap_servers = self.settings.kafka_bootstrap_servers
