@@ -125,6 +125,22 @@ def stack(servers, tmp_path_factory, signing_keys):
     drop_database(servers[0], url)
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which broker this run uses, and why when it is the memory-only fallback."""
+    from infra import kafka
+
+    choice = os.environ.get("UCART_BROKER")
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return f"broker: the one at KAFKA_BOOTSTRAP_SERVERS, taken for {choice or 'a real Kafka'}"
+    if choice:
+        name = "Tansu (memory only)" if choice == "tansu" else "Apache Kafka"
+        return f"broker: embedded {name}, UCART_BROKER={choice}"
+    if kafka.available():
+        return "broker: embedded Apache Kafka"
+    why = kafka.missing() or "its jars are not installed: python -m infra install-kafka"
+    return f"broker: embedded Tansu (memory only), as Apache Kafka cannot run here: {why}"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "broker(kind): runs only on that broker, kafka or tansu (skipped on the other)")
 
