@@ -87,7 +87,7 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, sig
         enable_idempotence=not settings.tansu,
         allow_auto_create_topics=False,  # subscribers never create topics: `ensure_topics` declares them
         request_timeout_ms=10_000,  # fail a send to a dead broker soon; the relay retries
-        # A topic re-created with another layout after a broker restart fails sends
+        # A topic re-created with another layout after a Tansu restart fails sends
         # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
         metadata_max_age_ms=10_000,
         security=transport.kafka_security(settings),  # TLS and SASL, as every other Kafka client here
