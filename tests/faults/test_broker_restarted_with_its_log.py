@@ -20,6 +20,7 @@ from faults_support import (
     journeys,
     kafka_drained,
     own_broker,
+    partitions_of,
     stored_events,
 )
 from infra import replay
@@ -120,8 +121,7 @@ async def read_everything(bootstrap: str, topics: list[str]) -> list[Envelope]:
     )
     await reader.start()
     try:
-        await reader.topics()
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
+        partitions = await partitions_of(bootstrap, topics)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         end = await reader.end_offsets(partitions)

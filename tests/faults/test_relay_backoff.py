@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from faults_support import (
@@ -21,6 +21,7 @@ from faults_support import (
     journeys,
     metrics,
     own_broker,
+    partitions_of,
     read_records,
 )
 from shared.contract.topics import topic_for
@@ -92,8 +93,7 @@ async def size(bootstrap: str, topic: str) -> int:
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await reader.start()
     try:
-        await reader.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        partitions = await partitions_of(bootstrap, [topic])
         return sum((await reader.end_offsets(partitions)).values()) if partitions else 0
     finally:
         await reader.stop()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from faults_support import read_records
@@ -20,6 +21,7 @@ from shared.contract.envelope import Envelope
 from shared.contract.topics import checkpoint_topic, dead_letter_topic, topic_for
 from shared.service import build_app, ensure_topics, service_topics, wire
 from shared.signing import carried_signature, load_signer, service_of
+from support import until
 
 
 def test_a_service_without_its_private_key_refuses_to_start_and_says_where_it_goes(tmp_path: Path):
@@ -99,7 +101,11 @@ async def test_a_topic_with_another_partition_count_is_reported_not_changed(boot
     settings = Settings(_env_file=None, kafka_bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     topic = topic_for("enrollment", topic_prefix)
     assert await ensure_topics(settings.model_copy(update={"topic_partitions": 2}), [topic]) == []
-    assert await ensure_topics(settings, [topic]) == [f"topic {topic} has 2 partitions, not 3"]
+
+    async def reported() -> bool:  # once the new topic's partitions have leaders, its metadata shows them
+        return await ensure_topics(settings, [topic]) == [f"topic {topic} has 2 partitions, not 3"]
+
+    await until(reported, timeout=15)
 
 
 @pytest.mark.broker("kafka", why="Tansu creates a topic on first produce")
