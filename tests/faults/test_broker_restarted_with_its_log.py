@@ -49,7 +49,8 @@ def test_a_restarted_broker_keeps_topics_offsets_and_groups_and_replays_every_ev
 
         broker.stop()  # a clean shutdown: the next start finds its log whole
         broker.start()
-        assert asyncio.run(broker_state(stack.bootstrap, stack.prefix)) == before
+        # (the group coordinator answers once it has loaded the committed offsets from its log)
+        eventually(lambda: asyncio.run(broker_state(stack.bootstrap, stack.prefix)) == before, timeout=30)
 
         # The services carry on with the same broker: new events on top of the old, no topic re-created.
         journeys(stack, ledger, AFTER, aes=1, visits=("D1",))
