@@ -59,10 +59,12 @@ def test_a_broker_restart_while_commands_flow_sends_each_event_at_most_twice(ser
 
         relays_caught_up(stack)
         after = {s: relay_metrics(stack, s) for s in SOURCES}
-        assert after["enrollment"]["errors_total"] > before["enrollment"]["errors_total"]
         if stack.settings.tansu:
-            # The enrollment relay knew every partition's offset: Tansu's first answer after its restart
-            # showed it was reset (Apache Kafka keeps its log), and the relay sent its batch again.
+            # The enrollment relay's send failed and it backed off. It knew every partition's offset:
+            # Tansu's first answer after its restart showed it was reset, and the relay sent its batch
+            # again. (Apache Kafka keeps its log, and its idempotent producer may hold a send until the
+            # broker is back, within its timeout, so that no failure reaches the relay.)
+            assert after["enrollment"]["errors_total"] > before["enrollment"]["errors_total"]
             assert after["enrollment"]["republished_total"] > before["enrollment"]["republished_total"]
 
         # An outside subscriber reads what the restarted broker holds: nothing more than twice.
