@@ -1,0 +1,170 @@
+"""The embedded Apache Kafka with SASL/SCRAM and ACLs: each service connects as its own principal, with
+the product's own client settings (shared/transport.py), and may write only its own topics.
+
+One secured broker serves the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
+
+from infra import kafka
+from infra.embedded import free_port
+from infra.kafka import EmbeddedApacheKafka
+from infra.kafka.security import CREDENTIALS_FILE, PRINCIPALS, BrokerSecurity
+from shared import transport
+from shared.config import Settings
+from shared.contract.topics import SOURCES, topic_for
+from shared.service import ensure_topics
+
+pytestmark = pytest.mark.skipif(
+    not kafka.available(),
+    reason=f"Apache Kafka cannot run here ({kafka.missing() or 'jars not installed'}): "
+    "run `python -m infra install-kafka` with Java 17+ and Maven",
+)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedApacheKafka]:
+    home = tmp_path_factory.mktemp("secured-kafka")
+    data = home / "data"
+    running = EmbeddedApacheKafka(free_port(), home / "broker.log", data, security=BrokerSecurity(data))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def settings(broker: EmbeddedApacheKafka, principal: str) -> Settings:
+    """A service's settings, as its process would read them from UCART_KAFKA_* variables."""
+    assert broker.security is not None
+    return Settings(
+        _env_file=None, kafka_bootstrap_servers=broker.bootstrap_servers, **broker.security.settings(principal)
+    )
+
+
+def options(broker: EmbeddedApacheKafka, principal: str) -> dict[str, Any]:
+    return transport.kafka_options(settings(broker, principal))
+
+
+async def produce(broker: EmbeddedApacheKafka, principal: str, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(**options(broker, principal), acks="all", request_timeout_ms=10_000)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=b"subject")
+    finally:
+        await producer.stop()
+
+
+async def read(broker: EmbeddedApacheKafka, principal: str, topic: str, group: str, until: bytes) -> list[bytes]:
+    """What `principal` reads of `topic` in `group`, up to the value `until`."""
+    consumer = AIOKafkaConsumer(topic, group_id=group, auto_offset_reset="earliest", **options(broker, principal))
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        async with asyncio.timeout(30):
+            while until not in values:
+                values.append((await consumer.getone()).value)
+        await consumer.commit()
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def topics_seen(broker: EmbeddedApacheKafka, principal: str) -> set[str]:
+    admin = AIOKafkaAdminClient(**options(broker, principal))
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def test_each_service_writes_its_own_topic_and_is_refused_anothers(broker: EmbeddedApacheKafka) -> None:
+    enrollment, treatment = topic_for("enrollment"), topic_for("treatment")
+    # Each service creates its own topic at start, as shared/service.py does.
+    await ensure_topics(settings(broker, "enrollment"), [enrollment])
+    await ensure_topics(settings(broker, "treatment"), [treatment])
+
+    await produce(broker, "treatment", treatment, b"a treatment event")
+    with pytest.raises(TopicAuthorizationFailedError) as refused:
+        await produce(broker, "treatment", enrollment, b"forged")
+    assert enrollment in str(refused.value)
+
+    # Nothing reached the enrollment topic: its owner reads its own first event, not the forgery.
+    await produce(broker, "enrollment", enrollment, b"an enrollment event")
+    values = await read(broker, "followup", enrollment, "ucart-followup-facts", until=b"an enrollment event")
+    assert values == [b"an enrollment event"]
+
+
+async def test_a_service_reads_the_others_topics_in_its_own_groups_only(broker: EmbeddedApacheKafka) -> None:
+    treatment = topic_for("treatment")
+    await ensure_topics(settings(broker, "treatment"), [treatment])
+    await produce(broker, "treatment", treatment, b"for the others")
+    assert b"for the others" in await read(broker, "enrollment", treatment, "ucart-enrollment-facts", b"for the others")
+    with pytest.raises(GroupAuthorizationFailedError):  # another service's group
+        await read(broker, "enrollment", treatment, "ucart-treatment-facts", b"for the others")
+
+
+async def test_a_service_cannot_create_another_services_topic(broker: EmbeddedApacheKafka) -> None:
+    followup = topic_for("followup")
+    # A service asks for every event topic at start; the ones it does not own stay its owner's to create.
+    await ensure_topics(settings(broker, "treatment"), [topic_for(s) for s in SOURCES])
+    assert followup not in await topics_seen(broker, "admin")
+    await ensure_topics(settings(broker, "followup"), [followup])
+    assert followup in await topics_seen(broker, "admin")
+
+
+async def test_a_client_without_valid_credentials_is_refused(
+    broker: EmbeddedApacheKafka, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert broker.security is not None
+    right = broker.security.client_options("treatment")
+
+    async def connect(**client: Any) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=5000, **client)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    await connect(**right)  # the same client with the right password connects
+    with pytest.raises(KafkaConnectionError):
+        await connect()  # PLAINTEXT: no SASL handshake, the broker hangs up
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+        await connect(**right | {"sasl_plain_password": "not-the-password"})
+    assert "SaslAuthenticationFailed" in caplog.text
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+        await connect(**right | {"sasl_plain_username": "nobody"})
+
+
+def test_the_passwords_are_kept_private_and_never_logged(broker: EmbeddedApacheKafka) -> None:
+    assert broker.log_file is not None
+    credentials = broker.data_dir / CREDENTIALS_FILE
+    passwords: dict[str, str] = json.loads(credentials.read_text())
+    assert set(passwords) == set(PRINCIPALS)
+    assert len(set(passwords.values())) == len(PRINCIPALS)
+    for private in (credentials, broker.data_dir / "server.properties"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    log = broker.log_file.read_text()
+    assert not [name for name, password in passwords.items() if password in log]
+    assert "storedKey" not in log  # storage formatting lists the SCRAM keys: its output is not kept
+
+
+def test_the_same_credentials_are_used_after_a_restart(tmp_path: Path) -> None:
+    security = BrokerSecurity(tmp_path)
+    first = {name: security.password(name) for name in PRINCIPALS}
+    assert {name: BrokerSecurity(tmp_path).password(name) for name in PRINCIPALS} == first
