@@ -63,7 +63,9 @@ def service_acls(service: Source, prefix: str = "") -> list[Acl]:
 
     - write, describe and create its own topics: `ucart.<service>.events`, `ucart.<service>.checkpoints`,
       and its consumers' dead-letter topics (`ucart.<service>-<kind>.dead-letter`, hence a prefix);
-    - read and describe the event topics its consumers read (every service's);
+    - read, describe and create every service's event topic: a service creates the event topics it reads
+      when it starts (shared/service.py), so that it can subscribe before their owners have started;
+      creating a topic is not writing to it;
     - use its consumer groups (`ucart-<service>-<kind>`).
     """
     own = [
@@ -79,7 +81,7 @@ def service_acls(service: Source, prefix: str = "") -> list[Acl]:
     acls += [
         Acl(service, Resource.TOPIC, topic_for(source, prefix), Pattern.LITERAL, operation)
         for source in SOURCES
-        for operation in (Operation.READ, Operation.DESCRIBE)
+        for operation in (Operation.READ, Operation.DESCRIBE, Operation.CREATE)
     ]
     acls += [
         Acl(service, Resource.GROUP, f"{prefix}ucart-{service}-", Pattern.PREFIXED, operation)

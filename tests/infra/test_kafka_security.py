@@ -11,6 +11,8 @@ import json
 import logging
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,17 @@ from infra import kafka
 from infra.embedded import free_port
 from infra.kafka import EmbeddedApacheKafka
 from infra.kafka.security import CREDENTIALS_FILE, PRINCIPALS, BrokerSecurity
+from services.enrollment import domain as enrollment
+from services.enrollment.main import SPEC
 from shared import transport
 from shared.config import Settings
-from shared.contract.topics import SOURCES, topic_for
+from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.events import Enrolled
+from shared.contract.topics import SOURCES, checkpoint_topic, dead_letter_topic, topic_for
+from shared.eventstore import EventMeta
+from shared.protocol import load_protocol
 from shared.service import ensure_topics
+from support import running_service
 
 pytestmark = pytest.mark.skipif(
     not kafka.available(),
@@ -118,13 +127,18 @@ async def test_a_service_reads_the_others_topics_in_its_own_groups_only(broker: 
         await read(broker, "enrollment", treatment, "ucart-treatment-facts", b"for the others")
 
 
-async def test_a_service_cannot_create_another_services_topic(broker: EmbeddedApacheKafka) -> None:
-    followup = topic_for("followup")
-    # A service asks for every event topic at start; the ones it does not own stay its owner's to create.
-    await ensure_topics(settings(broker, "treatment"), [topic_for(s) for s in SOURCES])
-    assert followup not in await topics_seen(broker, "admin")
-    await ensure_topics(settings(broker, "followup"), [followup])
-    assert followup in await topics_seen(broker, "admin")
+async def test_a_service_creates_the_topics_it_reads_but_no_other_services_checkpoints(
+    broker: EmbeddedApacheKafka,
+) -> None:
+    # At start a service creates every event topic (it subscribes to the others'), as on a broker without
+    # ACLs; another service's checkpoint topic it may not create.
+    events = [topic_for(s) for s in SOURCES]
+    await ensure_topics(settings(broker, "treatment"), [*events, checkpoint_topic("followup")])
+    seen = await topics_seen(broker, "admin")
+    assert set(events) <= seen
+    assert checkpoint_topic("followup") not in seen
+    await ensure_topics(settings(broker, "followup"), [checkpoint_topic("followup")])
+    assert checkpoint_topic("followup") in await topics_seen(broker, "admin")
 
 
 async def test_a_client_without_valid_credentials_is_refused(
@@ -168,3 +182,43 @@ def test_the_same_credentials_are_used_after_a_restart(tmp_path: Path) -> None:
     security = BrokerSecurity(tmp_path)
     first = {name: security.password(name) for name in PRINCIPALS}
     assert {name: BrokerSecurity(tmp_path).password(name) for name in PRINCIPALS} == first
+
+
+async def test_a_service_runs_as_its_principal_and_its_relay_publishes(
+    broker: EmbeddedApacheKafka, database_url: str, tmp_path: Path
+) -> None:
+    service = settings(broker, "enrollment").model_copy(update={"database_url": database_url})
+    subject = "UCT-09-301"
+    enrolled = Enrolled(
+        site_id="09",
+        consent_signed_on=(datetime.now(UTC) - timedelta(days=3)).date(),
+        year_of_birth=1970,
+        sex="F",
+        disease_status="relapsed",
+        cd19_positive=True,
+    )
+    meta = EventMeta(
+        subject_id=subject,
+        occurred_at=datetime.now(UTC) - timedelta(days=2),
+        recorded_by=RecordedBy(user_id="u1", role="coordinator"),
+        protocol_version="t@1",
+    )
+    # The services do not create their dead-letter topics; the unsigned messages of the other tests go there.
+    await ensure_topics(service, [dead_letter_topic(m.consumer) for m in SPEC.read_models])
+    async with running_service(SPEC, service, tmp_path) as rt:
+        # Its admin client made its topics, its producer and consumers started: all as `enrollment`.
+        await asyncio.wait_for(rt.broker_ready.wait(), 30)
+        await asyncio.to_thread(rt.store.record, partial(enrollment.enrol, protocol=load_protocol()), meta, enrolled)
+        consumer = AIOKafkaConsumer(
+            topic_for("enrollment"), group_id=None, auto_offset_reset="earliest", **options(broker, "followup")
+        )
+        await consumer.start()
+        try:
+            async with asyncio.timeout(30):
+                while True:  # other tests wrote here too: the relay's envelope is the one for the subject
+                    value = (await consumer.getone()).value
+                    if value.startswith(b"{") and Envelope.model_validate_json(value).subject_id == subject:
+                        break
+        finally:
+            await consumer.stop()
+    assert checkpoint_topic("enrollment") in await topics_seen(broker, "admin")
