@@ -108,6 +108,11 @@ class BrokerSecurity:
             return dict(json.loads(self.file.read_text()))
         except FileNotFoundError:
             pass
+        if (self.file.parent / "log").exists():  # formatted already: the broker knows other credentials, or none
+            raise RuntimeError(
+                f"{self.file} is missing, and the broker's storage in {self.file.parent} was formatted without "
+                "these credentials: restore the file, or delete the data directory to start over"
+            )
         passwords = {name: secrets.token_urlsafe(24) for name in PRINCIPALS}
         self.file.parent.mkdir(parents=True, exist_ok=True)
         with os.fdopen(os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:

@@ -24,9 +24,11 @@ from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError,
 from infra import kafka
 from infra.embedded import free_port
 from infra.kafka import EmbeddedApacheKafka
-from infra.kafka.security import CREDENTIALS_FILE, PRINCIPALS, BrokerSecurity
+from infra.kafka.security import CREDENTIALS_FILE, PRINCIPALS, BrokerSecurity, Operation, Pattern, Resource
 from services.enrollment import domain as enrollment
-from services.enrollment.main import SPEC
+from services.enrollment import main as enrollment_service
+from services.followup import main as followup_service
+from services.treatment import main as treatment_service
 from shared import transport
 from shared.config import Settings
 from shared.contract.envelope import Envelope, RecordedBy
@@ -34,7 +36,7 @@ from shared.contract.events import Enrolled
 from shared.contract.topics import SOURCES, checkpoint_topic, dead_letter_topic, topic_for
 from shared.eventstore import EventMeta
 from shared.protocol import load_protocol
-from shared.service import ensure_topics
+from shared.service import ServiceSpec, ensure_topics
 from support import running_service
 
 pytestmark = pytest.mark.skipif(
@@ -178,10 +180,42 @@ def test_the_passwords_are_kept_private_and_never_logged(broker: EmbeddedApacheK
     assert "storedKey" not in log  # storage formatting lists the SCRAM keys: its output is not kept
 
 
-def test_the_same_credentials_are_used_after_a_restart(tmp_path: Path) -> None:
+def test_the_same_credentials_are_used_after_a_restart_and_never_replaced(tmp_path: Path) -> None:
     security = BrokerSecurity(tmp_path)
     first = {name: security.password(name) for name in PRINCIPALS}
     assert {name: BrokerSecurity(tmp_path).password(name) for name in PRINCIPALS} == first
+    (tmp_path / "log").mkdir()  # the storage is formatted with these credentials
+    (tmp_path / CREDENTIALS_FILE).unlink()
+    with pytest.raises(RuntimeError, match="restore the file, or delete the data directory"):
+        BrokerSecurity(tmp_path).password("admin")
+
+
+def allowed(principal: str, resource: Resource, name: str, operation: Operation) -> bool:
+    return any(
+        acl.principal == principal
+        and acl.resource == resource
+        and acl.operation == operation
+        and (name == acl.name if acl.pattern == Pattern.LITERAL else name.startswith(acl.name))
+        for acl in BrokerSecurity(Path("unused")).acls()
+    )
+
+
+@pytest.mark.parametrize("spec", [enrollment_service.SPEC, treatment_service.SPEC, followup_service.SPEC])
+def test_the_acls_allow_what_each_service_does_and_no_write_to_anothers_topics(spec: ServiceSpec) -> None:
+    name = spec.name
+    for topic in (topic_for(name), checkpoint_topic(name)):
+        assert allowed(name, Resource.TOPIC, topic, Operation.WRITE)
+        assert allowed(name, Resource.TOPIC, topic, Operation.CREATE)
+    for model in spec.read_models:
+        assert allowed(name, Resource.GROUP, f"ucart-{model.consumer}", Operation.READ)
+        assert allowed(name, Resource.TOPIC, dead_letter_topic(model.consumer), Operation.WRITE)
+        for source in model.sources:
+            assert allowed(name, Resource.TOPIC, topic_for(source), Operation.READ)
+    for other in (s for s in SOURCES if s != name):
+        for topic in (topic_for(other), checkpoint_topic(other), dead_letter_topic(f"{other}-subject-facts")):
+            assert not allowed(name, Resource.TOPIC, topic, Operation.WRITE), topic
+        assert not allowed(name, Resource.TOPIC, checkpoint_topic(other), Operation.CREATE)
+        assert not allowed(name, Resource.GROUP, f"ucart-{other}-subject-facts", Operation.READ)
 
 
 async def test_a_service_runs_as_its_principal_and_its_relay_publishes(
@@ -204,8 +238,8 @@ async def test_a_service_runs_as_its_principal_and_its_relay_publishes(
         protocol_version="t@1",
     )
     # The services do not create their dead-letter topics; the unsigned messages of the other tests go there.
-    await ensure_topics(service, [dead_letter_topic(m.consumer) for m in SPEC.read_models])
-    async with running_service(SPEC, service, tmp_path) as rt:
+    await ensure_topics(service, [dead_letter_topic(m.consumer) for m in enrollment_service.SPEC.read_models])
+    async with running_service(enrollment_service.SPEC, service, tmp_path) as rt:
         # Its admin client made its topics, its producer and consumers started: all as `enrollment`.
         await asyncio.wait_for(rt.broker_ready.wait(), 30)
         await asyncio.to_thread(rt.store.record, partial(enrollment.enrol, protocol=load_protocol()), meta, enrolled)
