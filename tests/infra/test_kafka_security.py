@@ -149,8 +149,8 @@ async def test_a_client_without_valid_credentials_is_refused(
     assert broker.security is not None
     right = broker.security.client_options("treatment")
 
-    async def connect(**client: Any) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=5000, **client)
+    async def connect(servers: str = broker.bootstrap_servers, **client: Any) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=5000, **client)
         try:
             await admin.start()
             await admin.list_topics()
@@ -160,11 +160,20 @@ async def test_a_client_without_valid_credentials_is_refused(
     await connect(**right)  # the same client with the right password connects
     with pytest.raises(KafkaConnectionError):
         await connect()  # PLAINTEXT: no SASL handshake, the broker hangs up
-    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
-        await connect(**right | {"sasl_plain_password": "not-the-password"})
-    assert "SaslAuthenticationFailed" in caplog.text
-    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
-        await connect(**right | {"sasl_plain_username": "nobody"})
+    for wrong in ({"sasl_plain_password": "not-the-password"}, {"sasl_plain_username": "nobody"}):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+            await connect(**right | wrong)
+        assert "SaslAuthenticationFailed" in caplog.text, wrong
+
+    # Nor does the controller's listener take a client without SASL, or a service's SCRAM credentials.
+    listeners = dict(
+        line.split("=", 1) for line in (broker.data_dir / "server.properties").read_text().splitlines() if "=" in line
+    )["listeners"]
+    controller = listeners.split("CONTROLLER://", 1)[1]
+    for client in ({}, right):
+        with pytest.raises(KafkaConnectionError):
+            await connect(controller, **client)
 
 
 def test_the_passwords_are_kept_private_and_never_logged(broker: EmbeddedApacheKafka) -> None:
