@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from infra.embedded import EmbeddedKafka, free_port, wait_for_port
 
@@ -236,32 +236,6 @@ class EmbeddedApacheKafka:
             *args,
         ]
 
-    def _format(self, config: Path, out: IO[bytes], timeout: float) -> None:
-        try:
-            subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    _cluster_id(),
-                    "-c",
-                    str(config),
-                    *(self.security.format_arguments() if self.security else ()),
-                    heap="256m",
-                ),
-                # Its output lists the bootstrap records, SCRAM keys included: not in the log.
-                stdout=subprocess.DEVNULL if self.security else out,
-                stderr=out if self.security else subprocess.STDOUT,
-                check=True,
-                timeout=timeout,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            if self.security is None:
-                raise
-            # Their message would quote the command line, and with it the passwords.
-            raise RuntimeError(f"formatting Apache Kafka's storage failed; see {self.log_file or 'its log'}") from None
-
     def start(self, timeout: float = 60.0) -> str:
         if not available():
             raise RuntimeError(
@@ -283,7 +257,26 @@ class EmbeddedApacheKafka:
         with self.log_file.open("ab") if self.log_file else open(os.devnull, "wb") as out:
             # Kafka writes meta.properties (with the cluster id) when formatting: its presence means formatted.
             if not (self.log_dir / "meta.properties").exists():
-                self._format(config, out, timeout)
+                subprocess.run(
+                    self._java(
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "--standalone",
+                        "-t",
+                        _cluster_id(),
+                        "-c",
+                        str(config),
+                        *([f"@{self.security.format_arguments()}"] if self.security else ()),
+                        heap="256m",
+                    ),
+                    # With security its output lists the SCRAM keys: not in the log.
+                    stdout=subprocess.DEVNULL if self.security else out,
+                    stderr=out if self.security else subprocess.STDOUT,
+                    check=True,
+                    timeout=timeout,
+                )
+                if self.security:
+                    self.security.format_arguments_file.unlink()
             self._process = subprocess.Popen(
                 self._java("kafka.Kafka", str(config), heap=self.heap), stdout=out, stderr=subprocess.STDOUT
             )

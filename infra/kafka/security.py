@@ -145,14 +145,20 @@ class BrokerSecurity:
             "allow.everyone.if.no.acl.found": "false",
         }
 
-    def format_arguments(self) -> list[str]:
-        """`kafka-storage format` arguments that store every principal's SCRAM credential."""
+    @property
+    def format_arguments_file(self) -> Path:
+        return self.file.with_name("kafka-format-arguments")
+
+    def format_arguments(self) -> Path:
+        """A file of `kafka-storage format` arguments that store every principal's SCRAM credential, for
+        the JVM to read (`@file`): on the command line the passwords would show in the process list."""
         passwords = self._passwords()
-        return [
-            arg
-            for name in PRINCIPALS
-            for arg in ("--add-scram", f"{MECHANISM}=[name={name},password={passwords[name]}]")
-        ]
+        path = self.format_arguments_file
+        path.unlink(missing_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            for name in PRINCIPALS:
+                out.write(f"--add-scram\n{MECHANISM}=[name={name},password={passwords[name]}]\n")
+        return path
 
     def client_options(self, principal: str) -> dict[str, Any]:
         """aiokafka keyword arguments (besides bootstrap_servers) to connect as `principal`."""

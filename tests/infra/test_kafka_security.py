@@ -184,6 +184,7 @@ def test_the_passwords_are_kept_private_and_never_logged(broker: EmbeddedApacheK
     assert len(set(passwords.values())) == len(PRINCIPALS)
     for private in (credentials, broker.data_dir / "server.properties"):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    assert broker.security is not None and not broker.security.format_arguments_file.exists()  # used, removed
     log = broker.log_file.read_text()
     assert not [name for name, password in passwords.items() if password in log]
     assert "storedKey" not in log  # storage formatting lists the SCRAM keys: its output is not kept
