@@ -236,6 +236,12 @@ class EmbeddedApacheKafka:
             *args,
         ]
 
+    def _configure(self) -> tuple[str, list[str]]:
+        """This node's server.properties, and the options that format its storage the first time: a
+        quorum of this node alone, in a new cluster. (A node of a cluster says otherwise.)"""
+        properties = server_properties(self.port, free_port(), self.log_dir, self.security)
+        return properties, ["--standalone", "-t", _cluster_id()]
+
     def start(self, timeout: float = 60.0) -> str:
         if not available():
             raise RuntimeError(
@@ -252,7 +258,8 @@ class EmbeddedApacheKafka:
         if self.security is not None:  # the file will hold the admin password: the owner's alone
             config.unlink(missing_ok=True)
             config.touch(0o600)
-        config.write_text(server_properties(self.port, free_port(), self.log_dir, self.security))
+        properties, format_options = self._configure()
+        config.write_text(properties)
         deadline = time.monotonic() + timeout
         with self.log_file.open("ab") if self.log_file else open(os.devnull, "wb") as out:
             # Kafka writes meta.properties (with the cluster id) when formatting: its presence means formatted.
@@ -261,9 +268,7 @@ class EmbeddedApacheKafka:
                     self._java(
                         "kafka.tools.StorageTool",
                         "format",
-                        "--standalone",
-                        "-t",
-                        _cluster_id(),
+                        *format_options,
                         "-c",
                         str(config),
                         *([f"@{self.security.format_arguments()}"] if self.security else ()),
