@@ -39,7 +39,7 @@ class ClusterNode(EmbeddedApacheKafka):
 
     def _configure(self) -> tuple[str, list[str]]:
         single = server_properties(self.port, self.controller_port, self.log_dir)
-        settings: dict[str, object] = dict(line.split("=", 1) for line in single.splitlines())
+        settings: dict[str, object] = {k: v for k, _, v in (line.partition("=") for line in single.splitlines())}
         replicas, min_insync = self.cluster.replication, self.cluster.min_insync_replicas
         settings.update(
             {
