@@ -156,26 +156,34 @@ class EmbeddedKafkaCluster:
             try:
                 missing = set(self.running()) - self.brokers()
                 problem = f"brokers {sorted(missing)} not registered" if missing else "; ".join(self.under_replicated())
-            except Exception as exc:  # a node that just died may still be asked
+            except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if not problem:
                 return
             time.sleep(0.5)
         raise TimeoutError(f"the cluster is not whole after {timeout:.0f}s: {problem[:500]}")
 
-    def _ask(self, question: Callable[[Any], Awaitable[T]]) -> T:
-        """One admin request to the running nodes, from a thread (callers may run in an event loop)."""
+    def _ask(self, question: Callable[[Any], Awaitable[T]], timeout: float = 20.0) -> T:
+        """One admin request to the running nodes, from a thread (callers may run in an event loop);
+        asked again while it fails (the metadata may still name a broker that just died)."""
         from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
 
         bootstrap = ",".join(n.bootstrap_servers for n in self.nodes if n.pid is not None)
 
         async def ask() -> T:
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-            await admin.start()
-            try:
-                return await question(admin)
-            finally:
-                await admin.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+                try:
+                    await admin.start()
+                    return await question(admin)
+                except (KafkaError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                finally:
+                    await admin.close()
+                await asyncio.sleep(0.2)
 
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, ask()).result()

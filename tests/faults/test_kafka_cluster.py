@@ -118,7 +118,7 @@ async def event_ids_on(bootstrap: str, topic: str) -> Counter[str]:
         await reader.seek_to_beginning(*partitions)
         ends = await reader.end_offsets(partitions)
         async with asyncio.timeout(30):
-            while any(await reader.position(tp) < end for tp, end in ends.items()):
+            while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
                 for records in (await reader.getmany(timeout_ms=500)).values():
                     found.update(dict(r.headers)["event_id"].decode() for r in records)
     finally:
