@@ -18,9 +18,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 from conftest import drop_database, new_database
 
 from faults_support import (
@@ -66,14 +67,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafkaC
         running.stop()
 
 
-async def create_topics(bootstrap: str, prefix: str) -> list[str]:
-    """Every topic the services use, replicated to three brokers, two of them needed for a write:
-    created up front, as an operator does, so that a service finds them and creates none."""
-    topics = [
+def service_topics(prefix: str) -> list[str]:
+    return [
         *(topic_for(s, prefix) for s in SOURCES),
         *(checkpoint_topic(s, prefix) for s in SOURCES),
         *(dead_letter_topic(m.consumer, prefix) for m in READ_MODELS),
     ]
+
+
+async def create_topics(bootstrap: str, topics: list[str]) -> list[str]:
+    """`topics` replicated to three brokers, two of them needed for a write (for the services' topics:
+    created up front, as an operator does, so that a service finds them and creates none)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -177,7 +181,7 @@ def test_a_broker_lost_or_restarted_loses_and_doubles_nothing(
     began = time.monotonic()
     database_url = new_database(servers[0])
     prefix = f"c{uuid.uuid4().hex[:8]}."
-    topics = asyncio.run(create_topics(cluster.bootstrap_servers, prefix))
+    topics = asyncio.run(create_topics(cluster.bootstrap_servers, service_topics(prefix)))
     # Reconciliation only at start: what a consumer applies after that, it had from Kafka.
     stack = RunningStack(
         database_url,
@@ -266,3 +270,72 @@ def check(
         assert set(on_topic) == expected, f"{source}: {len(expected - set(on_topic))} missing"
         doubled = {i: n for i, n in on_topic.items() if n > 1}
         assert not doubled, f"{source}: {len(doubled)} event(s) on the topic more than once"
+
+
+async def send_each(bootstrap: str, topic: str, values: list[str], timeout_ms: int) -> list[str]:
+    """Send each value with acks=all, one at a time; return those the cluster acknowledged. (Not the
+    idempotent producer: its start needs a producer id, which no broker hands out without a quorum.)"""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, request_timeout_ms=timeout_ms
+    )
+    acknowledged = []
+    async with asyncio.timeout(60):
+        await producer.start()
+    try:
+        for value in values:
+            try:
+                async with asyncio.timeout(timeout_ms / 1000 + 5):
+                    await producer.send_and_wait(topic, value.encode(), key=value.encode())
+            except (KafkaError, TimeoutError):
+                continue
+            acknowledged.append(value)
+    finally:
+        await producer.stop()
+    return acknowledged
+
+
+async def values_on(bootstrap: str, topic: str) -> list[str]:
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await reader.start()
+    found: list[str] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        async with asyncio.timeout(30):
+            while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
+                for records in (await reader.getmany(timeout_ms=500)).values():
+                    found += [r.value.decode() for r in records]
+    finally:
+        await reader.stop()
+    return found
+
+
+def test_with_two_brokers_down_no_write_is_acknowledged_and_none_acknowledged_is_lost(
+    cluster: EmbeddedKafkaCluster,
+) -> None:
+    """Two of three nodes SIGKILLed: no acks=all write is acknowledged (with min.insync.replicas=2, and
+    on this layout the controllers' quorum is gone too); one back, writes go on; every write
+    acknowledged before, during and after is on the topic."""
+    bootstrap = cluster.bootstrap_servers
+    topic = f"two-down-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_topics(bootstrap, [topic]))
+    before = asyncio.run(send_each(bootstrap, topic, [f"before-{i}" for i in range(20)], 10_000))
+    assert len(before) == 20
+
+    leader = cluster.leader_of(topic, 0)
+    down = [n for n in cluster.running() if n != leader]
+    for node in down:
+        cluster.kill_node(node)
+    during = asyncio.run(send_each(bootstrap, topic, [f"during-{i}" for i in range(3)], 3000))
+    assert during == [], "a write was acknowledged with one broker of three"
+
+    cluster.start_node(down[0])
+    after = asyncio.run(send_each(bootstrap, topic, [f"after-{i}" for i in range(20)], 20_000))
+    assert len(after) == 20  # two brokers: writes go on
+    cluster.start_node(down[1])
+    cluster.wait_whole()
+
+    on_topic = asyncio.run(values_on(bootstrap, topic))
+    assert set(before + after) <= set(on_topic)
