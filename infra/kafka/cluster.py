@@ -38,7 +38,7 @@ class ClusterNode(EmbeddedApacheKafka):
         return f"{self.node_id}@127.0.0.1:{self.controller_port}:{self.directory_id}"
 
     def _configure(self) -> tuple[str, list[str]]:
-        single = server_properties(self.port, self.controller_port, self.log_dir)
+        single = server_properties(self.port, self.controller_port, self.log_dir, self.security)
         settings: dict[str, object] = {k: v for k, _, v in (line.partition("=") for line in single.splitlines())}
         replicas, min_insync = self.cluster.replication, self.cluster.min_insync_replicas
         settings.update(
