@@ -79,7 +79,8 @@ class Wiring:
 
 def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, signer: Signer) -> Wiring:
     broker = KafkaBroker(
-        settings.bootstrap_servers,
+        # FastStream takes a string for one server: "a:9092,b:9092" must come as a list (aiokafka splits it).
+        [server.strip() for server in settings.bootstrap_servers.split(",")],
         client_id=f"ucart-{spec.name}",
         acks="all",
         # No duplicates from the producer's own retries, per-partition order kept; Tansu refuses

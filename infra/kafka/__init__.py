@@ -22,8 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from infra.embedded import EmbeddedKafka, free_port, wait_for_port
+
+if TYPE_CHECKING:
+    from infra.kafka.security import BrokerSecurity
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,8 @@ def _cluster_id() -> str:
     return cluster_id
 
 
-def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
-    settings = {
+def server_properties(port: int, controller_port: int, log_dir: Path, security: BrokerSecurity | None = None) -> str:
+    settings: dict[str, object] = {
         "node.id": 1,
         "process.roles": "broker,controller",
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
@@ -156,14 +160,16 @@ def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
         # The cleaner allocates this on the heap for __consumer_offsets (default 128 MiB; must be > 1 MiB).
         "log.cleaner.dedupe.buffer.size": 2 * 1024 * 1024,
     }
+    if security is not None:  # SASL/SCRAM listeners and the authorizer (infra/kafka/security.py)
+        settings |= security.properties(port, controller_port)
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-async def _cluster_answers(bootstrap_servers: str) -> bool:
+async def _cluster_answers(bootstrap_servers: str, options: dict[str, Any]) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000, **options)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -174,22 +180,31 @@ async def _cluster_answers(bootstrap_servers: str) -> bool:
         await admin.close()
 
 
-def _answers(bootstrap_servers: str) -> bool:
+def _answers(bootstrap_servers: str, options: dict[str, Any] | None = None) -> bool:
     """A metadata request returns this broker (an open port alone may still refuse requests)."""
     # In a thread: start() may be called where an event loop already runs.
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _cluster_answers(bootstrap_servers)).result()
+        return pool.submit(asyncio.run, _cluster_answers(bootstrap_servers, options or {})).result()
 
 
 class EmbeddedApacheKafka:
     """Apache Kafka in KRaft mode, one node, on 127.0.0.1:`port`; topics, offsets and groups are kept
-    in `data_dir` across restarts."""
+    in `data_dir` across restarts. With `security`, clients authenticate (SASL/SCRAM) and ACLs authorise
+    them (infra/kafka/security.py)."""
 
-    def __init__(self, port: int, log_file: Path | None, data_dir: Path, heap: str = "512m"):
+    def __init__(
+        self,
+        port: int,
+        log_file: Path | None,
+        data_dir: Path,
+        heap: str = "512m",
+        security: BrokerSecurity | None = None,
+    ):
         self.port = port
         self.log_file = log_file
         self.data_dir = Path(data_dir).resolve()
         self.heap = heap
+        self.security = security
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -221,6 +236,12 @@ class EmbeddedApacheKafka:
             *args,
         ]
 
+    def _configure(self) -> tuple[str, list[str]]:
+        """This node's server.properties, and the options that format its storage the first time: a
+        quorum of this node alone, in a new cluster. (A node of a cluster says otherwise.)"""
+        properties = server_properties(self.port, free_port(), self.log_dir, self.security)
+        return properties, ["--standalone", "-t", _cluster_id()]
+
     def start(self, timeout: float = 60.0) -> str:
         if not available():
             raise RuntimeError(
@@ -234,7 +255,11 @@ class EmbeddedApacheKafka:
             raise RuntimeError(f"port {self.port} is already in use: stop what runs there or set UCART_KAFKA_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "server.properties"
-        config.write_text(server_properties(self.port, free_port(), self.log_dir))
+        if self.security is not None:  # the file will hold the admin password: the owner's alone
+            config.unlink(missing_ok=True)
+            config.touch(0o600)
+        properties, format_options = self._configure()
+        config.write_text(properties)
         deadline = time.monotonic() + timeout
         with self.log_file.open("ab") if self.log_file else open(os.devnull, "wb") as out:
             # Kafka writes meta.properties (with the cluster id) when formatting: its presence means formatted.
@@ -243,18 +268,20 @@ class EmbeddedApacheKafka:
                     self._java(
                         "kafka.tools.StorageTool",
                         "format",
-                        "--standalone",
-                        "-t",
-                        _cluster_id(),
+                        *format_options,
                         "-c",
                         str(config),
+                        *([f"@{self.security.format_arguments()}"] if self.security else ()),
                         heap="256m",
                     ),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
+                    # With security its output lists the SCRAM keys: not in the log.
+                    stdout=subprocess.DEVNULL if self.security else out,
+                    stderr=out if self.security else subprocess.STDOUT,
                     check=True,
                     timeout=timeout,
                 )
+                if self.security:
+                    self.security.format_arguments_file.unlink()
             self._process = subprocess.Popen(
                 self._java("kafka.Kafka", str(config), heap=self.heap), stdout=out, stderr=subprocess.STDOUT
             )
@@ -266,7 +293,10 @@ class EmbeddedApacheKafka:
                 wait_for_port("127.0.0.1", self.port, timeout=0.5)
             except TimeoutError:
                 continue
-            if _answers(self.bootstrap_servers):
+            if _answers(self.bootstrap_servers, self.security.client_options("admin") if self.security else None):
+                if self.security is not None:  # in a thread, as _answers
+                    with ThreadPoolExecutor(1) as pool:
+                        pool.submit(asyncio.run, self.security.create_acls(self.bootstrap_servers)).result()
                 return self.bootstrap_servers
             time.sleep(0.2)
         self.kill()

@@ -17,12 +17,11 @@ from services.followup.projections import schedule as schedules
 from services.followup.study import efficacy as efficacy_tables
 from services.followup.study import from_journeys as study
 from services.followup.study import safety as safety_tables
-from shared import facts
 from shared.access import reads
 from shared.contract.envelope import Envelope
 from shared.errors import SubjectNotFound
 from shared.eventstore import export
-from shared.http.commands import SubjectPath, add_commands
+from shared.http.commands import SubjectPath, add_commands, learned_site
 from shared.http.identity import Permit, Reading, ReadingAuditTrail, ReadingTables
 from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
 from shared.http.problems import responses
@@ -34,11 +33,7 @@ router = APIRouter(tags=["follow-up"])
 read_router = APIRouter(tags=["read"])
 
 
-async def site_of(rt: Runtime, subject_id: str) -> str | None:
-    return await facts.site_of(rt.pool, rt.schema, subject_id)
-
-
-add_commands(router, COMMANDS, site_of)
+add_commands(router, COMMANDS, learned_site)
 
 OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, UTC).")]
 # What each kind of read can answer besides 200.

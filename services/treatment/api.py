@@ -10,18 +10,13 @@ from fastapi import APIRouter
 from services.treatment.domain import COMMANDS, TreatmentSubject
 from shared import facts
 from shared.errors import SubjectNotFound
-from shared.http.commands import SubjectPath, add_commands
+from shared.http.commands import SubjectPath, add_commands, learned_site
 from shared.http.identity import Reading
 from shared.http.problems import responses
-from shared.runtime import Rt, Runtime
-
-
-async def site_of(rt: Runtime, subject_id: str) -> str | None:
-    return await facts.site_of(rt.pool, rt.schema, subject_id)
-
+from shared.runtime import Rt
 
 router = APIRouter(tags=["treatment"])
-add_commands(router, COMMANDS, site_of)
+add_commands(router, COMMANDS, learned_site)
 
 
 @router.get(

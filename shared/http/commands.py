@@ -113,6 +113,11 @@ async def _record(rt: Runtime, command: Command, meta: EventMeta, payload: Paylo
 SiteOf = Callable[[Runtime, str], Awaitable[str | None]]
 
 
+async def learned_site(rt: Runtime, subject_id: str) -> str | None:
+    """The site as a service that learns enrolments from Kafka knows it (treatment, follow-up)."""
+    return await facts.site_of(rt.pool, rt.schema, subject_id)
+
+
 def add_commands(router: APIRouter, commands: Iterable[Command], site_of: SiteOf) -> None:
     for command in commands:
         _add_command(router, command, site_of)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
 from shared.errors import DependencyUnavailable, DomainError
+from shared.http.routes import every_route
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,8 @@ def _document_problems(app: FastAPI) -> None:
 def _methods_at(app: FastAPI, request: Request) -> set[str]:
     """Every method some route answers at the request's path."""
     methods: set[str] = set()
-    routes = list(app.router.routes)
-    while routes:
-        route = routes.pop()
-        if hasattr(route, "original_router"):  # an included router, kept whole by FastAPI
-            routes.extend(route.original_router.routes)
-        elif isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+    for route in every_route(app):
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods
     return methods
 

@@ -19,6 +19,7 @@ from services.treatment.main import SPEC as TREATMENT
 from shared.access.policy import ROLES, Action, scope
 from shared.config import Settings
 from shared.contract.topics import SOURCES
+from shared.http.routes import every_route
 from shared.service import build_app
 from shared.signing import ensure_keys
 from support import RunningStack, at, bearer, enrolment, eventually, treat
@@ -33,11 +34,7 @@ def _actions(spec, keys: Path) -> dict[tuple[str, str], Action | None]:
     settings = Settings(_env_file=None, database_url="postgresql://unused@localhost/unused", keys_dir=keys)
     app = build_app(spec, settings)
     found: dict[tuple[str, str], Action | None] = {}
-    routes = list(app.routes)
-    while routes:
-        route = routes.pop()
-        if hasattr(route, "original_router"):  # an included router (FastAPI keeps it whole)
-            routes.extend(route.original_router.routes)
+    for route in every_route(app):
         if not isinstance(route, APIRoute):
             continue
         stack, names = [route.dependant], []

@@ -2,13 +2,13 @@
 as known now, read as of that date), from a subject's history."""
 
 from datetime import UTC, date, datetime, timedelta
-from uuid import uuid4
 
 from services.followup.history import fold, recorded_by
 from services.followup.projections.journey import view
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import AECorrected, AEReported, Enrolled, Payload, UCARTInfused
 from shared.protocol import load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 PROTOCOL = load_protocol()
 SUBJECT = "UCT-09-001"
@@ -24,21 +24,8 @@ def at(on: date) -> datetime:
 
 
 def envelope(payload: Payload, on: date, recorded_on: date) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id=SUBJECT,
-        source=payload.source,
-        stream_version=1,
-        occurred_at=at(on),
-        recorded_at=at(recorded_on),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(),
-        reason="Onset entered wrongly" if isinstance(payload, AECorrected) else None,
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    reason = "Onset entered wrongly" if isinstance(payload, AECorrected) else None
+    return recorded(payload, at(on), subject_id=SUBJECT, recorded_at=at(recorded_on), reason=reason)
 
 
 def ae(onset: date) -> dict:

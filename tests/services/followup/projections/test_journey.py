@@ -3,12 +3,11 @@
 import random
 from datetime import UTC, date, datetime, timedelta
 from functools import reduce
-from uuid import uuid4
 
 import pytest
 
 from services.followup.projections.journey import Journey, apply, status, view
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AECorrected,
     AEReported,
@@ -40,6 +39,7 @@ from shared.contract.findings import ICANSFindings
 from shared.contract.previous import AEReportedV1
 from shared.contract.upcasting import upcast
 from shared.protocol import load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 PROTOCOL = load_protocol()  # DLT window to day 28, main follow-up to day 84, long-term to day 365
 SUBJECT = "UCT-03-004"
@@ -57,20 +57,7 @@ def at(on: date, hour: int = 10) -> datetime:
 
 
 def envelope(payload: Payload, on: date, stream_version: int = 1) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id=SUBJECT,
-        source=payload.source,
-        stream_version=stream_version,
-        occurred_at=at(on),
-        recorded_at=at(on, 11),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    return recorded(payload, at(on), subject_id=SUBJECT, recorded_at=at(on, 11), stream_version=stream_version)
 
 
 def fold(events: list[tuple[Payload, date]], journey: Journey | None = None) -> Journey:

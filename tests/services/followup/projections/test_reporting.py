@@ -3,13 +3,12 @@
 
 from datetime import UTC, date, datetime, timedelta
 from functools import reduce
-from uuid import uuid4
 
 import pytest
 
 from services.followup.projections.journey import Journey, apply
 from services.followup.projections.reporting import ReportDue, reports_due
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AECorrected,
     AEReported,
@@ -19,6 +18,7 @@ from shared.contract.events import (
     SafetyReportSubmitted,
 )
 from shared.protocol import load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 PROTOCOL = load_protocol()
 SUBJECT = "UCT-06-001"
@@ -30,20 +30,7 @@ SPONSOR_RECEIPT = AWARE + timedelta(hours=20)
 
 
 def envelope(payload: Payload, occurred_at: datetime) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id=SUBJECT,
-        source=payload.source,
-        stream_version=1,
-        occurred_at=occurred_at,
-        recorded_at=occurred_at,
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    return recorded(payload, occurred_at, subject_id=SUBJECT)
 
 
 def journey(*events: Payload) -> Journey:

@@ -2,13 +2,12 @@
 
 from datetime import UTC, date, datetime, timedelta
 from functools import reduce
-from uuid import uuid4
 
 import pytest
 
 from services.followup.projections.journey import Journey, apply
 from services.followup.projections.schedule import ScheduledVisit, schedule
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AgentDose,
     ConsentWithdrawn,
@@ -26,6 +25,7 @@ from shared.contract.events import (
     VisitCompleted,
 )
 from shared.protocol import Protocol, load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 # A small protocol with asymmetric windows, so that "before" and "after" cannot be swapped unnoticed.
 PROTOCOL = Protocol.model_validate(
@@ -63,20 +63,8 @@ def day(n: int) -> date:
 
 
 def envelope(payload: Payload, on: date) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id=SUBJECT,
-        source=payload.source,
-        stream_version=1,
-        occurred_at=datetime(on.year, on.month, on.day, 10, tzinfo=UTC),
-        recorded_at=datetime.now(UTC),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    occurred_at = datetime(on.year, on.month, on.day, 10, tzinfo=UTC)
+    return recorded(payload, occurred_at, subject_id=SUBJECT, recorded_at=datetime.now(UTC))
 
 
 def journey(*events: tuple[Payload, date], infused: bool = True) -> Journey:

@@ -1,15 +1,15 @@
 """Schedule edges on the calendar: month ends, leap years, and the time zone of occurred_at."""
 
 from datetime import UTC, date, datetime, timedelta, timezone
-from uuid import uuid4
 
 import pytest
 
 from services.followup.projections.journey import Journey, apply
 from services.followup.projections.schedule import schedule
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import Payload, UCARTInfused
 from shared.protocol import load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 PROTOCOL = load_protocol()
 INFUSION = UCARTInfused(dose_cells_per_kg=1e7, dose_level=1, product_lot="L1", donor_id="D1")
@@ -20,20 +20,7 @@ def infused_at(at: datetime) -> Journey:
 
 
 def envelope(payload: Payload, at: datetime) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id="UCT-01-900",
-        source=payload.source,
-        stream_version=1,
-        occurred_at=at,
-        recorded_at=at,
-        recorded_by=RecordedBy(user_id="u", role="investigator"),
-        correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    return recorded(payload, at, subject_id="UCT-01-900")
 
 
 def targets(journey: Journey, today: date) -> dict[str, date]:

@@ -8,7 +8,6 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from functools import reduce
 from typing import Any, get_args
-from uuid import uuid4
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +18,7 @@ from services.followup.study.efficacy import efficacy_table
 from services.followup.study.from_journeys import outcome, safety
 from services.followup.study.safety import safety_table
 from shared import clinical
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AEReported,
     AEUpdated,
@@ -45,6 +44,7 @@ from shared.contract.events import (
     VisitCompleted,
 )
 from shared.protocol import load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 PROTOCOL = load_protocol()
 START = date(2025, 1, 6)  # every subject is enrolled on the first day, then treated up to 60 days later
@@ -65,20 +65,7 @@ def at(on: date) -> datetime:
 
 
 def envelope(subject_id: str, payload: Payload, on: date) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id=subject_id,
-        source=payload.source,
-        stream_version=1,
-        occurred_at=at(on),
-        recorded_at=at(on),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    return recorded(payload, at(on), subject_id=subject_id)
 
 
 def fold(subject_id: str, events: Chain) -> Journey:

@@ -11,7 +11,7 @@ from services.followup.projections.journey import AdverseEvent, AEUpdate, Journe
 from services.followup.study.efficacy import last_known_alive
 from services.followup.study.from_journeys import is_dlt, outcome, safety
 from services.followup.study.inputs import Assessment
-from shared.contract.envelope import Envelope, RecordedBy
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AEFields,
     AEReported,
@@ -31,6 +31,7 @@ from shared.contract.events import (
     VisitCompleted,
 )
 from shared.protocol import DLTRule, load_protocol
+from tests.services.followup.envelopes import envelope as recorded
 
 PROTOCOL = load_protocol()  # DLT: CRS or ICANS grade >= 3, days 0-28, relatedness possible or more
 SUBJECT = "UCT-07-002"
@@ -46,20 +47,7 @@ def at(on: date, hour: int = 10) -> datetime:
 
 
 def envelope(payload: Payload, on: date) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        event_type=payload.event_type,
-        schema_version=payload.schema_version,
-        subject_id=SUBJECT,
-        source=payload.source,
-        stream_version=1,
-        occurred_at=at(on),
-        recorded_at=at(on, 11),
-        recorded_by=RecordedBy(user_id="inv-1", role="investigator"),
-        correlation_id=uuid4(),
-        protocol_version=PROTOCOL.version,
-        payload=payload.model_dump(mode="json"),
-    )
+    return recorded(payload, at(on), subject_id=SUBJECT, recorded_at=at(on, 11))
 
 
 def journey(*events: tuple[Payload, date], infused: bool = True) -> Journey:
