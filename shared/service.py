@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -185,8 +185,8 @@ def topic_configs(settings: Settings) -> dict[str, str]:
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
     """Create the missing topics with the configured partitions, replication and configs; return what is
-    wrong with the existing ones (another partition count: per-subject order would break were it changed,
-    so it is reported, logged as an error, never altered here)."""
+    wrong (logged as errors, and /ready says so): a topic this client may not create, or an existing topic
+    with another partition count (per-subject order would break were it changed: never altered here)."""
     admin = AIOKafkaAdminClient(**transport.kafka_options(settings))
     try:
         await admin.start()
@@ -201,20 +201,24 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
             for t in topics
             if t not in existing
         ]
+        problems = []
         if missing:
             answer = await admin.create_topics(missing)
             for name, code, *_ in answer.topic_errors:  # the admin client does not raise them itself
-                if code and not isinstance(error := for_code(code)(name), TopicAlreadyExistsError):
-                    raise error
+                error = for_code(code)(name) if code else None
+                if isinstance(error, TopicAuthorizationFailedError):  # no retry grants it: an operator must
+                    problems.append(f"topic {name} could not be created: not authorised (ACL)")
+                elif error is not None and not isinstance(error, TopicAlreadyExistsError):
+                    raise error  # a passing failure (no controller yet...): the caller retries
         # Only topics known to exist: a metadata request naming an unknown topic may create it (Tansu).
         known = [t for t in topics if t in existing]
-        problems = [
+        problems += [
             f"topic {d['topic']} has {len(d['partitions'])} partitions, not {settings.topic_partitions}"
             for d in (await admin.describe_topics(known) if known else [])
             if not d["error_code"] and len(d["partitions"]) != settings.topic_partitions
         ]
         for problem in problems:
-            log.error("%s (UCART_TOPIC_PARTITIONS): per-subject order needs one partition count for good", problem)
+            log.error("%s (see docs/operations.md, Topics)", problem)
         return problems
     finally:
         await admin.close()
