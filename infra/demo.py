@@ -55,6 +55,9 @@ def run(settings: Settings | None = None) -> None:
         console.print(
             f"Seeded {seeded} subjects" + (f" ({skipped} already there, kept as they were)" if skipped else "")
         )
+        # From here Ctrl-C only asks to stop: one that comes while the tokens are printed must not be lost
+        # (a KeyboardInterrupt raised inside a library's printing or signing may be swallowed there).
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         print_where_to_look(settings, stack)
         print_how_to_log_in(settings, issuer, people)
         stop.wait()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -116,10 +117,23 @@ class ServiceProcess:
 class ServiceGroup:
     """Start all three, wait until each answers /health; stop them in reverse order."""
 
-    def __init__(self, settings: Settings, database_url: str, bootstrap_servers: str, log_dir: Path):
-        env = service_env(settings, database_url, bootstrap_servers)
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        bootstrap_servers: str,
+        log_dir: Path,
+        principals: Mapping[Source, Settings] | None = None,
+    ):
+        """`principals`: each service's own settings where they differ (its Kafka principal)."""
         self.services = {
-            name: ServiceProcess(name, env, settings.url(name), log_dir / f"{name}.log") for name in SOURCES
+            name: ServiceProcess(
+                name,
+                service_env((principals or {}).get(name, settings), database_url, bootstrap_servers),
+                settings.url(name),
+                log_dir / f"{name}.log",
+            )
+            for name in SOURCES
         }
 
     def start(self) -> None:

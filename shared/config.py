@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         "broker, which refuses the idempotent producer). Unset: the embedded broker is Apache Kafka where Java 17+ "
         "and its jars are installed, else Tansu; a broker at KAFKA_BOOTSTRAP_SERVERS is taken for a real Kafka.",
     )
+    kafka_embedded_sasl: bool = Field(
+        False,
+        description="The embedded Apache Kafka authenticates each service as its own principal (SASL/SCRAM) and "
+        "its ACLs let it write only its own topics (docs/kafka-security.md).",
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions of every topic the services create.")
     topic_replication: int = Field(1, ge=1, description="Replicas of every topic the services create.")
     topic_min_insync_replicas: int | None = Field(

@@ -324,12 +324,14 @@ class EmbeddedApacheKafka:
 
 
 def embedded_broker(
-    port: int, log_file: Path | None, data_dir: Path, choice: str | None = None
+    port: int, log_file: Path | None, data_dir: Path, choice: str | None = None, security: BrokerSecurity | None = None
 ) -> EmbeddedApacheKafka | EmbeddedKafka:
     """The broker UCART_BROKER names: `kafka` (Apache Kafka) or `tansu` (memory only). Unset: Apache
     Kafka where it can run (`available()`), else Tansu."""
     choice = (choice or os.environ.get("UCART_BROKER") or "").strip().lower()
     if choice == "tansu" or (not choice and not available()):
+        if security is not None:
+            raise RuntimeError("the embedded broker's SASL/SCRAM needs Apache Kafka; Tansu has no authentication")
         return EmbeddedKafka(port, log_file)
     if choice not in ("", "kafka"):
         raise ValueError(f"UCART_BROKER={choice!r}: use kafka or tansu")
@@ -338,4 +340,4 @@ def embedded_broker(
             f"UCART_BROKER=kafka, but Apache Kafka cannot run here: {missing() or 'not installed'}; "
             "run `python -m infra install-kafka`, or set UCART_BROKER=tansu"
         )
-    return EmbeddedApacheKafka(port, log_file, data_dir)
+    return EmbeddedApacheKafka(port, log_file, data_dir, security=security)

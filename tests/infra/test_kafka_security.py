@@ -266,3 +266,20 @@ async def test_a_service_runs_as_its_principal_and_its_relay_publishes(
         finally:
             await consumer.stop()
     assert checkpoint_topic("enrollment") in await topics_seen(broker, "admin")
+
+
+def test_a_secured_stack_starts_each_service_as_its_own_principal(tmp_path: Path) -> None:
+    """UCART_KAFKA_EMBEDDED_SASL: the stack's services get their own principal and password, nobody else's."""
+    from infra.processes import ServiceGroup
+    from infra.stack import Stack
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, kafka_embedded_sasl=True)
+    stack = Stack(settings)
+    stack.security = BrokerSecurity(tmp_path / "kafka")
+    group = ServiceGroup(settings, "postgresql://unused@localhost/unused", "127.0.0.1:1", tmp_path, stack.principals())
+    for name in SOURCES:
+        env = group[name].env
+        assert env["UCART_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert env["UCART_KAFKA_SASL_USERNAME"] == name
+        assert env["UCART_KAFKA_SASL_PASSWORD"] == stack.security.password(name)
+    assert Stack(Settings(_env_file=None, data_dir=tmp_path)).principals() == {}  # unsecured: no principals

@@ -100,7 +100,12 @@ def test_the_demo_never_prints_or_logs_the_database_password_and_logs_no_token(s
         }
         with printed.open("wb") as out:
             demo = subprocess.Popen(
-                [sys.executable, "-m", "infra", "demo"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "infra", "demo"],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its services are in its process group: none outlives a failure
             )
         try:
             wait_for(printed, "Press Ctrl-C", demo)
@@ -108,7 +113,7 @@ def test_the_demo_never_prints_or_logs_the_database_password_and_logs_no_token(s
             assert demo.wait(90) == 0, printed.read_text()
         finally:
             if demo.poll() is None:
-                demo.kill()
+                os.killpg(demo.pid, signal.SIGKILL)
                 demo.wait()
 
         output = printed.read_text()
