@@ -236,15 +236,17 @@ class IdempotentConsumer:
         it now, and resolve it with it."""
         stream_id = subject_uuid(envelope.subject_id)
         async with self.pool.acquire() as conn, conn.transaction():
-            last = (
-                await conn.fetchval(
-                    f"""SELECT last_version FROM {self.schema}.consumer_applied
-                    WHERE consumer = $1 AND subject_id = $2 AND source = $3 FOR UPDATE""",
-                    self.name,
-                    envelope.subject_id,
-                    envelope.source,
-                )
-                or 0
+            # Lock the tracking row, making it if this is the (subject, source)'s first event: a SELECT ...
+            # FOR UPDATE locks nothing when the row does not exist yet, and two deliveries of a first event
+            # (Kafka's and the reconciliation's) both applied it. A concurrent insert waits for this one.
+            last: int = await conn.fetchval(
+                f"""INSERT INTO {self.schema}.consumer_applied AS applied (consumer, subject_id, source, last_version)
+                    VALUES ($1, $2, $3, 0)
+                    ON CONFLICT (consumer, subject_id, source) DO UPDATE SET last_version = applied.last_version
+                    RETURNING last_version""",
+                self.name,
+                envelope.subject_id,
+                envelope.source,
             )
             if envelope.stream_version <= last:
                 return "duplicate"

@@ -20,6 +20,7 @@ from shared.config import Settings
 from shared.consumer import IdempotentConsumer, dead_letter_publisher, subscribe
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
+from shared.contract.upcasting import latest_payload
 from shared.eventstore.application import SubjectApplication
 from shared.protocol import load_protocol
 from shared.service import ensure_topics
@@ -151,6 +152,20 @@ async def test_unreadable_messages_are_parked_and_the_partition_keeps_flowing(
     reasons = [p[1]["dead_letter_reason"] for p in parked]
     assert "invalid event" in reasons[0] and "Teleported" in reasons[1] and "v99" in reasons[2]
     assert all(p[1]["original_topic"] == topic for p in parked)
+
+
+async def test_two_deliveries_of_a_subject_s_first_event_at_once_apply_it_once(journey_consumer):
+    """Kafka and the reconciliation may deliver the same first event together: one applies it."""
+    consumer, pool, _ = journey_consumer
+    await pool.execute("DELETE FROM followup.consumer_applied; DELETE FROM followup.journeys")
+    first = envelope("Enrolled", 1, ENROLLED.payload | {"site_id": "09"}, days_ago=3).model_copy(
+        update={"subject_id": "UCT-09-777"}
+    )
+    payload = latest_payload(first)
+    outcomes = await asyncio.gather(*(consumer.apply(first, payload) for _ in range(8)))
+    assert sorted(outcomes) == ["applied"] + ["duplicate"] * 7
+    journey = await store.get(pool, "followup", "UCT-09-777")
+    assert journey is not None and sum(journey.records_per_day.values()) == 1  # folded once
 
 
 @pytest.fixture
