@@ -37,6 +37,25 @@ def docs() -> None:
         typer.echo(f"wrote {path}")
 
 
+@app.command("install-kafka")
+def install_kafka(
+    skip_missing: bool = typer.Option(
+        False, "--skip-missing", help="Where Java 17+ or Maven is missing, say so and exit 0 (as `make` does)."
+    ),
+) -> None:
+    """Fetch the Apache Kafka jars with Maven into .cache/ (once; a second run does nothing)."""
+    from infra import kafka
+
+    if not kafka.installed() and (why := kafka.missing()):
+        typer.echo(f"Apache Kafka not installed: {why}. The embedded broker will be Tansu (memory only).", err=True)
+        raise typer.Exit(0 if skip_missing else 1)
+    try:
+        kafka.install(typer.echo)
+    except RuntimeError as failed:
+        typer.echo(str(failed), err=True)
+        raise typer.Exit(1) from None
+
+
 def _settings():
     """The settings, refused at once (with what to set) if the TLS or SASL ones cannot work."""
     from shared import transport

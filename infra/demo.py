@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from infra import identities, seed
+from infra import identities, kafka, seed
+from infra.embedded import EmbeddedKafka
 from infra.issuer import Issuer
 from infra.stack import Stack
 from shared.config import Settings
@@ -30,6 +31,8 @@ def run(settings: Settings | None = None) -> None:
     try:
         with console.status("Starting PostgreSQL and the Kafka-protocol broker..."):
             stack.start_infrastructure()
+        if notice := broker_notice(stack, chosen=settings.broker == "tansu"):
+            console.print(notice, highlight=False)
         people = identities.demo_people(tuple(seed.SITES))
         with console.status("Preparing the local issuer and the demo users' grants..."):
             issuer = identities.prepare(settings, stack.database_url, people, reason="demo set-up")
@@ -64,6 +67,22 @@ def run(settings: Settings | None = None) -> None:
         with console.status("Stopping..."):
             stack.stop()
         console.print("Stopped. Data kept in " + str(stack.data_dir))
+
+
+def broker_notice(stack: Stack, chosen: bool) -> str | None:
+    """What the demo says when the embedded broker is Tansu: it keeps nothing across a restart."""
+    if not isinstance(stack.kafka, EmbeddedKafka):
+        return None
+    if chosen:
+        why = "UCART_BROKER=tansu"
+    elif (kafka.java_major() or 0) < kafka.JAVA_MAJOR:
+        why = f"Apache Kafka needs Java {kafka.JAVA_MAJOR}+: {kafka.missing()}"
+    else:
+        why = "the Apache Kafka jars are not installed: `python -m infra install-kafka` (needs Maven, once)"
+    return (
+        f"[yellow]Notice:[/yellow] the broker is Tansu, memory only ({why}). A broker restart loses every topic "
+        "and its history; the projections stay whole (they catch up from the event stores)."
+    )
 
 
 def print_where_to_look(settings: Settings, stack: Stack) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,8 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_HOST=settings.host,
         UCART_TOPIC_PREFIX=settings.topic_prefix,
         UCART_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        UCART_TOPIC_REPLICATION=str(settings.topic_replication),
+        UCART_TOPIC_MIN_INSYNC_REPLICAS=str(settings.min_insync_replicas),
         UCART_PROTOCOL_FILE=str(settings.protocol_file),
         UCART_KEYS_DIR=str(settings.signing_keys_dir.resolve()),  # the processes run from the repository
         UCART_RELAY_POLL_SECONDS=str(settings.relay_poll_seconds),
@@ -59,6 +62,8 @@ def service_env(settings: Settings, database_url: str, bootstrap_servers: str) -
         UCART_METRICS_OPEN=str(settings.metrics_open).lower(),
         **kafka_transport_env(settings),
     )
+    if settings.broker:
+        env["UCART_BROKER"] = settings.broker
     return env
 
 
@@ -112,10 +117,23 @@ class ServiceProcess:
 class ServiceGroup:
     """Start all three, wait until each answers /health; stop them in reverse order."""
 
-    def __init__(self, settings: Settings, database_url: str, bootstrap_servers: str, log_dir: Path):
-        env = service_env(settings, database_url, bootstrap_servers)
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        bootstrap_servers: str,
+        log_dir: Path,
+        principals: Mapping[Source, Settings] | None = None,
+    ):
+        """`principals`: each service's own settings where they differ (its Kafka principal)."""
         self.services = {
-            name: ServiceProcess(name, env, settings.url(name), log_dir / f"{name}.log") for name in SOURCES
+            name: ServiceProcess(
+                name,
+                service_env((principals or {}).get(name, settings), database_url, bootstrap_servers),
+                settings.url(name),
+                log_dir / f"{name}.log",
+            )
+            for name in SOURCES
         }
 
     def start(self) -> None:

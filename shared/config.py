@@ -65,7 +65,24 @@ class Settings(BaseSettings):
     )
     kafka_ssl_check_hostname: bool = Field(True, description="Check that a broker's certificate names its host.")
     topic_prefix: str = Field("", description="Namespace for topic and group names, e.g. 'staging.'.")
-    topic_partitions: int = Field(3, ge=1)
+    broker: Literal["kafka", "tansu"] | None = Field(
+        None,
+        description="Which broker: `kafka` (Apache Kafka, or any real Kafka) or `tansu` (the embedded memory-only "
+        "broker, which refuses the idempotent producer). Unset: the embedded broker is Apache Kafka where Java 17+ "
+        "and its jars are installed, else Tansu; a broker at KAFKA_BOOTSTRAP_SERVERS is taken for a real Kafka.",
+    )
+    kafka_embedded_sasl: bool = Field(
+        False,
+        description="The embedded Apache Kafka authenticates each service as its own principal (SASL/SCRAM) and "
+        "its ACLs let it write only its own topics (docs/kafka-security.md).",
+    )
+    topic_partitions: int = Field(3, ge=1, description="Partitions of every topic the services create.")
+    topic_replication: int = Field(1, ge=1, description="Replicas of every topic the services create.")
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of every topic the services create; unset: 2 with 3 or more replicas, else 1.",
+    )
     protocol_file: Path = DEFAULT_PROTOCOL_FILE
     host: str = "127.0.0.1"
     enrollment_port: int = DEFAULT_PORTS["enrollment"]
@@ -103,6 +120,15 @@ class Settings(BaseSettings):
         True,
         description="GET /metrics without a token (keep the port internal); false: a token with any grant.",
     )
+
+    @property
+    def tansu(self) -> bool:
+        """The broker keeps nothing across a restart and refuses the idempotent producer."""
+        return self.broker == "tansu"
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return self.topic_min_insync_replicas or (2 if self.topic_replication >= 3 else 1)
 
     @property
     def jwks(self) -> str:

@@ -50,7 +50,7 @@ READY_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Ready: every check is ok"},
     503: {
         "description": "Not ready (database, broker or consumers failing) or degraded (relay failing, lag "
-        "growing, events parked): each check says ok or what is wrong",
+        "growing, events parked, a topic not as configured): each check says ok or what is wrong",
         "content": {"application/json": {}},
     },
 }
@@ -79,6 +79,9 @@ async def ready(rt: Rt) -> JSONResponse:
     async def lag() -> bool | str:
         return "; ".join(rt.lag.growing()) or True
 
+    async def topics() -> bool | str:
+        return "; ".join(rt.topic_problems) or True
+
     async def parked() -> bool | str:
         counts = await parking.counts(rt.pool, rt.schema)
         return (
@@ -94,6 +97,7 @@ async def ready(rt: Rt) -> JSONResponse:
             _check("relay", relay),
             _check("lag", lag),
             _check("parked", parked),
+            _check("topics", topics),
         )
     )
     failing = {name: error for name, error in checks.items() if error}

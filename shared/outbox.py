@@ -79,9 +79,9 @@ class OutboxRelay:
         self.name = f"{app.name}-relay"
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
-        # Runs before publishing, and again after every failure: the embedded broker comes back
-        # from a restart with no topics, and silently drops a produce to a topic it has not yet
-        # re-created, so the topics must exist before anything is sent.
+        # Runs before publishing, and again after every failure: Tansu comes back from a restart
+        # with no topics, and silently drops a produce to a topic it has not yet re-created, so the
+        # topics must exist before anything is sent (a broker that keeps its log needs nothing here).
         self.prepare = prepare
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._offsets: dict[int, int] = {}  # partition -> last offset the broker acknowledged
@@ -173,6 +173,8 @@ class OutboxRelay:
         """Offsets only grow on a broker that kept its data. One that went back means the broker
         restarted empty, and a memory-only broker acknowledges, then drops, writes to a topic it no
         longer has: publish the batch again once the topic exists (consumers drop the copies).
+        Harmless on Apache Kafka, whose offsets never go back (unless a topic was deleted and
+        re-created: sending the batch again is right then too).
         The offsets are kept across failures: a broker that came back empty while the relay was
         failing is noticed at its first answer."""
         last = self._offsets.get(ack.partition, -1)

@@ -4,7 +4,7 @@ before the first request, and handed to the HTTP handlers as a typed dependency 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import asyncpg
@@ -40,6 +40,7 @@ class Runtime:
     tokens: TokenVerifier  # checks every request's bearer token
     access: AccessStore  # the grants' event store (written through the admin API)
     checkpoints: Checkpointer  # signs the chain heads now and then, to a file and a topic
+    topic_problems: list[str] = field(default_factory=list)  # existing topics not as configured (/ready says so)
 
     @property
     def schema(self) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -79,12 +79,16 @@ class Wiring:
 
 def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, signer: Signer) -> Wiring:
     broker = KafkaBroker(
-        settings.bootstrap_servers,
+        # FastStream takes a string for one server: "a:9092,b:9092" must come as a list (aiokafka splits it).
+        [server.strip() for server in settings.bootstrap_servers.split(",")],
         client_id=f"ucart-{spec.name}",
         acks="all",
-        enable_idempotence=False,  # the embedded broker refuses idempotent producers
+        # No duplicates from the producer's own retries, per-partition order kept; Tansu refuses
+        # InitProducerId (the design stays correct without it: consumers drop copies).
+        enable_idempotence=not settings.tansu,
+        allow_auto_create_topics=False,  # subscribers never create topics: `ensure_topics` declares them
         request_timeout_ms=10_000,  # fail a send to a dead broker soon; the relay retries
-        # A topic re-created with another layout after a broker restart fails sends
+        # A topic re-created with another layout after a Tansu restart fails sends
         # until the clients refresh their metadata: do so within 10 s, not 5 minutes.
         metadata_max_age_ms=10_000,
         security=transport.kafka_security(settings),  # TLS and SASL, as every other Kafka client here
@@ -162,36 +166,69 @@ def asyncapi(spec: ServiceSpec, settings: Settings | None = None) -> AsyncAPI:
     return AsyncAPI(wiring.broker, title=f"UCAR-T {spec.title} events", version="1.0.0", description=spec.description)
 
 
-# Checkpoints are the auditors' anchor: the broker never deletes them.
-KEPT_FOREVER = {"retention.ms": "-1"}
+def service_topics(spec: ServiceSpec, settings: Settings) -> list[str]:
+    """Every topic the service may read or write: the event topics, its checkpoint topic and the
+    dead-letter topic of each of its consumers. Declared at start: no client ever creates a topic."""
+    prefix = settings.topic_prefix
+    return [
+        *(topic_for(s, prefix) for s in SOURCES),
+        checkpoint_topic(spec.name, prefix),
+        *(dead_letter_topic(m.consumer, prefix) for m in spec.read_models),
+    ]
 
 
-async def ensure_topics(settings: Settings, topics: list[str], configs: dict[str, str] | None = None) -> None:
+def topic_configs(settings: Settings) -> dict[str, str]:
+    # The whole history stays (outside subscribers replay from the earliest offset; auditors keep the
+    # checkpoints), and an acknowledged write is on min.insync.replicas brokers (the producers use acks=all).
+    return {"retention.ms": "-1", "min.insync.replicas": str(settings.min_insync_replicas)}
+
+
+async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Create the missing topics with the configured partitions, replication and configs; return what is
+    wrong (logged as errors, and /ready says so): a topic this client may not create, or an existing topic
+    with another partition count (per-subject order would break were it changed: never altered here)."""
     admin = AIOKafkaAdminClient(**transport.kafka_options(settings))
     try:
         await admin.start()
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1, topic_configs=configs or {})
+            NewTopic(
+                t,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs=topic_configs(settings),
+            )
             for t in topics
             if t not in existing
         ]
+        problems = []
         if missing:
-            with suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+            answer = await admin.create_topics(missing)
+            for name, code, *_ in answer.topic_errors:  # the admin client does not raise them itself
+                error = for_code(code)(name) if code else None
+                if isinstance(error, TopicAuthorizationFailedError):  # no retry grants it: an operator must
+                    problems.append(f"topic {name} could not be created: not authorised (ACL)")
+                elif error is not None and not isinstance(error, TopicAlreadyExistsError):
+                    raise error  # a passing failure (no controller yet...): the caller retries
+        # Only topics known to exist: a metadata request naming an unknown topic may create it (Tansu).
+        known = [t for t in topics if t in existing]
+        problems += [
+            f"topic {d['topic']} has {len(d['partitions'])} partitions, not {settings.topic_partitions}"
+            for d in (await admin.describe_topics(known) if known else [])
+            if not d["error_code"] and len(d["partitions"]) != settings.topic_partitions
+        ]
+        for problem in problems:
+            log.error("%s (see docs/operations.md, Topics)", problem)
+        return problems
     finally:
         await admin.close()
 
 
-async def _connect_broker(runtime: Runtime) -> None:
+async def _connect_broker(runtime: Runtime, topics: list[str]) -> None:
     """Start Kafka clients in the background, retrying: commands must work while Kafka is down."""
-    topics = [topic_for(s, runtime.settings.topic_prefix) for s in SOURCES]
     while True:
         try:
-            await ensure_topics(runtime.settings, topics)
-            await ensure_topics(
-                runtime.settings, [checkpoint_topic(runtime.name, runtime.settings.topic_prefix)], KEPT_FOREVER
-            )
+            runtime.topic_problems[:] = await ensure_topics(runtime.settings, topics)
             await runtime.broker.start()
             runtime.broker_ready.set()
             return
@@ -223,6 +260,14 @@ async def _reconcile_forever(runtime: Runtime, sources: list[tuple[IdempotentCon
         except Exception as exc:  # reported, like a failed pass; the loop goes on
             log.warning("could not count the parked events (%s); retrying later", exc)
         await asyncio.sleep(runtime.settings.reconcile_seconds)
+
+
+async def _declare(settings: Settings, topics: list[str]) -> None:
+    await ensure_topics(settings, topics)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _database_url(settings: Settings) -> str:
@@ -310,16 +355,18 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
     except BaseException:
         await pool.close()
         raise
-    own_topic = [topic_for(spec.name, settings.topic_prefix)]
+    topics = service_topics(spec, settings)
+    # After a failure Tansu may have come back empty: declare the topics again before sending.
+    # A broker that keeps its log has them still: nothing to do.
+    redeclare = (lambda: _declare(settings, topics)) if settings.tansu else _nothing
     relay = OutboxRelay(
         store,
         pool,
         wiring.publish,
         schema=spec.name,
         poll_seconds=settings.relay_poll_seconds,
-        prepare=lambda: ensure_topics(settings, own_topic),
+        prepare=redeclare,
     )
-    own_checkpoints = [checkpoint_topic(spec.name, settings.topic_prefix)]
     checkpoints = Checkpointer(
         pool,
         spec.name,
@@ -327,7 +374,7 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         settings.checkpoint_file(spec.name),
         wiring.publish_checkpoint,
         every=settings.checkpoint_seconds,
-        prepare=lambda: ensure_topics(settings, own_checkpoints, KEPT_FOREVER),
+        prepare=redeclare,
     )
     runtime = Runtime(
         name=spec.name,
@@ -348,7 +395,7 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
     sources = [(c, m.sources) for c, m in zip(consumers, spec.read_models, strict=True)]
     relay_task = asyncio.create_task(relay.run())
     tasks = [
-        asyncio.create_task(_connect_broker(runtime)),
+        asyncio.create_task(_connect_broker(runtime, topics)),
         asyncio.create_task(_reconcile_forever(runtime, sources)),
         asyncio.create_task(runtime.lag.run()),
         asyncio.create_task(checkpoints.run()),

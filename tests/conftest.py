@@ -1,5 +1,8 @@
 """Test infrastructure: one real PostgreSQL and one real Kafka-protocol broker per test session.
 
+The broker is Apache Kafka, or Tansu (memory only) with UCART_BROKER=tansu or where Java 17+ or the
+Kafka jars are missing. Tests of what only one of them does are marked `@pytest.mark.broker("kafka")` / `("tansu")`.
+
 By default both are embedded (started here on free ports, in temporary directories, and stopped even
 when tests fail). DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point the suite at other servers instead;
 UCART_TESTCONTAINERS=1 uses testcontainers when a Docker engine answers. Each test (or module) gets
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from infra.kafka import embedded_broker
 from shared import db
 from shared.contract.topics import SOURCES
 from shared.signing import Verifier, ensure_keys, load_verifier
@@ -54,9 +58,13 @@ def servers(tmp_path_factory) -> Iterator[tuple[str, str]]:
             pg_url = postgres.start()
             stack.callback(postgres.stop)
         if kafka is None:
-            broker = EmbeddedKafka(free_port(), tmp_path_factory.mktemp("kafka") / "broker.log")
+            # UCART_BROKER chooses (kafka or tansu); unset, Apache Kafka where it can run, else Tansu.
+            directory = tmp_path_factory.mktemp("kafka")
+            broker = embedded_broker(free_port(), directory / "broker.log", directory / "data")
             kafka = broker.start()
             stack.callback(broker.stop)
+            # What the tests' Settings and the services they start take the broker for.
+            os.environ["UCART_BROKER"] = "tansu" if isinstance(broker, EmbeddedKafka) else "kafka"
         yield pg_url, kafka
 
 
@@ -115,3 +123,37 @@ def stack(servers, tmp_path_factory, signing_keys):
     with RunningStack(url, servers[1], f"e2e{uuid.uuid4().hex[:8]}.", logs, keys_dir=signing_keys) as running:
         yield running
     drop_database(servers[0], url)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which broker this run uses, and why when it is the memory-only fallback."""
+    from infra import kafka
+
+    choice = os.environ.get("UCART_BROKER")
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return f"broker: the one at KAFKA_BOOTSTRAP_SERVERS, taken for {choice or 'a real Kafka'}"
+    if choice:
+        name = "Tansu (memory only)" if choice == "tansu" else "Apache Kafka"
+        return f"broker: embedded {name}, UCART_BROKER={choice}"
+    if kafka.available():
+        return "broker: embedded Apache Kafka"
+    why = kafka.missing() or "its jars are not installed: python -m infra install-kafka"
+    return f"broker: embedded Tansu (memory only), as Apache Kafka cannot run here: {why}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker(kind): runs only on that broker, kafka or tansu (skipped on the other)")
+
+
+@pytest.fixture(autouse=True)
+def _on_its_broker(request: pytest.FixtureRequest) -> None:
+    """A test of what only one broker does (Tansu forgets everything on a restart; Apache Kafka keeps
+    its log) runs on that broker's pass of the suite and is skipped, saying so, on the other's."""
+    marker = request.node.get_closest_marker("broker")
+    if marker is None:
+        return
+    request.getfixturevalue("servers")  # the session's broker is chosen there
+    kind = os.environ.get("UCART_BROKER") or "kafka"  # a broker at KAFKA_BOOTSTRAP_SERVERS is a real Kafka
+    if kind != marker.args[0]:
+        why = marker.kwargs.get("why")
+        pytest.skip(f"only on {marker.args[0]} (this run's broker is {kind})" + (f": {why}" if why else ""))

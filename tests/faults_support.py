@@ -22,10 +22,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from conftest import drop_database, new_database
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from infra.kafka import EmbeddedApacheKafka, embedded_broker
 from services.registry import READ_MODELS
 from shared import db
 from shared.consumer import IdempotentConsumer
@@ -53,9 +55,11 @@ RECONCILE_SECONDS = 2.0  # short, so that the safety net under Kafka acts within
 
 
 @contextmanager
-def own_broker(tmp_path: Path, port: int | None = None) -> Iterator[EmbeddedKafka]:
-    """A Kafka-protocol broker only this test uses (so killing it harms no other test)."""
-    broker = EmbeddedKafka(port or free_port(), tmp_path / f"broker-{uuid.uuid4().hex[:6]}.log")
+def own_broker(tmp_path: Path, port: int | None = None) -> Iterator[EmbeddedApacheKafka | EmbeddedKafka]:
+    """A broker of the session's kind only this test uses (so stopping it harms no other test); an
+    Apache Kafka keeps its log in a directory of its own across stop() and start()."""
+    name = f"broker-{uuid.uuid4().hex[:6]}"
+    broker = embedded_broker(port or free_port(), tmp_path / f"{name}.log", tmp_path / name)
     broker.start()
     try:
         yield broker
@@ -301,6 +305,22 @@ def event_counts(database_url: str) -> dict[str, int]:
     return {source: sum(e.source == source for e in events) for source in SOURCES}
 
 
+async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+    """The partitions of those topics that exist, from the broker's metadata (a consumer with nothing
+    assigned may know no topic: Apache Kafka answers its metadata requests with none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(d["topic"], p["partition"]) for d in described if not d["error_code"] for p in d["partitions"]
+    )
+
+
 async def read_records(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[ConsumerRecord]:
     """A topic's messages from the earliest offset (all partitions), until `expected` or the timeout.
     No consumer group: nothing to join, and nothing committed."""
@@ -311,12 +331,11 @@ async def read_records(bootstrap: str, topic: str, expected: int, timeout: float
     found: list[ConsumerRecord] = []
     try:
         deadline = time.monotonic() + timeout
-        while not (partitions := reader.partitions_for_topic(topic)) and time.monotonic() < deadline:
-            await reader.topics()  # refresh the metadata
+        while not (partitions := await partitions_of(bootstrap, [topic])) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         if not partitions:
             return found
-        reader.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        reader.assign(partitions)
         await reader.seek_to_beginning()
         while len(found) < expected and time.monotonic() < deadline:
             for records in (await reader.getmany(timeout_ms=200)).values():
@@ -373,12 +392,7 @@ async def _undrained(bootstrap: str, prefix: str) -> list[str]:
         )
         await reader.start()
         try:
-            await reader.topics()  # metadata of every topic
-            partitions = [
-                TopicPartition(topic_for(s, prefix), p)
-                for s in watched.sources
-                for p in sorted(reader.partitions_for_topic(topic_for(s, prefix)) or ())
-            ]
+            partitions = await partitions_of(bootstrap, [topic_for(s, prefix) for s in watched.sources])
             reader.assign(partitions)
             for tp, end in (await reader.end_offsets(partitions)).items():
                 done = await reader.committed(tp) or 0

@@ -29,6 +29,7 @@ def test_every_service_is_alive_and_becomes_ready(stack: RunningStack):
             "relay": "ok",
             "lag": "ok",
             "parked": "ok",
+            "topics": "ok",
         }
 
 

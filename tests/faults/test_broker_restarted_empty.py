@@ -1,10 +1,11 @@
-"""Events published but not yet consumed are lost with the broker (it keeps nothing on disk): the
+"""Events published but not yet consumed are lost with a broker that keeps nothing on disk (Tansu): the
 reconciliation against the event stores brings them back, once."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -22,6 +23,10 @@ from faults_support import (
 from shared.contract.topics import topic_for
 
 SUBJECTS = [f"UCT-23-{n:03d}" for n in range(1, 5)]
+
+pytestmark = pytest.mark.broker(
+    "tansu", why="Apache Kafka keeps its log across a restart (test_broker_restarted_with_its_log.py)"
+)
 
 
 def test_what_the_broker_lost_comes_back_from_the_event_stores(servers, tmp_path):

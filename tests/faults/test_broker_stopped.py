@@ -45,7 +45,7 @@ def test_commands_succeed_while_the_broker_is_down_and_nothing_is_lost(servers, 
             client.close()
         assert ledger.count(201) == len(ledger.sent), [x.body for x in ledger.sent if x.status != 201]
 
-        broker.start()  # same port, empty: every topic, message and committed offset is gone
+        broker.start()  # same port: Tansu comes back empty, Apache Kafka recovers its log from disk
         # The subjects enrolled while the broker was down go on to treatment and follow-up.
         journeys(stack, ledger, DURING, enrol=False)
         assert ledger.count(201) == len(ledger.sent), [x.body for x in ledger.sent if x.status != 201]

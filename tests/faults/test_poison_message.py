@@ -128,7 +128,8 @@ def same_partition_as(subject: str, partitions: int) -> str:
 
 
 def test_a_poison_event_in_a_store_is_parked_and_an_operator_deals_with_it(servers, tmp_path):
-    with fault_stack(servers, tmp_path) as stack:
+    # Reconciliation waits: the poison reaches the consumer from Kafka, whose messages the metric counts.
+    with fault_stack(servers, tmp_path, reconcile_seconds=120) as stack:
         for service in SOURCES:
             eventually(lambda service=service: stack.get(service, "/ready").status_code == 200)
         # Stored before input was strict: an AE term with a NUL, which the journey's jsonb refuses.

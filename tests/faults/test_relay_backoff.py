@@ -1,5 +1,5 @@
 """The broker killed and restarted while commands flow: the relays fail, back off and resume where the
-broker stopped acknowledging, so an outside subscriber gets each event at most twice."""
+broker stopped acknowledging, so an outside subscriber gets each event at most twice (on either broker)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from faults_support import (
@@ -21,6 +21,7 @@ from faults_support import (
     journeys,
     metrics,
     own_broker,
+    partitions_of,
     read_records,
 )
 from shared.contract.topics import topic_for
@@ -51,17 +52,20 @@ def test_a_broker_restart_while_commands_flow_sends_each_event_at_most_twice(ser
         with ThreadPoolExecutor(1) as pool:
             flowing = pool.submit(journeys, stack, ledger, DURING, enrol=False)
             time.sleep(1)
-            broker.start()  # empty, on the same port, while treatment and follow-up commands come in
+            broker.start()  # on the same port (Tansu: empty), while treatment and follow-up commands come in
             flowing.result()
         assert ledger.count(201) == len(ledger.sent), [s.body for s in ledger.sent if s.status != 201]
         assert_converged(stack.database_url)
 
         relays_caught_up(stack)
         after = {s: relay_metrics(stack, s) for s in SOURCES}
-        # The enrollment relay knew every partition's offset: the restarted broker's first answer
-        # showed it was reset, and the relay sent its batch again.
-        assert after["enrollment"]["errors_total"] > before["enrollment"]["errors_total"]
-        assert after["enrollment"]["republished_total"] > before["enrollment"]["republished_total"]
+        if stack.settings.tansu:
+            # The enrollment relay's send failed and it backed off. It knew every partition's offset:
+            # Tansu's first answer after its restart showed it was reset, and the relay sent its batch
+            # again. (Apache Kafka keeps its log, and its idempotent producer may hold a send until the
+            # broker is back, within its timeout, so that no failure reaches the relay.)
+            assert after["enrollment"]["errors_total"] > before["enrollment"]["errors_total"]
+            assert after["enrollment"]["republished_total"] > before["enrollment"]["republished_total"]
 
         # An outside subscriber reads what the restarted broker holds: nothing more than twice.
         copies = Counter()
@@ -92,8 +96,7 @@ async def size(bootstrap: str, topic: str) -> int:
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await reader.start()
     try:
-        await reader.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        partitions = await partitions_of(bootstrap, [topic])
         return sum((await reader.end_offsets(partitions)).values()) if partitions else 0
     finally:
         await reader.stop()

@@ -19,7 +19,7 @@ from shared.config import Settings
 from shared.contract.topics import checkpoint_topic
 from shared.eventstore.application import SubjectApplication, postgres_env
 from shared.eventstore.checkpoint import read_checkpoint
-from shared.service import KEPT_FOREVER, build_app, ensure_topics, wire
+from shared.service import build_app, ensure_topics, wire
 from shared.signing import ensure_keys, load_signer, load_verifier
 from tampering import checkpoint, fill_stores, remove_stream
 
@@ -59,7 +59,7 @@ async def test_checkpoints_go_to_the_file_then_the_topic_and_only_when_the_store
         file,
         publish,
         every=0.1,
-        prepare=lambda: ensure_topics(settings, [checkpoint_topic("enrollment", topic_prefix)], KEPT_FOREVER),
+        prepare=lambda: ensure_topics(settings, [checkpoint_topic("enrollment", topic_prefix)]),
     )
     try:
         assert not await checkpoints.checkpoint() and not file.exists()  # nothing stored: nothing to sign

@@ -16,12 +16,14 @@ from services.enrollment import domain
 from services.enrollment.domain import EnrollmentSubject
 from services.followup.projections import store
 from shared import db, parking
+from shared.config import Settings
 from shared.consumer import IdempotentConsumer, dead_letter_publisher, subscribe
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
 from shared.contract.upcasting import latest_payload
 from shared.eventstore.application import SubjectApplication
 from shared.protocol import load_protocol
+from shared.service import ensure_topics
 from shared.signing import KEY_ID_HEADER, SIGNATURE_HEADER, Signer
 from support import produce_signed, read_dead_letters, signed_origin, until
 
@@ -94,6 +96,8 @@ async def journey_consumer(database_url, bootstrap_servers, topic_prefix, verifi
     )
     topics = [topic_for(s, topic_prefix) for s in ("enrollment", "followup")]
     subscribe(broker, consumer, topics=topics, group_id=f"{topic_prefix}journey", dead_letter_topic=dlq)
+    # Declared up front, as a service does: no client creates a topic.
+    await ensure_topics(Settings(_env_file=None, kafka_bootstrap_servers=bootstrap_servers), [*topics, dlq])
     await broker.start()
     yield consumer, pool, topic_prefix
     await broker.stop()

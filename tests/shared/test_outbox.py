@@ -80,6 +80,13 @@ async def store(database_url):
     app.close()
 
 
+@pytest.fixture(autouse=True)
+async def declared(bootstrap_servers, topic_prefix) -> None:
+    """The topic, declared up front as a service does (no client creates one)."""
+    settings = Settings(_env_file=None, kafka_bootstrap_servers=bootstrap_servers)
+    await ensure_topics(settings, [topic_for("enrollment", topic_prefix)])
+
+
 @pytest.fixture
 async def producer(bootstrap_servers):
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")

@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from services.followup.projections import store
 from shared import db, parking
+from shared.config import Settings
 from shared.consumer import (
     Failure,
     IdempotentConsumer,
@@ -26,6 +27,7 @@ from shared.consumer import (
 )
 from shared.contract.envelope import Envelope
 from shared.contract.topics import dead_letter_topic, topic_for
+from shared.service import ensure_topics
 from shared.signing import Signer, key_id, load_verifier
 from support import OTHER, POISONED, poisoned_followup_store, produce_signed, read_dead_letters, signed_origin, until
 
@@ -61,6 +63,7 @@ async def test_a_poison_event_on_the_topic_and_in_the_store_is_parked_and_nothin
     subscribe(
         broker, consumer, topics=[topic], group_id=f"{topic_prefix}journey", dead_letter_topic=dlq, retry_delay=0.1
     )
+    await ensure_topics(Settings(_env_file=None, kafka_bootstrap_servers=bootstrap_servers), [topic, dlq])
     await broker.start()
     try:
         # One key: one partition, the poison first; signed, as the follow-up relay publishes them.

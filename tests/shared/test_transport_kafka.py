@@ -53,6 +53,7 @@ def over_tls(front: TLSKafka, pki: PKI, *, trusting: Authority | None = None, **
         kafka_ssl_certfile=client.cert,
         kafka_ssl_keyfile=client.key,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        broker="tansu",  # the broker behind the front (no idempotent producer)
         **settings,
     )
 
