@@ -101,10 +101,11 @@ def _moments(model: BaseModel, prefix: str) -> Iterator[tuple[str, date]]:
                 yield from _moments(item, f"{prefix}{name}.")
 
 
-async def _record(rt: Runtime, command: Command, meta: EventMeta, payload: Payload) -> list[Envelope]:
+async def _record(
+    rt: Runtime, command: Command, meta: EventMeta, payload: Payload, known: facts.SubjectFacts | None
+) -> list[Envelope]:
     """Give the rule what it asks for, run it on the subject's stream (in a worker thread: the event
     store is synchronous) and commit what it raised."""
-    known = await facts.load(rt.pool, rt.schema, meta.subject_id) if "facts" in command.needs else None
     rule = command.bind(Dependencies(facts=known, protocol=rt.protocol))
     return await asyncio.to_thread(rt.store.record, rule, meta, payload)
 
@@ -139,8 +140,10 @@ def _add_command(router: APIRouter, command: Command, site_of: SiteOf) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         _nothing_in_the_future(body)
-        # A new subject's site is in the payload (enrolment, screening failure); else as known here.
-        site = getattr(body.payload, "site_id", None) or await site_of(rt, subject_id)
+        # A new subject's site is in the payload (enrolment, screening failure); else as known here, read
+        # with the facts the rule gets: read apart, an enrolment learned in between recorded no site.
+        known = await facts.load(rt.pool, rt.schema, subject_id) if "facts" in command.needs else None
+        site = getattr(body.payload, "site_id", None) or (known and known.site_id) or await site_of(rt, subject_id)
         allowed.require(subject_id, site, retryable=site is None)
         meta_fields: dict[str, Any] = dict(
             subject_id=subject_id,
@@ -170,7 +173,7 @@ def _add_command(router: APIRouter, command: Command, site_of: SiteOf) -> None:
                 return JSONResponse(stored, status_code=status, headers={"Idempotent-Replayed": "true"})
             token = WITH_THE_EVENTS.set(rt.idempotency.answer_with_the_events(idempotency_key, answer))
         try:
-            envelopes = await _record(rt, command, meta, body.payload)
+            envelopes = await _record(rt, command, meta, body.payload, known)
         except BaseException:
             if idempotency_key:
                 await rt.idempotency.release(idempotency_key)
