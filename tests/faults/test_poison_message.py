@@ -91,9 +91,11 @@ def test_poison_messages_are_dead_lettered_counted_and_do_not_block(servers, tmp
         client.close()
         # The journey may start from the lymphodepletion (another topic): wait for the enrolment itself.
         journey = eventually(
-            lambda: (r := stack.get("followup", f"/subjects/{SUBJECT}/journey")).status_code == 200
-            and r.json()["enrolled_on"]
-            and r.json()
+            lambda: (
+                (r := stack.get("followup", f"/subjects/{SUBJECT}/journey")).status_code == 200
+                and r.json()["enrolled_on"]
+                and r.json()
+            )
         )
         assert journey["site_id"] == "01"  # the real one, not the intruder's
 
