@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -48,12 +48,21 @@ Outcome = Literal["applied", "duplicate", "parked"]
 # Faults that pass: never a reason to park an event.
 TRANSIENT = (*db.UNREACHABLE, asyncpg.exceptions.TransactionRollbackError)  # + deadlock, serialization failure
 
+BATCH = 500  # records per batch from the broker, at most
+REBUILD_BATCH = 2000  # rows per batch from a store, in a rebuild (bounded memory, few round trips)
+BATCH_WAIT_MS = 10  # how long an idle subscriber waits (twice over) between polls
+
+
+# An event as a projection folds it: the envelope, and its payload upcast to the latest version.
+Event = tuple[Envelope, Payload]
+
 
 class Projection(Protocol):
     name: str
 
-    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
-        """Apply one event; `payload` is the envelope's payload upcast to its latest version."""
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """Fold events into the read model, in `conn`'s transaction: any subjects, each subject's events
+        from one source in stream order. Reads and writes a row the batch touches once, not per event."""
 
     async def reset(self, conn: asyncpg.Connection) -> None:
         """Empty the read model (before a rebuild)."""
@@ -109,6 +118,15 @@ class KafkaOrigin:
 Origin = KafkaOrigin | StoredRow
 
 
+class _OneAtATime(Exception):
+    """A batch that cannot be applied together (rolled back; its events go one at a time)."""
+
+
+def _keys(events: Sequence[Event]) -> set[tuple[str, str]]:
+    """The (subject, source) streams the events belong to."""
+    return {(envelope.subject_id, str(envelope.source)) for envelope, _ in events}
+
+
 # Which stored event: (source, stream id, stream version).
 EventKey = tuple[str, UUID, int]
 
@@ -161,11 +179,33 @@ class IdempotentConsumer:
     def name(self) -> str:
         return self.projection.name
 
-    async def handle(self, message: KafkaMessage) -> Outcome:
-        raw: ConsumerRecord = message.raw_message  # one record: not a batch subscriber
-        outcome = await self.receive(KafkaOrigin.of(raw), redelivered=True)
-        self.counts[outcome] += 1
-        return outcome
+    async def handle(self, message: KafkaMessage) -> list[Outcome]:
+        """A batch of records from the broker (a batch subscriber's message)."""
+        records: tuple[ConsumerRecord, ...] = message.raw_message  # a batch subscriber's
+        outcomes = await self.receive_many([KafkaOrigin.of(r) for r in records])
+        for outcome in outcomes:
+            self.counts[outcome] += 1
+        return outcomes
+
+    async def receive_many(self, origins: Sequence[KafkaOrigin]) -> list[Outcome]:
+        """Messages from Kafka, applied together in one transaction. What does not verify or cannot be read
+        is parked on sight; when the batch cannot go together (a gap, a parked event of one of its streams,
+        an event that fails), each event goes on its own, as `receive` takes it."""
+        outcomes: dict[int, Outcome] = {}
+        readable: list[tuple[int, Envelope, Payload, KafkaOrigin]] = []
+        for i, origin in enumerate(origins):
+            try:
+                readable.append((i, *self._read(origin), origin))
+            except ValueError as exc:
+                outcomes[i] = await self._park(origin.parcel(str(exc)), key=origin.key)
+        together = await self.apply_together([(envelope, payload) for _, envelope, payload, _ in readable])
+        for n, (i, envelope, payload, origin) in enumerate(readable):
+            outcomes[i] = (
+                together[n]
+                if together is not None
+                else await self._apply_or_park(envelope, payload, origin, retry_now=True)
+            )
+        return [outcomes[i] for i in range(len(origins))]
 
     async def receive(self, origin: KafkaOrigin, *, redelivered: bool = False) -> Outcome:
         """One message. `redelivered`: the broker delivers a failed message again (a failure is
@@ -271,6 +311,68 @@ class IdempotentConsumer:
                 )
         return "parked" if hole else "applied"
 
+    async def apply_together(self, events: Sequence[Event]) -> list[Outcome] | None:
+        """Apply events exactly once, in one transaction: one statement to lock and read the tracking of
+        every (subject, source) they touch, the projection's batch fold, one statement to move the
+        tracking on. None, with nothing applied, when they cannot go together: a gap to fill from a store,
+        a parked event in one of their streams, or a fold that failed (an event may be poison): `apply`
+        then takes them one at a time. A passing fault (TRANSIENT) is raised."""
+        if not events:
+            return []
+        keys: list[tuple[str, str]] = sorted(_keys(events))
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                last = await self._lock_tracking(conn, keys)
+                if await parking.any_holes(conn, self.schema, self.name, [(src, subject_uuid(s)) for s, src in keys]):
+                    raise _OneAtATime
+                outcomes: list[Outcome] = []
+                fresh: list[Event] = []
+                for envelope, payload in events:
+                    key = (envelope.subject_id, envelope.source)
+                    if envelope.stream_version <= last[key]:
+                        outcomes.append("duplicate")
+                        continue
+                    if envelope.stream_version != last[key] + 1:
+                        raise _OneAtATime  # a gap: filled from the store, one event at a time
+                    last[key] = envelope.stream_version
+                    fresh.append((envelope, payload))
+                    outcomes.append("applied")
+                if fresh:
+                    try:
+                        await self.projection.apply(conn, fresh)
+                    except TRANSIENT:
+                        raise
+                    except Exception as exc:
+                        raise _OneAtATime from exc
+                    await self._track_all(conn, {k: v for k, v in last.items() if k in _keys(fresh)})
+        except _OneAtATime:
+            return None
+        return outcomes
+
+    async def _lock_tracking(self, conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Lock the tracking rows (making the missing ones, as `apply` does), in key order; their versions."""
+        rows = await conn.fetch(
+            f"""INSERT INTO {self.schema}.consumer_applied AS applied (consumer, subject_id, source, last_version)
+                SELECT $1, s, src, 0 FROM unnest($2::text[], $3::text[]) AS t(s, src) ORDER BY s, src
+                ON CONFLICT (consumer, subject_id, source) DO UPDATE SET last_version = applied.last_version
+                RETURNING subject_id, source, last_version""",
+            self.name,
+            [subject for subject, _ in keys],
+            [source for _, source in keys],
+        )
+        return {(r["subject_id"], r["source"]): r["last_version"] for r in rows}
+
+    async def _track_all(self, conn: asyncpg.Connection, versions: dict[tuple[str, str], int]) -> None:
+        await conn.execute(
+            f"""UPDATE {self.schema}.consumer_applied AS applied SET last_version = t.v, updated_at = now()
+                FROM unnest($2::text[], $3::text[], $4::integer[]) AS t(s, src, v)
+                WHERE applied.consumer = $1 AND applied.subject_id = t.s AND applied.source = t.src""",
+            self.name,
+            [subject for subject, _ in versions],
+            [source for _, source in versions],
+            list(versions.values()),
+        )
+
     async def _fill_gap(
         self, conn: asyncpg.Connection, envelope: Envelope, stream_id: UUID, last: int, holes: set[int]
     ) -> None:
@@ -324,7 +426,7 @@ class IdempotentConsumer:
         self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload, row: StoredRow | None = None
     ) -> None:
         try:
-            await self.projection.apply(conn, envelope, payload)
+            await self.projection.apply(conn, [(envelope, payload)])
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -368,7 +470,7 @@ class IdempotentConsumer:
         """Empty the read model and apply every event of the stores again; return how many."""
         async with self.exclusively():
             await self.reset()
-            return await self._reconcile(sources, progress=progress)
+            return await self._reconcile(sources, REBUILD_BATCH, progress)
 
     async def reconcile(
         self, sources: tuple[Source, ...], batch: int = 500, progress: Callable[[int], None] | None = None
@@ -402,8 +504,7 @@ class IdempotentConsumer:
                     rows = await rows_after(conn, source, after, batch)
                 if not rows:
                     break
-                for row in rows:
-                    applied += await self._reconcile_row(row) == "applied"
+                applied += sum(outcome == "applied" for outcome in await self._reconcile_rows(rows))
                 if progress:
                     progress(len(rows))
                 after = rows[-1].notification_id
@@ -418,6 +519,18 @@ class IdempotentConsumer:
         if applied:
             self.counts["reconciled"] = self.counts.get("reconciled", 0) + applied
         return applied
+
+    async def _reconcile_rows(self, rows: list[StoredRow]) -> list[Outcome]:
+        """Stored events, together when they can be (`apply_together`), else one at a time."""
+        readable: list[tuple[StoredRow, Event]] = []
+        for row in rows:
+            try:
+                readable.append((row, read_row(row)))
+            except ValueError:
+                readable = []  # an unreadable row is parked where it stands in its stream: one at a time
+                break
+        together = await self.apply_together([event for _, event in readable]) if readable else None
+        return together if together is not None else [await self._reconcile_row(row) for row in rows]
 
     async def _reconcile_row(self, row: StoredRow) -> Outcome:
         try:
@@ -605,6 +718,11 @@ def subscribe(
         group_id=group_id,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        # Batches: what the broker has (up to max_records) is applied in one transaction; with nothing to
+        # read, the subscriber waits batch_timeout_ms for a record, then as long again before it asks anew.
+        batch=True,
+        max_records=BATCH,
+        batch_timeout_ms=BATCH_WAIT_MS,
         title=f"{consumer.name}:consume",
         description=f"{consumer.name}: verifies each message's signature (headers key_id, signature) and "
         "applies each event once (tracked per subject, source and stream_version). Messages that do not "

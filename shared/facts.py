@@ -7,12 +7,16 @@ each service's own schema.
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, model_validator
 
+from shared.consumer import Event
 from shared.contract.envelope import Envelope
 from shared.contract.events import (
     ConsentWithdrawn,
@@ -100,50 +104,63 @@ class SubjectFactsProjection:
     async def reset(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f"TRUNCATE {self.schema}.subject_facts")
 
-    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
-        on, subject = envelope.occurred_at, envelope.subject_id
-        if payload.is_clinical_record():
-            await self._set(conn, subject, last_record_on=on.date(), latest=True)
-        match payload:
-            case Enrolled():
-                await self._set(
-                    conn, subject, site_id=payload.site_id, enrolled_on=on.date(), year_of_birth=payload.year_of_birth
-                )
-            case ScreenFailed():
-                await self._set(conn, envelope.subject_id, site_id=payload.site_id, screen_failed=True)
-            case ConsentWithdrawn():
-                await self._set(conn, envelope.subject_id, withdrawn_on=on.date())
-            case LymphodepletionGiven():
-                await self._set(conn, subject, lymphodepleted_on=on.date(), earliest=True)
-            case UCARTInfused() | InfusionCorrected():
-                await self._set(conn, envelope.subject_id, infused_at=on, infused_on=on.date())
-            case SubjectDied():
-                await self._set(conn, envelope.subject_id, died_on=on.date())
-
-    async def _set(
-        self,
-        conn: asyncpg.Connection,
-        subject_id: str,
-        *,
-        latest: bool = False,
-        earliest: bool = False,
-        **values: object,
-    ) -> None:
-        """Set the values; with `latest` or `earliest`, keep the later (earlier) of the stored and new one."""
-        columns = list(values)
-        keep = "GREATEST" if latest else "LEAST" if earliest else ""
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """The rows the events change are read (and locked) once, changed in memory, and written once."""
+        found = [(envelope.subject_id, c) for envelope, payload in events if (c := changes(envelope, payload))]
+        if not found:
+            return
         table = f"{self.schema}.subject_facts"
-        assignments = ", ".join(
-            f"{c} = {keep}({table}.{c}, EXCLUDED.{c})" if keep else f"{c} = EXCLUDED.{c}" for c in columns
+        # An upsert that changes nothing locks each row, and makes a new subject's (as for the journeys).
+        rows = await conn.fetch(
+            f"""INSERT INTO {table} AS f (subject_id) SELECT s FROM unnest($1::text[]) AS s ORDER BY s
+                ON CONFLICT (subject_id) DO UPDATE SET subject_id = f.subject_id RETURNING *""",
+            sorted({subject for subject, _ in found}),
         )
-        placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+        current = {r["subject_id"]: dict(r) for r in rows}
+        for subject, change in found:
+            _merge(current[subject], change)
+        names = [c for c in next(iter(current.values())) if c != "subject_id"]
+        columns, values = ", ".join(names), ", ".join(f"t.{c}" for c in names)
         await conn.execute(
-            f"""INSERT INTO {self.schema}.subject_facts (subject_id, {", ".join(columns)})
-                VALUES ($1, {placeholders})
-                ON CONFLICT (subject_id) DO UPDATE SET {assignments}""",
-            subject_id,
-            *values.values(),
+            f"""UPDATE {table} AS f SET ({columns}) = ({values})
+                FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb) AS t WHERE f.subject_id = t.subject_id""",
+            json.dumps(list(current.values()), default=lambda v: v.isoformat()),
         )
+
+
+# Columns that keep the later (the earlier) of what is stored and what an event says: the sources'
+# events arrive in any order.
+LATEST, EARLIEST = frozenset({"last_record_on"}), frozenset({"lymphodepleted_on"})
+
+
+def changes(envelope: Envelope, payload: Payload) -> dict[str, object]:
+    """What one event says about the subject's facts (nothing, for most events)."""
+    on = envelope.occurred_at
+    found: dict[str, object] = {"last_record_on": on.date()} if payload.is_clinical_record() else {}
+    match payload:
+        case Enrolled():
+            found.update(site_id=payload.site_id, enrolled_on=on.date(), year_of_birth=payload.year_of_birth)
+        case ScreenFailed():
+            found.update(site_id=payload.site_id, screen_failed=True)
+        case ConsentWithdrawn():
+            found.update(withdrawn_on=on.date())
+        case LymphodepletionGiven():
+            found.update(lymphodepleted_on=on.date())
+        case UCARTInfused() | InfusionCorrected():
+            found.update(infused_at=on, infused_on=on.date())
+        case SubjectDied():
+            found.update(died_on=on.date())
+    return found
+
+
+def _merge(row: dict[str, Any], change: dict[str, object]) -> None:
+    for column, value in change.items():
+        stored = row.get(column)
+        if stored is not None and column in LATEST:
+            value = max(stored, value)
+        elif stored is not None and column in EARLIEST:
+            value = min(stored, value)
+        row[column] = value
 
 
 def read_model(service: Source, sources: tuple[Source, ...]) -> ReadModel:

@@ -8,6 +8,7 @@ forged, or not what the store says) is only recorded. Rows live in `<schema>.par
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -102,6 +103,20 @@ async def holes(
         until,
     )
     return {r["stream_version"] for r in rows}
+
+
+async def any_holes(conn: asyncpg.Connection, schema: str, consumer: str, streams: Sequence[tuple[str, UUID]]) -> bool:
+    """Whether any of these (source, stream id) streams has an event parked for good (a batch then goes
+    one event at a time, stepping over it)."""
+    found: bool = await conn.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM {schema}.parked_events
+            WHERE consumer = $1 AND in_store AND resolved_at IS NULL
+              AND source = ANY($2::text[]) AND stream_id = ANY($3::uuid[]))""",
+        consumer,
+        sorted({source for source, _ in streams}),
+        [stream_id for _, stream_id in streams],
+    )
+    return found
 
 
 async def unresolved(

@@ -13,10 +13,10 @@ from shared.readmodel import ReadModel
 # When this test fails because you changed one on purpose, put its new fingerprint here: the change of
 # version is then a reviewed decision, like a published schema's.
 FINGERPRINTS = {
-    "enrollment-subject-facts": "268dba8b22f34bc8",
-    "treatment-subject-facts": "21a7bb1fd7bdad2c",
-    "followup-subject-facts": "b004c5a7b8f5232d",
-    "followup-journey": "0d7ecd96e7b35afb",
+    "enrollment-subject-facts": "b067427fdd8e5c93",
+    "treatment-subject-facts": "09056f7fae8e189c",
+    "followup-subject-facts": "0fb7c4ed8066a5de",
+    "followup-journey": "aa843b5ed8cf589a",
 }
 
 

@@ -121,12 +121,15 @@ class Flaky:
     hiccups: dict[str, list[str]] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
 
-    async def apply(self, conn, envelope: Envelope, payload) -> None:
-        if payload.term in self.broken:
-            raise RuntimeError(f"cannot apply {payload.term}")
-        if self.hiccups.get(payload.term):
-            raise RuntimeError(self.hiccups[payload.term].pop(0))
-        self.seen.append(payload.term)
+    async def apply(self, conn, events) -> None:
+        terms = []
+        for _, payload in events:
+            if payload.term in self.broken:
+                raise RuntimeError(f"cannot apply {payload.term}")
+            if self.hiccups.get(payload.term):
+                raise RuntimeError(self.hiccups[payload.term].pop(0))
+            terms.append(payload.term)
+        self.seen.extend(terms)  # all or nothing, as a transaction
 
     async def reset(self, conn) -> None:
         self.seen.clear()

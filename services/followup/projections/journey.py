@@ -272,6 +272,12 @@ def _count_record(j: Journey, day: date, change: int) -> None:
 def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
     """Return the journey with one more event folded in (the input is not modified)."""
     j = journey.model_copy(deep=True)
+    fold(j, envelope, payload)
+    return j
+
+
+def fold(j: Journey, envelope: Envelope, payload: Payload) -> None:
+    """Fold one more event into the journey, in place (a batch folds its events into journeys it owns)."""
     at = envelope.occurred_at
     on = at.date()
     if payload.is_clinical_record():
@@ -345,7 +351,6 @@ def apply(journey: Journey, envelope: Envelope, payload: Payload) -> Journey:
             j.completed_on = on
         case SubjectDied():
             j.died_on = on
-    return j
 
 
 def in_long_term_follow_up(journey: Journey, on: date | None = None) -> bool:

@@ -1,16 +1,16 @@
-"""The journey read model in PostgreSQL: one JSON row per subject, updated by one event at a time."""
+"""The journey read model in PostgreSQL: one JSON row per subject, updated a batch of events at a time."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import asyncpg
 
 from services.followup.projections import journey as journeys
 from shared import clinical
+from shared.consumer import Event
 from shared.contract import upcasting
-from shared.contract.envelope import Envelope
-from shared.contract.events import Payload
 from shared.contract.topics import SOURCES
 from shared.readmodel import ReadModel
 
@@ -35,17 +35,27 @@ class JourneyProjection:
     async def reset(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f"TRUNCATE {self.schema}.journeys")
 
-    async def apply(self, conn: asyncpg.Connection, envelope: Envelope, payload: Payload) -> None:
-        row = await conn.fetchval(
-            f"SELECT journey FROM {self.schema}.journeys WHERE subject_id = $1 FOR UPDATE", envelope.subject_id
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """Each journey the events touch is read (and locked) once, folded in memory, and written once."""
+        table = f"{self.schema}.journeys"
+        # An upsert that changes nothing locks each row, and makes a new subject's: a SELECT ... FOR UPDATE
+        # locks no row that does not exist yet, and a concurrent fold of a new subject would be overwritten.
+        # In subject order, so that two batches lock their rows in the same order.
+        rows = await conn.fetch(
+            f"""INSERT INTO {table} AS j (subject_id, journey)
+                SELECT s, jsonb_build_object('subject_id', s) FROM unnest($1::text[]) AS s ORDER BY s
+                ON CONFLICT (subject_id) DO UPDATE SET journey = j.journey
+                RETURNING subject_id, journey""",
+            sorted({envelope.subject_id for envelope, _ in events}),
         )
-        current = journeys.Journey.model_validate_json(row) if row else journeys.Journey(subject_id=envelope.subject_id)
-        updated = journeys.apply(current, envelope, payload)
+        touched = {r["subject_id"]: journeys.Journey.model_validate_json(r["journey"]) for r in rows}
+        for envelope, payload in events:
+            journeys.fold(touched[envelope.subject_id], envelope, payload)
         await conn.execute(
-            f"""INSERT INTO {self.schema}.journeys (subject_id, journey) VALUES ($1, $2::jsonb)
-                ON CONFLICT (subject_id) DO UPDATE SET journey = EXCLUDED.journey, updated_at = now()""",
-            envelope.subject_id,
-            updated.model_dump_json(),
+            f"""UPDATE {table} AS j SET journey = t.journey, updated_at = now()
+                FROM unnest($1::text[], $2::jsonb[]) AS t(subject_id, journey) WHERE j.subject_id = t.subject_id""",
+            list(touched),
+            [journey.model_dump_json() for journey in touched.values()],
         )
 
 
