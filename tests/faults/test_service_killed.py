@@ -77,7 +77,7 @@ def test_an_offset_is_committed_only_after_the_effect(servers, tmp_path):
     # Reconciliation only at start: what the journey gets after that, it gets from Kafka.
     with fault_stack(servers, tmp_path, reconcile_seconds=600) as stack:
         with psycopg.connect(stack.database_url, autocommit=False) as blocker:
-            blocker.execute("LOCK TABLE followup.journeys IN EXCLUSIVE MODE")  # reads pass, FOR UPDATE waits
+            blocker.execute("LOCK TABLE followup.journeys IN EXCLUSIVE MODE")  # reads pass, the fold's upsert waits
             client = Client(stack, Ledger())
             assert client.enrol(SUBJECT).status == 201
             client.close()
@@ -109,7 +109,7 @@ def waiting_on_journeys(database_url: str) -> bool:
     with psycopg.connect(database_url) as conn:
         return bool(
             conn.execute("""SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                                    AND query ILIKE '%followup.journeys%FOR UPDATE%'""").fetchone()[0]
+                                    AND query ILIKE '%INTO followup.journeys%'""").fetchone()[0]
         )
 
 
