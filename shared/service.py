@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.persistence import OperationalError
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.specification import AsyncAPI
@@ -322,6 +323,24 @@ def _check_transport(settings: Settings) -> None:
         raise SystemExit(str(exc)) from None
 
 
+T = TypeVar("T")
+START_PATIENCE = 30.0  # seconds an event store may take to answer at start
+
+
+async def _patiently(open_store: Callable[[], Awaitable[T]]) -> T:
+    """Open an event store, waiting for a PostgreSQL that is slow to answer at start (a busy machine: the
+    store's pool gives a connection up after a second, made for requests, not for start-up)."""
+    deadline = asyncio.get_running_loop().time() + START_PATIENCE
+    while True:
+        try:
+            return await open_store()
+        except OperationalError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("the event store's database did not answer in time (%s); trying again", exc)
+            await asyncio.sleep(1.0)
+
+
 @asynccontextmanager
 async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> AsyncIterator[Runtime]:
     """Build every resource of the service, in order, run its background tasks, and close it all.
@@ -346,11 +365,11 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         for consumer, model in zip(consumers, spec.read_models, strict=True):
             await rebuild_if_outdated(consumer, model.sources, model.version)
         subscribe_all(wiring, spec, settings, {c.name: c for c in consumers})
-        store = await asyncio.to_thread(
-            SubjectApplication, spec.aggregate, spec.name, postgres_env(database_url, spec.name)
-        )
+        store_env = postgres_env(database_url, spec.name)
+        store = await _patiently(lambda: asyncio.to_thread(SubjectApplication, spec.aggregate, spec.name, store_env))
         await grants.ensure_tables(pool, reads.DDL)
-        access = await grants.open_store(pool, postgres_env(database_url, grants.SCHEMA) | {"POSTGRES_POOL_SIZE": "2"})
+        access_env = postgres_env(database_url, grants.SCHEMA) | {"POSTGRES_POOL_SIZE": "2"}
+        access = await _patiently(lambda: grants.open_store(pool, access_env))
         tokens = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms, settings.jwks)
     except BaseException:
         await pool.close()
