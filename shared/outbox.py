@@ -39,8 +39,17 @@ class Acknowledged(Protocol):
     offset: int
 
 
-Publish = Callable[[Envelope], Awaitable[Acknowledged]]
+# Send one event: it is queued for the broker, in the order of the calls, and the broker's answer comes
+# later (aiokafka's send(): the producer batches what is queued, and keeps each partition's order).
+Publish = Callable[[Envelope], Awaitable["asyncio.Future[Acknowledged]"]]
 Prepare = Callable[[], Awaitable[None]]
+
+
+def _forget(answers: list[tuple[int, asyncio.Future[Acknowledged] | None]]) -> None:
+    """Answers no longer waited for: their errors are retrieved (not reported as never retrieved)."""
+    for _, answer in answers:
+        if answer is not None:
+            answer.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _nothing_to_prepare() -> None:
@@ -69,6 +78,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         prepare: Prepare = _nothing_to_prepare,
+        one_at_a_time: bool = False,
         backoff_base: float = 0.5,
         backoff_cap: float = 10.0,
     ):
@@ -83,6 +93,9 @@ class OutboxRelay:
         # with no topics, and silently drops a produce to a topic it has not yet re-created, so the
         # topics must exist before anything is sent (a broker that keeps its log needs nothing here).
         self.prepare = prepare
+        # Tansu reports a partition's end offset from the last record batch's first offset, so events
+        # sent together would look missing to a reader that reads up to the end offsets: one at a time there.
+        self.one_at_a_time = one_at_a_time
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._offsets: dict[int, int] = {}  # partition -> last offset the broker acknowledged
         self._attempted = 0  # the highest notification id this relay has tried to send
@@ -107,36 +120,63 @@ class OutboxRelay:
         return value or 0
 
     async def publish_pending(self) -> int:
-        """Publish one batch after the saved position; return how many events went out. If a send
-        fails, the position is saved after the events the broker acknowledged before it."""
+        """Publish one batch after the saved position; return how many events went out. The whole batch
+        is queued at once, then the broker's answers are taken in order. If a send fails, the position is
+        saved after the events the broker acknowledged before it."""
         start = await self.position()
         notifications = await asyncio.to_thread(self.app.recorder.select_notifications, start + 1, self.batch_size)
-        acknowledged = None
+        answers: list[tuple[int, asyncio.Future[Acknowledged] | None]] = []  # None: parked, not sent
+        failure: Exception | None = None
         try:
             for notification in notifications:
                 if notification.id <= self._attempted:
                     self.republished += 1
                 self._attempted = max(self._attempted, notification.id)
-                try:
-                    envelope = to_envelope(self.app.mapper.to_domain_event(notification), self.app.source)
-                except Exception as exc:  # a row no code can read (written behind the application's back)
-                    await self._park(notification, exc)
-                    acknowledged = notification.id
-                    continue
-                ack = await self.publish(envelope)
-                self._check_not_reset(ack)
-                acknowledged = notification.id
-                self.published += 1
-        except BrokerWasReset:
-            raise  # the whole batch goes again: the restarted broker dropped what it acknowledged
-        except Exception:
+                answer = await self._send(notification)
+                answers.append((notification.id, answer))
+                if self.one_at_a_time and answer is not None:
+                    await asyncio.wait((answer,))
+                    if answer.cancelled() or answer.exception() is not None:
+                        break  # the rest of the batch waits for the next attempt
+        except Exception as exc:
+            failure = exc  # what was queued before it may still be acknowledged
+        # BrokerWasReset goes up from here: the whole batch goes again (the restarted broker dropped it).
+        acknowledged, refused = await self._answers(answers)
+        if (error := refused or failure) is not None:
             if acknowledged is not None:
                 await self._save_position(acknowledged)
-            raise
+            raise error
         if notifications:
             await self._save_position(notifications[-1].id)
         self._not_failing()
         return len(notifications)
+
+    async def _send(self, notification: Notification) -> asyncio.Future[Acknowledged] | None:
+        try:
+            envelope = to_envelope(self.app.mapper.to_domain_event(notification), self.app.source)
+        except Exception as exc:  # a row no code can read (written behind the application's back)
+            await self._park(notification, exc)
+            return None
+        return await self.publish(envelope)
+
+    async def _answers(
+        self, answers: list[tuple[int, asyncio.Future[Acknowledged] | None]]
+    ) -> tuple[int | None, Exception | None]:
+        """The broker's answers, in the order sent: the last notification acknowledged with every one
+        before it, and the first refusal."""
+        acknowledged = None
+        for i, (notification_id, answer) in enumerate(answers):
+            if answer is not None:
+                try:
+                    self._check_not_reset(await answer)
+                except Exception as exc:
+                    _forget(answers[i + 1 :])
+                    if isinstance(exc, BrokerWasReset):
+                        raise
+                    return acknowledged, exc
+                self.published += 1
+            acknowledged = notification_id
+        return acknowledged, None
 
     async def _park(self, notification: Notification, exc: Exception) -> None:
         """Set an unreadable stored event aside (reported by /ready and `ucart parked list`) rather

@@ -106,6 +106,8 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, sig
     )
 
     async def publish(envelope: Envelope) -> Any:
+        """Queue the event for the broker; the broker's answer is the future returned (the relay sends a
+        batch at once: the producer batches it, in order per partition)."""
         await broker_ready.wait()
         value = envelope.model_dump_json().encode()  # signed as sent: a reader verifies these very bytes
         return await publisher.publish(
@@ -113,6 +115,7 @@ def wire(spec: ServiceSpec, settings: Settings, broker_ready: asyncio.Event, sig
             key=envelope.kafka_key(),
             headers=envelope.kafka_headers() | signer.headers(value),
             correlation_id=str(envelope.correlation_id),
+            no_confirm=True,
         )
 
     checkpoints = checkpoint_topic(spec.name, settings.topic_prefix)
@@ -385,6 +388,7 @@ async def running(spec: ServiceSpec, settings: Settings, keys: ServiceKeys) -> A
         schema=spec.name,
         poll_seconds=settings.relay_poll_seconds,
         prepare=redeclare,
+        one_at_a_time=settings.tansu,
     )
     checkpoints = Checkpointer(
         pool,

@@ -58,9 +58,16 @@ TOPIC_CONFIG = {"min.insync.replicas": str(MIN_INSYNC), "retention.ms": "-1"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafkaCluster]:
-    running = EmbeddedKafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), 3)
     began = time.monotonic()
-    running.start()
+    for attempt in (1, 2):  # a port found free can be taken by another process before its node binds it
+        running = EmbeddedKafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), 3)
+        try:
+            running.start()
+            break
+        except Exception:
+            running.stop()
+            if attempt == 2:
+                raise
     print(f"3-broker cluster whole after {time.monotonic() - began:.1f} s")
     try:
         yield running

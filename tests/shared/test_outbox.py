@@ -98,13 +98,13 @@ async def producer(bootstrap_servers):
 def publisher(producer: AIOKafkaProducer, topic: str, crash_after: int | None = None):
     sent = 0
 
-    async def publish(envelope: Envelope) -> None:
+    async def publish(envelope: Envelope) -> asyncio.Future:
         nonlocal sent
         if crash_after is not None and sent == crash_after:
             raise Died("relay process died mid-batch")
-        ack = await producer.send_and_wait(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
+        answer = await producer.send(topic, envelope.model_dump_json().encode(), key=envelope.kafka_key())
         sent += 1
-        return ack
+        return answer
 
     return publish
 
@@ -285,6 +285,13 @@ class Ack:
     offset: int
 
 
+def answered(ack: Ack) -> asyncio.Future:
+    """A broker's answer that has come already."""
+    answer = asyncio.get_running_loop().create_future()
+    answer.set_result(ack)
+    return answer
+
+
 async def test_a_failed_send_resumes_after_what_the_broker_acknowledged(
     store, producer, bootstrap_servers, topic_prefix
 ):
@@ -319,7 +326,7 @@ async def test_a_broker_reset_sends_the_whole_batch_again(store):
     async def restarts_empty_after_the_third(envelope: Envelope):
         sent.append(envelope.event_id)
         offset = len(sent) - 1 if len(sent) <= 3 else len(sent) - 4  # the 4th goes to an empty broker
-        return Ack(partition=0, offset=offset)
+        return answered(Ack(partition=0, offset=offset))
 
     relay = OutboxRelay(
         app,
@@ -333,9 +340,10 @@ async def test_a_broker_reset_sends_the_whole_batch_again(store):
     task = asyncio.create_task(relay.run())
     await until_caught_up(relay)
     await relay.stop(task)
-    # Not only what followed the acknowledged prefix: the restarted broker may have dropped all of it.
-    assert sent[:4] == sent[4:8] and len(sent) == total + 4
-    assert relay.republished == 4 and relay.errors == 1
+    # The batch of 5 was sent at once; not only what followed the acknowledged prefix goes again: the
+    # restarted broker may have dropped all of it.
+    assert sent[:5] == sent[5:10] and len(sent) == total + 5
+    assert relay.republished == 5 and relay.errors == 1
 
 
 async def test_a_failing_relay_backs_off_and_never_resends_what_was_acknowledged(store):
@@ -348,7 +356,7 @@ async def test_a_failing_relay_backs_off_and_never_resends_what_was_acknowledged
         attempts[envelope.event_id] += 1
         if len(attempts) == 3 and refusing:
             raise Crash("UnknownError")
-        return Ack(partition=0, offset=sum(attempts.values()))
+        return answered(Ack(partition=0, offset=sum(attempts.values())))
 
     relay = OutboxRelay(
         app, pool, refuses_the_third, schema="enrollment", poll_seconds=0.05, backoff_base=0.05, backoff_cap=0.4
@@ -383,3 +391,28 @@ async def test_a_stored_row_no_code_can_read_is_parked_and_the_rest_is_published
     [parked] = await parking.unresolved(pool, "enrollment")
     assert parked.consumer == "enrollment-relay" and parked.notification_id == garbled and parked.in_store
     assert "cannot be read" in parked.reason and await relay.lag() == 0
+
+
+async def test_a_batch_is_sent_at_once_and_its_answers_taken_in_order(store):
+    """The relay queues every event of a batch before the first answer comes (the producer batches them);
+    on Tansu it waits for each answer before it sends the next."""
+    app, pool = store
+    total = len(SUBJECTS) + len(WITHDRAWN)
+    for one_at_a_time in (False, True):
+        await pool.execute("DELETE FROM enrollment.outbox_position")
+        queued: list[asyncio.Future] = []
+
+        async def held(envelope: Envelope, queued: list[asyncio.Future] = queued) -> asyncio.Future:
+            queued.append(asyncio.get_running_loop().create_future())
+            return queued[-1]
+
+        relay = OutboxRelay(app, pool, held, schema="enrollment", one_at_a_time=one_at_a_time)
+        sending = asyncio.create_task(relay.publish_pending())
+        await asyncio.sleep(0.2)
+        assert len(queued) == (1 if one_at_a_time else total)
+        async with asyncio.timeout(10):
+            for offset in range(total):
+                while len(queued) <= offset:  # sent once the previous answer came (on Tansu)
+                    await asyncio.sleep(0.01)
+                queued[offset].set_result(Ack(partition=0, offset=offset))
+        assert await sending == total and relay.published == total and await relay.lag() == 0

@@ -58,7 +58,7 @@ async def test_every_published_value_is_signed_as_sent(bootstrap_servers, topic_
     await wiring.broker.start()
     try:
         ready.set()
-        await wiring.publish(envelope)
+        await (await wiring.publish(envelope))  # queued, then acknowledged
     finally:
         await wiring.broker.stop()
 
