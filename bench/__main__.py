@@ -37,7 +37,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="workloads to leave out: commands,pipeline")
     args = parser.parse_args(argv)
     full = {"events": "100000,1000000", "backlog": 100_000, "seconds": 20.0, "rates": "10,50,100"}
-    quick = {"events": "1000", "backlog": 1000, "seconds": 2.0, "rates": "10,50,100"}
+    quick = {"events": "500", "backlog": 500, "seconds": 2.0, "rates": "10,50,100"}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)

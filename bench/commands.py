@@ -60,8 +60,13 @@ def client(token: str, connections: int) -> httpx.AsyncClient:
 async def send(http: httpx.AsyncClient, url: str, body: dict[str, Any], tally: Tally) -> dict[str, Any] | None:
     """POST a command until it is accepted, retrying refusals marked retryable; the answer, or None."""
     started = time.monotonic()
+    key = f"bench-{uuid.uuid4().hex}"  # the same for the retries of one command, as a client's would be
     while True:
-        response = await http.post(url, json=body, headers={"Idempotency-Key": f"bench-{uuid.uuid4().hex}"})
+        try:
+            response = await http.post(url, json=body, headers={"Idempotency-Key": key})
+        except httpx.TransportError as exc:  # the service dropped the connection: counted, not retried
+            tally.failures.append(f"{url}: {type(exc).__name__}: {exc}")
+            return None
         if response.status_code == 201:
             tally.latencies.append(time.monotonic() - started)
             answer: dict[str, Any] = response.json()

@@ -81,3 +81,17 @@ def table(results: dict[str, Any], console: Console) -> None:
     for row in rows(results):
         view.add_row(*row)
     console.print(view)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table as docs/performance.md shows it: `python -m bench.report [results.json]`."""
+    lines = ["| Workload | Figure | Baseline (same run) | Ratio | Target |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "latest.json"
+    print(markdown(json.loads(source.read_text())))
