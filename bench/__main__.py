@@ -34,7 +34,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, help="events the relay publishes and the journey catches up on")
     parser.add_argument("--seconds", type=float, help="how long each closed-loop HTTP workload runs")
     parser.add_argument("--rates", help="open-loop rates of the POST -> journey workload, e.g. 10,50,100")
-    parser.add_argument("--skip", default="", help="workloads to leave out: commands,pipeline")
+    parser.add_argument("--skip", default="", help="workloads to leave out: commands, pipeline, relay")
     args = parser.parse_args(argv)
     full = {"events": "100000,1000000", "backlog": 100_000, "seconds": 20.0, "rates": "10,50,100"}
     quick = {"events": "500", "backlog": 500, "seconds": 2.0, "rates": "10,50,100"}
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             if "pipeline" not in args.skip:
                 backlog, events = fill(run_, args.backlog)
                 run_.guarded("accepted by ucart", lambda: check_accepted(run_, backlog))
-                run_.guarded("relay and catch-up", lambda: relay_and_catch_up(run_, backlog, events))
+                if "relay" not in args.skip:
+                    run_.guarded("relay and catch-up", lambda: relay_and_catch_up(run_, backlog, events))
                 for size in args.sizes:
                     url = backlog if size == args.backlog else fill(run_, size)[0]
                     run_.guarded(f"rebuild at {size}", partial(rebuilds, run_, url, size))

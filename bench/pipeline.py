@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,6 +156,8 @@ async def catch_up(deployment: Deployment, events: int, advance: Advance, timeou
 def rebuild(database_url: str, model: ReadModel, keys_dir: Path) -> dict[str, Any]:
     """`python -m infra rebuild --projection <alias>` in a child process: its wall time and peak RSS."""
     env = {**os.environ, "DATABASE_URL": database_url, "UCART_KEYS_DIR": str(keys_dir), "COLUMNS": "120"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = before.ru_utime + before.ru_stime
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "infra", "rebuild", "--projection", model.alias],
@@ -162,13 +166,21 @@ def rebuild(database_url: str, model: ReadModel, keys_dir: Path) -> dict[str, An
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    assert process.stdout is not None
-    output = process.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(process.stdout or ()), daemon=True)
+    reader.start()
+    # The child's own high-water mark: `ru_maxrss` would count the pages it was forked with from this
+    # (larger) process, so every child would show at least this process's size.
+    peak_kb = 0
+    while process.poll() is None:
+        peak_kb = max(peak_kb, high_water_kb(process.pid))
+        time.sleep(0.1)
     seconds = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    output = b"".join(chunks).decode(errors="replace")
     if process.returncode:
         raise RuntimeError(f"rebuild of {model.alias} exited {process.returncode}: {output[-2000:]}")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     found = re.search(r"(\d+) event\(s\) applied", output)
     if found is None:
         raise RuntimeError(f"rebuild of {model.alias} did not say how many events it applied: {output[-2000:]}")
@@ -178,10 +190,20 @@ def rebuild(database_url: str, model: ReadModel, keys_dir: Path) -> dict[str, An
         "events": count,
         "seconds": round(seconds, 2),
         "events_per_s": round(count / seconds, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # kilobytes on Linux
+        "peak_rss_mb": round(peak_kb / 1024, 1),
         # Well under the wall time: the rebuild waits on PostgreSQL's round trips, not on its own CPU.
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu_before, 2),
     }
+
+
+def high_water_kb(pid: int) -> int:
+    """VmHWM of a running process (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(found.group(1)) if found else 0
 
 
 def ucart(database_url: str, keys_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
