@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint docs clean
+.PHONY: demo test lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -40,6 +40,11 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(PY) -m infra docs
+
+# Performance (docs/performance.md): its own servers on free ports; every figure beside its raw baseline,
+# written to bench/results/. `make bench BENCH_ARGS=--quick` runs every workload at small sizes.
+bench: $(VENV)/.installed
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .ucart .pytest_cache

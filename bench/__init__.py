@@ -1,0 +1,1 @@
+"""`make bench`: the performance harness (docs/performance.md)."""
