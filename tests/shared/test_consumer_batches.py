@@ -84,7 +84,7 @@ async def compare(database_url: str, events: Sequence[Event], sizes: Sequence[in
 
 
 @settings(
-    max_examples=15,
+    max_examples=8,
     deadline=None,
     database=None,  # no .hypothesis/ left in the repo
     suppress_health_check=[HealthCheck.function_scoped_fixture],  # one database; each example resets it
