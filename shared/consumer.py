@@ -122,11 +122,6 @@ class _OneAtATime(Exception):
     """A batch that cannot be applied together (rolled back; its events go one at a time)."""
 
 
-def _keys(events: Sequence[Event]) -> set[tuple[str, str]]:
-    """The (subject, source) streams the events belong to."""
-    return {(envelope.subject_id, str(envelope.source)) for envelope, _ in events}
-
-
 # Which stored event: (source, stream id, stream version).
 EventKey = tuple[str, UUID, int]
 
@@ -276,18 +271,8 @@ class IdempotentConsumer:
         it now, and resolve it with it."""
         stream_id = subject_uuid(envelope.subject_id)
         async with self.pool.acquire() as conn, conn.transaction():
-            # Lock the tracking row, making it if this is the (subject, source)'s first event: a SELECT ...
-            # FOR UPDATE locks nothing when the row does not exist yet, and two deliveries of a first event
-            # (Kafka's and the reconciliation's) both applied it. A concurrent insert waits for this one.
-            last: int = await conn.fetchval(
-                f"""INSERT INTO {self.schema}.consumer_applied AS applied (consumer, subject_id, source, last_version)
-                    VALUES ($1, $2, $3, 0)
-                    ON CONFLICT (consumer, subject_id, source) DO UPDATE SET last_version = applied.last_version
-                    RETURNING last_version""",
-                self.name,
-                envelope.subject_id,
-                envelope.source,
-            )
+            key = (envelope.subject_id, str(envelope.source))
+            last = (await self._lock_tracking(conn, [key]))[key]
             if envelope.stream_version <= last:
                 return "duplicate"
             holes = await parking.holes(
@@ -319,7 +304,7 @@ class IdempotentConsumer:
         then takes them one at a time. A passing fault (TRANSIENT) is raised."""
         if not events:
             return []
-        keys: list[tuple[str, str]] = sorted(_keys(events))
+        keys = sorted({(envelope.subject_id, str(envelope.source)) for envelope, _ in events})
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 last = await self._lock_tracking(conn, keys)
@@ -327,14 +312,15 @@ class IdempotentConsumer:
                     raise _OneAtATime
                 outcomes: list[Outcome] = []
                 fresh: list[Event] = []
+                moved: dict[tuple[str, str], int] = {}  # the streams the fresh events move on, and how far
                 for envelope, payload in events:
-                    key = (envelope.subject_id, envelope.source)
+                    key = (envelope.subject_id, str(envelope.source))
                     if envelope.stream_version <= last[key]:
                         outcomes.append("duplicate")
                         continue
                     if envelope.stream_version != last[key] + 1:
                         raise _OneAtATime  # a gap: filled from the store, one event at a time
-                    last[key] = envelope.stream_version
+                    last[key] = moved[key] = envelope.stream_version
                     fresh.append((envelope, payload))
                     outcomes.append("applied")
                 if fresh:
@@ -344,13 +330,16 @@ class IdempotentConsumer:
                         raise
                     except Exception as exc:
                         raise _OneAtATime from exc
-                    await self._track_all(conn, {k: v for k, v in last.items() if k in _keys(fresh)})
+                    await self._track(conn, moved)
         except _OneAtATime:
             return None
         return outcomes
 
     async def _lock_tracking(self, conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Lock the tracking rows (making the missing ones, as `apply` does), in key order; their versions."""
+        """Lock the (subject, source) tracking rows, in key order, making the missing ones; their versions.
+        An upsert, because a SELECT ... FOR UPDATE locks nothing when a row does not exist yet, and two
+        deliveries of a first event (Kafka's and the reconciliation's) both applied it; a concurrent
+        insert of the same row waits for this transaction."""
         rows = await conn.fetch(
             f"""INSERT INTO {self.schema}.consumer_applied AS applied (consumer, subject_id, source, last_version)
                 SELECT $1, s, src, 0 FROM unnest($2::text[], $3::text[]) AS t(s, src) ORDER BY s, src
@@ -362,7 +351,8 @@ class IdempotentConsumer:
         )
         return {(r["subject_id"], r["source"]): r["last_version"] for r in rows}
 
-    async def _track_all(self, conn: asyncpg.Connection, versions: dict[tuple[str, str], int]) -> None:
+    async def _track(self, conn: asyncpg.Connection, versions: dict[tuple[str, str], int]) -> None:
+        """Move the locked tracking rows on to these versions."""
         await conn.execute(
             f"""UPDATE {self.schema}.consumer_applied AS applied SET last_version = t.v, updated_at = now()
                 FROM unnest($2::text[], $3::text[], $4::integer[]) AS t(s, src, v)
@@ -418,7 +408,7 @@ class IdempotentConsumer:
         skip: bool = False,
         row: StoredRow | None = None,
     ) -> None:
-        await self._track(conn, envelope.subject_id, envelope.source, envelope.stream_version)
+        await self._track(conn, {(envelope.subject_id, str(envelope.source)): envelope.stream_version})
         if not skip:  # skip: parked for good, the stream goes on without it
             await self._project(conn, envelope, payload, row)
 
@@ -431,18 +421,6 @@ class IdempotentConsumer:
             raise
         except Exception as exc:
             raise Failure(envelope, row, exc) from exc
-
-    async def _track(self, conn: asyncpg.Connection, subject_id: str, source: str, version: int) -> None:
-        await conn.execute(
-            f"""INSERT INTO {self.schema}.consumer_applied (consumer, subject_id, source, last_version)
-                VALUES ($1, $2, $3, $4)
-                ON CONFLICT (consumer, subject_id, source)
-                DO UPDATE SET last_version = EXCLUDED.last_version, updated_at = now()""",
-            self.name,
-            subject_id,
-            source,
-            version,
-        )
 
     async def reset(self) -> None:
         """Forget everything applied: empty the projection, its tracking, its reconcile watermarks,
