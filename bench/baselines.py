@@ -8,10 +8,12 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from infra.replay import partitions_of
 from shared import db
+from shared.config import Settings
 from shared.contract.topics import SOURCES
 
 Advance = Callable[[int], None]
@@ -109,22 +111,9 @@ async def kafka_rates(bootstrap: str, messages: int, size: int, advance: Advance
     return produced, read / (time.monotonic() - started)
 
 
-async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
-    """The partitions of those of `topics` that exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    return [
-        TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"] for p in t["partitions"]
-    ]
-
-
 async def end_offsets(bootstrap: str, topics: list[str]) -> int:
     """The sum of the end offsets of every partition of `topics` (messages ever written to them)."""
-    found = await partitions(bootstrap, topics)
+    found = await partitions_of(Settings(_env_file=None, kafka_bootstrap_servers=bootstrap), topics)
     if not found:
         return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)

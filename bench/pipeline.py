@@ -18,8 +18,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
-from bench.baselines import end_offsets, partitions
+from bench.baselines import end_offsets
 from bench.stack import Deployment
+from infra.replay import partitions_of
 from services import registry
 from shared import db
 from shared.consumer import IdempotentConsumer
@@ -118,7 +119,7 @@ async def rewind_group(deployment: Deployment, model: ReadModel) -> None:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=deployment.servers.bootstrap, group_id=group, enable_auto_commit=False
     )
-    found = await partitions(deployment.servers.bootstrap, topics(deployment, model.sources))
+    found = await partitions_of(deployment.settings, topics(deployment, model.sources))
     await consumer.start()
     try:
         consumer.assign(found)
