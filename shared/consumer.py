@@ -79,8 +79,7 @@ def read_message(body: bytes) -> tuple[Envelope, Payload]:
 
 def read_row(row: StoredRow) -> tuple[Envelope, Payload]:
     try:
-        envelope = row.envelope()
-        return envelope, latest_payload(envelope)
+        return row.decoded()
     except Exception as exc:
         raise ValueError(f"stored event cannot be read: {exc}") from exc
 

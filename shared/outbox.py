@@ -27,7 +27,8 @@ from eventsourcing.persistence import Notification
 
 from shared import parking
 from shared.contract.envelope import Envelope
-from shared.eventstore.application import SubjectApplication, to_envelope
+from shared.eventstore.application import SubjectApplication
+from shared.eventstore.decoding import decode
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class OutboxRelay:
 
     async def _send(self, notification: Notification) -> asyncio.Future[Acknowledged] | None:
         try:
-            envelope = to_envelope(self.app.mapper.to_domain_event(notification), self.app.source)
+            envelope, _ = decode(self.app.mapper, self.app.source, notification.originator_version, notification.state)
         except Exception as exc:  # a row no code can read (written behind the application's back)
             await self._park(notification, exc)
             return None

@@ -62,13 +62,18 @@ class PydanticTranscoding(Transcoding):
         return self.type.model_validate(data)
 
 
+# The names our models are stored under: never change one (stored events name them).
+META_NAME = "ucart.EventMeta"
+PAYLOAD_NAMES: dict[str, type[Payload]] = {f"ucart.{m.event_type}.v{m.schema_version}": m for m in ALL_PAYLOADS}
+
+
 def register_transcodings(transcoder: JSONTranscoder) -> None:
     """eventsourcing's own (UUID, Decimal, datetime) and one per model we store, under stable names."""
-    meta = PydanticTranscoding(EventMeta, "ucart.EventMeta")
+    meta = PydanticTranscoding(EventMeta, META_NAME)
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), meta):
         transcoder.register(transcoding)
-    for model in ALL_PAYLOADS:
-        transcoder.register(PydanticTranscoding(model, f"ucart.{model.event_type}.v{model.schema_version}"))
+    for name, model in PAYLOAD_NAMES.items():
+        transcoder.register(PydanticTranscoding(model, name))
 
 
 def postgres_env(database_url: str, schema: str) -> dict[str, str]:

@@ -12,12 +12,14 @@ from functools import cache
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper
 
 from shared.contract.envelope import Envelope
+from shared.contract.events import Payload
 from shared.contract.topics import Source
 from shared.eventstore.aggregate import subject_uuid
-from shared.eventstore.application import store_env, store_mapper, to_envelope
+from shared.eventstore.application import store_env, store_mapper
+from shared.eventstore.decoding import decode
 
 
 @cache
@@ -40,12 +42,13 @@ class StoredRow:
     topic: str
     state: bytes
 
+    def decoded(self) -> tuple[Envelope, Payload]:
+        """The row's envelope and its payload upcast to the latest version (raises when the row cannot be
+        read: the caller decides what to do with it)."""
+        return decode(_mapper(self.source), self.source, self.version, self.state)
+
     def envelope(self) -> Envelope:
-        """Decode the row (raises when it cannot be: the caller decides what to do with it)."""
-        stored = StoredEvent(
-            originator_id=self.stream_id, originator_version=self.version, topic=self.topic, state=self.state
-        )
-        return to_envelope(_mapper(self.source).to_domain_event(stored), self.source)
+        return self.decoded()[0]
 
 
 _ROW = "notification_id, originator_id, originator_version, topic, state"

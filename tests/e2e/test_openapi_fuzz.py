@@ -20,7 +20,7 @@ from support import ISSUER, TEST_ADMIN, RunningStack, at, treat
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 KNOWN = "UCT-99-001"  # the subject schemathesis.toml names: enrolled and infused before the run
-EXAMPLES = 15  # per operation and phase
+EXAMPLES = 10  # per operation and phase
 SEED = 20261130
 
 
