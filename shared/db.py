@@ -1,17 +1,20 @@
-"""asyncpg access: the pool, a fast reachability check, and the plumbing tables every service keeps
-in its own schema."""
+"""asyncpg access: the pool, queries that answer 503 at once when PostgreSQL is down, and the plumbing
+tables every service keeps in its own schema."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import asyncpg
 
 from shared.errors import DependencyUnavailable
 from shared.transport import TransportError, asyncpg_options
+
+T = TypeVar("T")
 
 # What PostgreSQL being down or overloaded looks like to a client (not a bug, not bad data).
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -50,13 +53,14 @@ async def connect(database_url: str) -> asyncpg.Connection:
         return await asyncpg.connect(database_url, timeout=10, **asyncpg_options(database_url))
 
 
-async def check_reachable(pool: asyncpg.Pool, timeout: float = 0.5) -> None:
-    """Raise DependencyUnavailable unless PostgreSQL answers within `timeout` seconds.
+async def answered(query: Awaitable[T], timeout: float = 0.5) -> T:
+    """What `query` gives, or DependencyUnavailable unless PostgreSQL answers within `timeout` seconds.
 
-    Commands check first: the event store's own client retries a dead server for seconds before it
-    gives up, and a coordinator should hear at once that nothing was stored."""
+    Every request reads the caller's grants through this before anything else (`shared/http/identity`),
+    so a command hears at once that the database is down: the event store's own client retries a dead
+    server for seconds before it gives up, and a coordinator should know at once that nothing was stored."""
     try:
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout)
+        return await asyncio.wait_for(query, timeout)
     except UNREACHABLE as exc:
         raise DependencyUnavailable(
             "The database is unreachable; nothing was stored. Retry in a moment.", retryable=True

@@ -96,7 +96,8 @@ def postgres_env(database_url: str, schema: str) -> dict[str, str]:
         # (10 x 5 s was longer than clients wait).
         "POSTGRES_CONNECT_TIMEOUT": "1",
         "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_PRE_PING": "y",
+        # No ping before each use of a pooled connection (two round trips a command): a connection
+        # PostgreSQL dropped fails its statement, the pool discards it and eventsourcing retries.
         "APPLICATION_RECORDER_TOPIC": "shared.eventstore.chain:ChainedRecorder",  # tamper evidence
         **tls,
     }

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shared import db, facts
+from shared import facts
 from shared.commands import Command, Dependencies
 from shared.contract.envelope import Envelope, SubjectId
 from shared.contract.events import Payload
@@ -160,7 +160,6 @@ def _add_command(router: APIRouter, command: Command, site_of: SiteOf) -> None:
         def answer(envelopes: list[Envelope]) -> dict[str, Any]:
             return CommandAccepted.of(subject_id, meta.correlation_id, envelopes).model_dump(mode="json")
 
-        await db.check_reachable(rt.pool)  # answer 503 at once, not after the store's retries
         token = None
         if idempotency_key:
             replay = await rt.idempotency.claim(

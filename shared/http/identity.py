@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared import db
 from shared.access import grants
 from shared.access.policy import ALL_SITES, Action, scope
 from shared.access.tokens import InvalidToken
@@ -68,7 +69,7 @@ async def authenticate(rt: Runtime, credentials: HTTPAuthorizationCredentials | 
         claims = rt.tokens.verify(credentials.credentials)
     except InvalidToken as exc:
         raise Unauthenticated(f"The access token was refused: {exc}.") from None
-    held = await grants.grants_of(rt.pool, claims.subject)
+    held = await db.answered(grants.grants_of(rt.pool, claims.subject))  # a 503 at once if PostgreSQL is down
     if claims.subject in rt.settings.study_admins:  # the first admin, before any grant exists
         held.append(grants.Grant(claims.subject, "study_admin", (ALL_SITES,)))
     return claims.subject, held
