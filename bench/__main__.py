@@ -114,10 +114,13 @@ def kafka_baselines(run_: Run, size: int) -> None:
     messages = run_.args.kafka_messages
     with run_.step(f"aiokafka produce then consume, {messages} x {size} B", total=2 * messages) as advance:
         produced, consumed = run(baselines.kafka_rates(run_.servers.bootstrap, messages, size, advance))
+    with run_.step(f"Ed25519 signature checks, {size} B") as advance:
+        verified = baselines.signature_checks(size, run_.args.baseline_seconds / 2, advance)
     run_.results["raw"] |= {
         "kafka_produce_msgs_per_s": round(produced, 1),
         "kafka_consume_msgs_per_s": round(consumed, 1),
         "kafka_message_bytes": size,
+        "ed25519_verify_per_s": round(verified, 1),
     }
 
 
@@ -205,7 +208,7 @@ def relay_and_catch_up(run_: Run, url: str, events: int) -> None:
         run_.figure(
             f"journey catch-up from Kafka, {events} events",
             f"{caught['events_per_s']} events/s",
-            f"{base} msgs/s consumed (aiokafka)",
+            f"{base} msgs/s consumed (aiokafka); {raw.get('ed25519_verify_per_s')} signature checks/s",
             ratio(caught["events_per_s"], base),
             ">= 10,000 events/s",
         )

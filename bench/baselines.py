@@ -10,6 +10,7 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infra.replay import partitions_of
 from shared import db
@@ -109,6 +110,21 @@ async def kafka_rates(bootstrap: str, messages: int, size: int, advance: Advance
     finally:
         await consumer.stop()
     return produced, read / (time.monotonic() - started)
+
+
+def signature_checks(size: int, seconds: float, advance: Advance) -> float:
+    """Ed25519 verifications/s of one message of `size` bytes (cryptography, one thread): the check each
+    consumed message passes before a byte of it is read bounds what one consumer process can apply."""
+    key = Ed25519PrivateKey.generate()
+    message = bytes(size)
+    signature, public = key.sign(message), key.public_key()
+    done, started = 0, time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        for _ in range(100):
+            public.verify(signature, message)
+        done += 100
+        advance(100)
+    return done / elapsed
 
 
 async def end_offsets(bootstrap: str, topics: list[str]) -> int:

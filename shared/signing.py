@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
@@ -66,8 +67,12 @@ class Signer:
 class Verifier:
     """The public keys by key id; `verify` says whether `signature` is `data` signed by `key_id`."""
 
-    def __init__(self, public_keys: dict[str, Ed25519PublicKey]):
+    def __init__(self, public_keys: dict[str, Ed25519PublicKey], remembered: int = 4096):
         self.public_keys = public_keys
+        # A service's consumers read the same messages (the follow-up's journey and subject facts both
+        # read every enrolment), and a check costs about 150 us: a message checked once is not checked
+        # again. The answer depends on nothing but these three values.
+        self._checked = functools.lru_cache(maxsize=remembered)(self._check)
 
     @property
     def services(self) -> set[str]:
@@ -75,6 +80,9 @@ class Verifier:
         return {service_of(k) for k in self.public_keys}
 
     def verify(self, key_id: str, data: bytes, signature: bytes) -> bool:
+        return self._checked(key_id, data, signature)
+
+    def _check(self, key_id: str, data: bytes, signature: bytes) -> bool:
         key = self.public_keys.get(key_id)
         if key is None:
             return False

@@ -60,3 +60,25 @@ def test_a_public_key_whose_file_name_is_not_its_key_id_is_refused(tmp_path: Pat
     public.rename(tmp_path / "enrollment-000000000000.pub")  # the treatment key passed off as enrollment's
     with pytest.raises(ValueError, match="not its key id"):
         load_verifier(tmp_path)
+
+
+def test_a_message_checked_once_is_not_checked_again_and_an_altered_copy_still_fails(tmp_path: Path):
+    ensure_keys(tmp_path, ("enrollment",))
+    signer, verifier = load_signer(tmp_path, "enrollment"), load_verifier(tmp_path)
+    key = verifier.public_keys[signer.key_id]
+    checks = []
+
+    class Counted:  # the real key, counting its checks
+        def verify(self, signature: bytes, data: bytes) -> None:
+            checks.append(data)
+            key.verify(signature, data)
+
+    verifier.public_keys[signer.key_id] = Counted()  # type: ignore[assignment]
+    message = b'{"event_type": "Enrolled"}'
+    signature = signer.sign(message)
+    assert verifier.problem(signer.key_id, message, signature) is None
+    assert verifier.problem(signer.key_id, bytes(bytearray(message)), signature) is None  # another copy
+    assert checks == [message]
+    assert "does not match" in (verifier.problem(signer.key_id, message + b" ", signature) or "")
+    assert "does not match" in (verifier.problem(signer.key_id, message + b" ", signature) or "")
+    assert len(checks) == 2
