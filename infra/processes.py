@@ -71,7 +71,7 @@ class ServiceProcess:
     def __init__(self, name: str, env: dict[str, str], url: str, log_file: Path, module: str | None = None):
         self.name, self.env, self.url, self.log_file = name, env, url, log_file
         self.module = module or f"services.{name}.main"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

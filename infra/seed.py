@@ -10,9 +10,11 @@ most subjects get grade 1-2 CRS, a few ICANS, most reach CR/CRi at week 4.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as clock
+from typing import Any
 
 import httpx
 
@@ -33,7 +35,7 @@ class Step:
     service: Source
     path: str
     day: int  # relative to today
-    payload: dict
+    payload: dict[str, Any]
     reason: str | None = None
     ae: tuple[str, int] | None = None  # refers to the AE reported with this (term, day)
 
@@ -66,7 +68,7 @@ def _enrol(day: int, sex: str, born: int, status: str = "relapsed", site: str = 
 
 
 def _treated(
-    infusion_day: int, ld_days: int = 3, regimen: list | None = None, dose: float = 1e7, level: int = 1
+    infusion_day: int, ld_days: int = 3, regimen: list[dict[str, Any]] | None = None, dose: float = 1e7, level: int = 1
 ) -> list[Step]:
     ld = [
         Step("treatment", "lymphodepletion-days", infusion_day - ld_days - 2 + i, {"agents": regimen or FCA})
@@ -99,7 +101,7 @@ def _ae(
     serious: tuple[str, ...] = (),
     rel: str = "probable",
     expected: bool | None = True,
-    **findings: dict,
+    **findings: dict[str, Any],
 ) -> Step:
     return Step(
         "followup",
@@ -118,15 +120,15 @@ def _ae(
     )
 
 
-def _crs(day: int, grade: int, **kwargs) -> Step:
+def _crs(day: int, grade: int, **kwargs: Any) -> Step:
     """A CRS with findings that give the same ASTCT grade as the investigator's."""
-    findings = {
+    by_grade: dict[int, dict[str, Any]] = {
         1: {"max_temperature_c": 38.6},
         2: {"max_temperature_c": 39.1, "hypotension": True},
         3: {"max_temperature_c": 39.4, "hypotension": True, "vasopressors": 1},
         4: {"max_temperature_c": 40.1, "hypotension": True, "vasopressors": 2, "oxygen_delivery": "bipap"},
-    }[grade]
-    return _ae(day, "CRS", grade, CRS_TERM, crs=findings, **kwargs)
+    }
+    return _ae(day, "CRS", grade, CRS_TERM, crs=by_grade[grade], **kwargs)
 
 
 def _report(day: int, ae: tuple[str, int], report: str = "sae_to_sponsor") -> Step:
@@ -481,7 +483,7 @@ class SeedError(RuntimeError):
     pass
 
 
-def post(client: httpx.Client, url: str, body: dict, key: str, timeout: float = 45.0) -> dict:
+def post(client: httpx.Client, url: str, body: dict[str, Any], key: str, timeout: float = 45.0) -> dict[str, Any]:
     """POST a command; retry while the refusal is marked retryable (the service has not yet learned
     from Kafka what another service recorded)."""
     headers = {"Idempotency-Key": key}  # the client carries the seeder's token
@@ -489,7 +491,8 @@ def post(client: httpx.Client, url: str, body: dict, key: str, timeout: float = 
     while True:
         response = client.post(url, json=body, headers=headers)
         if response.status_code == 201:
-            return response.json()
+            answer: dict[str, Any] = response.json()
+            return answer
         problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
         if problem.get("retryable") and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -498,7 +501,7 @@ def post(client: httpx.Client, url: str, body: dict, key: str, timeout: float = 
 
 
 def _seed_subject(client: httpx.Client, settings: Settings, subject: SeedSubject, today: date) -> None:
-    aes: dict[tuple[str, int], dict] = {}  # (term, day) -> the AE as stored
+    aes: dict[tuple[str, int], dict[str, Any]] = {}  # (term, day) -> the AE as stored
     query_id = None
     for n, step in enumerate(subject.steps):
         at = occurred_at(step.day, subject.site, today)
@@ -525,7 +528,9 @@ def _seed_subject(client: httpx.Client, settings: Settings, subject: SeedSubject
                 query_id = event["payload"]["query_id"]
 
 
-def seed(settings: Settings, token: str, today: date | None = None, progress=None) -> tuple[int, int]:
+def seed(
+    settings: Settings, token: str, today: date | None = None, progress: Callable[[str], None] | None = None
+) -> tuple[int, int]:
     """Enter the cohort as the person `token` identifies; subjects enrollment already knows are
     skipped. Returns (seeded, skipped)."""
     today = today or datetime.now(UTC).date()

