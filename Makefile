@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 TANSU_TESTS := tests/e2e/test_journey_flow.py \
 	$(addprefix tests/faults/test_,broker_restarted_empty.py relay_backoff.py)
 test: lint
+	$(PY) -m infra install-browser
 	$(PY) -m pytest -n 2 --dist loadfile
 	@if $(PY) -c 'import sys; from infra import kafka; sys.exit(0 if kafka.available() else 1)'; then \
 		echo "The broker-facing tests again, on Tansu:"; \

@@ -59,6 +59,18 @@ def install_kafka(
         raise typer.Exit(1) from None
 
 
+@app.command("install-browser")
+def install_browser() -> None:
+    """Install Debian's Chromium for the dashboard's browser tests, where it is missing (once)."""
+    from infra import browser
+
+    try:
+        browser.install(typer.echo)
+    except RuntimeError as failed:
+        typer.echo(str(failed), err=True)
+        raise typer.Exit(1) from None
+
+
 def _settings() -> Settings:
     """The settings, refused at once (with what to set) if the TLS or SASL ones cannot work."""
     from shared import transport

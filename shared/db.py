@@ -53,7 +53,7 @@ async def connect(database_url: str) -> asyncpg.Connection:
         return await asyncpg.connect(database_url, timeout=10, **asyncpg_options(database_url))
 
 
-async def answered(query: Awaitable[T], timeout: float = 0.5) -> T:
+async def answered(query: Awaitable[T], timeout: float = 2.0) -> T:
     """What `query` gives, or DependencyUnavailable unless PostgreSQL answers within `timeout` seconds.
 
     Every request reads the caller's grants through this before anything else (`shared/http/identity`),

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from shared import parking
 from shared.errors import Forbidden
-from shared.http.identity import authenticate, bearer
+from shared.http.identity import authenticate, bearer, bearer_token
 from shared.lag import consumer_lag, kafka_consumers
 from shared.runtime import Rt, Runtime
 
@@ -160,7 +160,7 @@ async def metrics(rt: Rt, request: Request) -> Response:
     someone with a grant (read here, not declared: the open default must not claim a security scheme)."""
     if not rt.settings.metrics_open:
         credentials = await bearer(request)
-        _, held = await authenticate(rt, credentials)
+        _, held = await authenticate(rt, bearer_token(credentials))
         if not held:
             raise Forbidden("Metrics need a token of someone with a grant (a monitoring service account).")
     relay_lag = None

@@ -60,11 +60,11 @@ async def list_subjects(rt: Rt, allowed: Reading, on: OnDate = None) -> list[dic
             "status": journeys.status(j, today, rt.protocol),
             "study_day": (today - j.infused_on).days if j.infused_on else None,
         }
-        for j in await _visible(rt, allowed)
+        for j in await visible_journeys(rt, allowed)
     ]
 
 
-async def _visible(rt: Runtime, allowed: Permit) -> list[journeys.Journey]:
+async def visible_journeys(rt: Runtime, allowed: Permit) -> list[journeys.Journey]:
     """The journeys of the subjects at the sites the caller may see."""
     return [j for j in await store.all_journeys(rt.pool, rt.schema) if allowed.sees(j.site_id)]
 
@@ -85,7 +85,7 @@ EffectiveOn = Annotated[
 ]
 
 
-async def _journey_at(
+async def journey_at(
     rt: Runtime, allowed: Permit, subject_id: str, on: date | None, as_of: datetime | None, effective: date | None
 ) -> tuple[journeys.Journey, date]:
     """The journey and the date to read it as of: the live journey, or one folded from the events recorded
@@ -122,7 +122,7 @@ async def get_journey(
     effective_on: EffectiveOn = None,
 ) -> journeys.JourneyView:
     protocol = rt.protocol
-    journey, today = await _journey_at(rt, allowed, subject_id, on, as_of, effective_on)
+    journey, today = await journey_at(rt, allowed, subject_id, on, as_of, effective_on)
     view = journeys.view(journey, today, protocol)
     if (safety := study.safety(journey, protocol, today)) is not None:
         view = view.model_copy(update={"dlt_evaluable": safety.dlt_evaluable, "had_dlt": safety.had_dlt})
@@ -142,7 +142,7 @@ async def get_schedule(
     as_of: AsOf = None,
     effective_on: EffectiveOn = None,
 ) -> list[schedules.ScheduledVisit]:
-    journey, day = await _journey_at(rt, allowed, subject_id, on, as_of, effective_on)
+    journey, day = await journey_at(rt, allowed, subject_id, on, as_of, effective_on)
     return schedules.schedule(journey, rt.protocol, day)
 
 
@@ -216,7 +216,7 @@ async def list_followups(
     today = on or today_utc()
     return [
         StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
-        for j in await _visible(rt, allowed)
+        for j in await visible_journeys(rt, allowed)
         for visit in schedules.schedule(j, rt.protocol, today)
         if not status or visit.status in status
     ]
@@ -235,7 +235,7 @@ async def list_queries(
 ) -> list[StudyQuery]:
     return [
         StudyQuery(subject_id=j.subject_id, site_id=j.site_id, **q.model_dump())
-        for j in await _visible(rt, allowed)
+        for j in await visible_journeys(rt, allowed)
         for q in j.queries.values()
         if not status or q.status in status
     ]
@@ -255,7 +255,7 @@ async def list_safety_reports(
     now = at or now_utc()
     return [
         r
-        for j in await _visible(rt, allowed)
+        for j in await visible_journeys(rt, allowed)
         for r in reporting.reports_due(j, rt.protocol, now)
         if not status or r.status in status
     ]
@@ -268,7 +268,7 @@ async def list_safety_reports(
 )
 async def study_safety(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> safety_tables.SafetyTable:
     as_of = on or today_utc()
-    summaries = [study.safety(j, rt.protocol, as_of) for j in await _visible(rt, allowed)]
+    summaries = [study.safety(j, rt.protocol, as_of) for j in await visible_journeys(rt, allowed)]
     return safety_tables.safety_table([s for s in summaries if s is not None])
 
 
@@ -279,5 +279,5 @@ async def study_safety(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> saf
 )
 async def study_efficacy(rt: Rt, allowed: ReadingTables, on: OnDate = None) -> efficacy_tables.EfficacyTable:
     as_of = on or today_utc()
-    outcomes = [study.outcome(j, as_of) for j in await _visible(rt, allowed)]
+    outcomes = [study.outcome(j, as_of) for j in await visible_journeys(rt, allowed)]
     return efficacy_tables.efficacy_table([o for o in outcomes if o is not None], as_of)

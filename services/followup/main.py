@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.followup import dashboard
 from services.followup.api import read_router, router
 from services.followup.consumers import READ_MODELS
 from services.followup.domain import FollowupSubject
@@ -13,9 +14,9 @@ SPEC = ServiceSpec(
     name="followup",
     title="Follow-up",
     description="Adverse events, response assessments, visits and deaths after UCAR-T infusion; "
-    "read API over each subject's journey and follow-up schedule.",
+    "read API over each subject's journey and follow-up schedule; the ops dashboard at /.",
     aggregate=FollowupSubject,
-    routers=(router, read_router),
+    routers=(router, read_router, dashboard.router),
     read_models=READ_MODELS,
 )
 

@@ -62,11 +62,16 @@ class Permit:
         return RecordedBy(user_id=self.user_id, role=self.role_at(site), site_id=site)
 
 
-async def authenticate(rt: Runtime, credentials: HTTPAuthorizationCredentials | None) -> tuple[str, list[grants.Grant]]:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The token of an `Authorization: Bearer` header (None for none or another scheme)."""
+    return credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else None
+
+
+async def authenticate(rt: Runtime, token: str | None) -> tuple[str, list[grants.Grant]]:
+    if not token:
         raise Unauthenticated("Send an access token: Authorization: Bearer <token> (see README, Logging in).")
     try:
-        claims = rt.tokens.verify(credentials.credentials)
+        claims = rt.tokens.verify(token)
     except InvalidToken as exc:
         raise Unauthenticated(f"The access token was refused: {exc}.") from None
     held = await db.answered(grants.grants_of(rt.pool, claims.subject))  # a 503 at once if PostgreSQL is down
@@ -75,26 +80,32 @@ async def authenticate(rt: Runtime, credentials: HTTPAuthorizationCredentials | 
     return claims.subject, held
 
 
+async def permit_for(rt: Runtime, token: str | None, action: Action) -> Permit:
+    """Where the bearer of `token` may take `action`: the API's bearer tokens and the dashboard's session
+    cookie both come here, so both obey the one policy."""
+    user_id, held = await authenticate(rt, token)
+    roles_by_site: dict[str, str] = {}
+    all_sites = False
+    for grant in held:
+        where = scope(grant.role, action)
+        if where == "all":
+            all_sites = True
+            roles_by_site.setdefault(ALL_SITES, grant.role)
+        elif where == "sites":
+            for site in grant.sites:
+                roles_by_site.setdefault(site, grant.role)
+    if not roles_by_site:
+        roles = ", ".join(sorted({g.role for g in held})) or "none"
+        raise Forbidden(
+            f"Your grants (roles: {roles}) do not allow {action.value.replace('_', ' ')}; ask the study admin "
+            "for a grant if you need it."
+        )
+    return Permit(user_id, action, roles_by_site, all_sites)
+
+
 def permit(action: Action) -> Callable[..., Coroutine[Any, Any, Permit]]:
     async def check(rt: Rt, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Permit:
-        user_id, held = await authenticate(rt, credentials)
-        roles_by_site: dict[str, str] = {}
-        all_sites = False
-        for grant in held:
-            where = scope(grant.role, action)
-            if where == "all":
-                all_sites = True
-                roles_by_site.setdefault(ALL_SITES, grant.role)
-            elif where == "sites":
-                for site in grant.sites:
-                    roles_by_site.setdefault(site, grant.role)
-        if not roles_by_site:
-            roles = ", ".join(sorted({g.role for g in held})) or "none"
-            raise Forbidden(
-                f"Your grants (roles: {roles}) do not allow {action.value.replace('_', ' ')}; ask the study admin "
-                "for a grant if you need it."
-            )
-        return Permit(user_id, action, roles_by_site, all_sites)
+        return await permit_for(rt, bearer_token(credentials), action)
 
     check.__name__ = f"permit_{action.value}"
     return check

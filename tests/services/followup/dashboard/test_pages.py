@@ -1,0 +1,129 @@
+"""The dashboard in headless Chromium, against the running services: each page for each role, the
+site boundary (also by URL), list -> subject, and no request leaving 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from support import RunningStack, at, enrolment, eventually, treat
+from tests.services.followup.dashboard.browser import Session, chromium
+
+SITE_01, SITE_02 = "UCT-71-001", "UCT-72-001"
+
+
+@pytest.fixture(scope="module")
+def subjects(stack: RunningStack) -> RunningStack:
+    """A treated subject with an AE at site 01, an enrolled one at site 02, both in the journey."""
+    treat(stack, SITE_01, infusion_days_ago=12)
+    ae = {
+        "term": "Cytokine release syndrome",
+        "category": "CRS",
+        "grade": 2,
+        "serious": False,
+        "relatedness": "probable",
+        "expected": True,
+        "aware_at": at(10, 12),
+        "crs": {"max_temperature_c": 39.1, "hypotension": True},
+    }
+    assert stack.command_when_known("followup", f"/subjects/{SITE_01}/adverse-events", at(10), ae).status_code == 201
+    enrolled = stack.command("enrollment", f"/subjects/{SITE_02}/enrolment", at(3), {**enrolment(3), "site_id": "02"})
+    assert enrolled.status_code == 201, enrolled.text
+    for subject in (SITE_01, SITE_02):
+        eventually(lambda s=subject: stack.get("followup", f"/subjects/{s}/journey").status_code == 200)
+    eventually(lambda: len(stack.get("followup", f"/subjects/{SITE_01}/journey").json()["adverse_events"]) == 1)
+    return stack
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def as_user(browser: Browser, subjects: RunningStack) -> Iterator:
+    opened: list[Session] = []
+
+    def open_as(user_id: str | None) -> Session:
+        session = Session(browser, subjects.url("followup", ""), user_id)
+        opened.append(session)
+        return session
+
+    yield open_as
+    for session in opened:
+        assert session.hosts <= {"127.0.0.1"}, f"a page asked another host: {session.hosts}"
+        session.close()
+
+
+def test_a_coordinator_lists_their_sites_subjects_and_opens_one(as_user):
+    page = as_user("coordinator-01").context.new_page()
+    page.goto("/")
+    expect(page).to_have_url("/dashboard/subjects")
+    expect(page.get_by_role("heading", name="Subjects")).to_be_visible()
+    expect(page.get_by_role("link", name=SITE_01)).to_be_visible()
+    expect(page.get_by_role("link", name=SITE_02)).to_have_count(0)
+    page.get_by_role("link", name=SITE_01).click()
+    expect(page).to_have_url(f"/dashboard/subjects/{SITE_01}")
+    expect(page.get_by_role("heading", name=SITE_01)).to_be_visible()
+    expect(page.get_by_role("img", name="Swimmer lane")).to_be_visible()
+    # The CRS is a bar of its grade in the lane, and a row with its dated grade history in the AE table.
+    assert page.locator("svg .ae-g2 rect").count() == 1
+    expect(page.get_by_role("row", name="Cytokine release syndrome")).to_contain_text("G2")
+
+
+def test_a_site_02_coordinator_never_sees_a_site_01_subject_not_even_by_url(as_user):
+    page = as_user("coordinator-02").context.new_page()
+    page.goto("/dashboard/subjects")
+    expect(page.get_by_role("link", name=SITE_02)).to_be_visible()
+    expect(page.get_by_role("link", name=SITE_01)).to_have_count(0)
+    answer = page.goto(f"/dashboard/subjects/{SITE_01}")
+    assert answer is not None and answer.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("Unknown subject")
+    expect(page.locator("main")).not_to_contain_text("Cytokine")
+
+
+def test_filters_by_status_and_code_search(as_user):
+    page = as_user("test-user").context.new_page()
+    page.goto("/dashboard/subjects")
+    page.get_by_label("Study code").fill(SITE_02)
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("link", name=SITE_02)).to_be_visible()
+    expect(page.get_by_role("link", name=SITE_01)).to_have_count(0)
+    page.goto("/dashboard/subjects")
+    page.get_by_label("Status").select_option("enrolled")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("link", name=SITE_02)).to_be_visible()
+    expect(page.get_by_role("link", name=SITE_01)).to_have_count(0)
+
+
+def test_the_sponsor_sees_no_subject_list(as_user):
+    page = as_user("sponsor-1").context.new_page()
+    answer = page.goto("/dashboard/subjects")
+    assert answer is not None and answer.status == 403
+    expect(page.locator("main")).not_to_contain_text(SITE_01)
+
+
+def test_without_a_session_a_page_asks_to_log_in(subjects: RunningStack):
+    answer = httpx.get(subjects.url("followup", "/dashboard/subjects"), follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=/dashboard/subjects"
+    page = subjects.url("followup", "/dashboard/subjects")
+    forged = httpx.get(page, cookies={"ucart_session": "not-a-token"}, follow_redirects=False)
+    assert forged.status_code == 303
+    # The study's issuer of this test run is not served: the login page says so, without a 5xx.
+    login = httpx.get(subjects.url("followup", "/login"), follow_redirects=False)
+    assert login.status_code == 503 and "identity provider" in login.text
+
+
+def test_a_page_is_readable_without_javascript(browser: Browser, subjects: RunningStack):
+    session = Session(browser, subjects.url("followup", ""), "coordinator-01")
+    context = browser.new_context(java_script_enabled=False, base_url=subjects.url("followup", ""))
+    context.add_cookies(session.context.cookies())
+    session.close()
+    page = context.new_page()
+    page.goto("/dashboard/subjects")
+    expect(page.get_by_role("cell", name=SITE_01).or_(page.get_by_role("rowheader", name=SITE_01))).to_be_visible()
+    context.close()
