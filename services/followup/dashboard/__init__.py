@@ -1,10 +1,11 @@
-"""The ops dashboard, served by the follow-up service: logging in (`session`), the pages (`pages`), and a
-subject's swimmer lane (`swimmer`)."""
+"""The ops dashboard, served by the follow-up service: logging in (`session`), the pages (`pages`), a
+subject's swimmer lane (`swimmer`), and live updates (`live`)."""
 
 from fastapi import APIRouter
 
-from services.followup.dashboard import pages, session
+from services.followup.dashboard import live, pages, session
 
 router = APIRouter(include_in_schema=False)
 router.include_router(session.router)
 router.include_router(pages.router)
+router.include_router(live.router)

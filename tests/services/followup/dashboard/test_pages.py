@@ -127,3 +127,32 @@ def test_a_page_is_readable_without_javascript(browser: Browser, subjects: Runni
     page.goto("/dashboard/subjects")
     expect(page.get_by_role("cell", name=SITE_01).or_(page.get_by_role("rowheader", name=SITE_01))).to_be_visible()
     context.close()
+
+
+def test_an_open_subject_page_shows_a_new_event_without_a_reload(as_user, subjects: RunningStack):
+    page = as_user("coordinator-01").context.new_page()
+    page.goto(f"/dashboard/subjects/{SITE_01}")
+    page.evaluate("window.notReloaded = true")
+    expect(page.get_by_role("row", name="Febrile neutropenia")).to_have_count(0)
+    ae = {
+        "term": "Febrile neutropenia",
+        "category": "OTHER",
+        "grade": 3,
+        "serious": False,
+        "relatedness": "possible",
+        "expected": True,
+        "aware_at": at(1, 12),
+    }
+    assert subjects.command("followup", f"/subjects/{SITE_01}/adverse-events", at(1), ae).status_code == 201
+    # From the moment the journey has it (the projection's own latency is measured in bench/), the open
+    # page shows it within 2 s, with no reload (the marker set on the window survives).
+    eventually(
+        lambda: any(
+            a["report"]["term"] == "Febrile neutropenia"
+            for a in subjects.get("followup", f"/subjects/{SITE_01}/journey").json()["adverse_events"]
+        ),
+        interval=0.05,
+    )
+    expect(page.get_by_role("row", name="Febrile neutropenia")).to_be_visible(timeout=2000)
+    assert page.evaluate("window.notReloaded") is True
+    expect(page.locator("#live-status")).to_contain_text("Updated")
