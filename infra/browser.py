@@ -1,5 +1,6 @@
-"""The browser the dashboard's tests drive: Debian's `chromium` package, installed once by `make test`
-where it is missing (as root, with apt-get). Playwright drives it; it never downloads a browser."""
+"""What the dashboard's browser tests need, installed once by `make test`: Debian's `chromium` package
+where it is missing (as root, with apt-get), which Playwright drives (it never downloads a browser), and
+the axe-core accessibility engine from the npm registry into the project's cache."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 PACKAGE = "chromium"
+AXE_VERSION = "4.14.1"
+AXE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "npm"  # the project's own, git-ignored
+AXE = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def found() -> str | None:
@@ -16,7 +21,25 @@ def found() -> str | None:
 
 
 def install(say: Callable[[str], None]) -> None:
-    """Install Debian's Chromium unless it is there; RuntimeError saying what to do where it cannot."""
+    """Install Debian's Chromium and axe-core unless they are there; RuntimeError saying what to do
+    where it cannot."""
+    _install_chromium(say)
+    _install_axe(say)
+
+
+def _install_axe(say: Callable[[str], None]) -> None:
+    if AXE.exists():
+        return
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm is missing: the accessibility checks need axe-core from the npm registry")
+    say(f"Installing axe-core {AXE_VERSION} from the npm registry for the accessibility checks (once)...")
+    command = ["npm", "install", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", f"axe-core@{AXE_VERSION}"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not AXE.exists():
+        raise RuntimeError(f"npm could not install axe-core: {done.stderr.strip()[-500:]}")
+
+
+def _install_chromium(say: Callable[[str], None]) -> None:
     if found():
         return
     if shutil.which("apt-get") is None or os.geteuid() != 0:

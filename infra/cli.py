@@ -61,7 +61,7 @@ def install_kafka(
 
 @app.command("install-browser")
 def install_browser() -> None:
-    """Install Debian's Chromium for the dashboard's browser tests, where it is missing (once)."""
+    """Install what the dashboard's browser tests need where it is missing: Chromium, axe-core (once)."""
     from infra import browser
 
     try:

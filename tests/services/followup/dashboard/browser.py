@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser, BrowserContext, Request, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
 
+from infra.browser import AXE
 from support import ISSUER
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -57,3 +58,16 @@ class Session:
 
     def close(self) -> None:
         self.context.close()
+
+
+def serious_violations(page: Page) -> list[dict[str, object]]:
+    """What axe-core (the npm package, injected from the project's cache) finds serious or critical."""
+    if not AXE.exists():
+        raise RuntimeError("axe-core is not installed: `make test` installs it (python -m infra install-browser)")
+    page.add_script_tag(path=str(AXE))
+    found: list[dict[str, object]] = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+            .filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => ({id: v.id, impact: v.impact, help: v.help, where: v.nodes.map(n => n.target.join(" "))}))"""
+    )
+    return found

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from support import RunningStack, at, enrolment, eventually, treat
-from tests.services.followup.dashboard.browser import Session, chromium
+from tests.services.followup.dashboard.browser import Session, chromium, serious_violations
 
 SITE_01, SITE_02 = "UCT-71-001", "UCT-72-001"
 
@@ -156,3 +156,19 @@ def test_an_open_subject_page_shows_a_new_event_without_a_reload(as_user, subjec
     expect(page.get_by_role("row", name="Febrile neutropenia")).to_be_visible(timeout=2000)
     assert page.evaluate("window.notReloaded") is True
     expect(page.locator("#live-status")).to_contain_text("Updated")
+
+
+@pytest.mark.parametrize("width", [1280, 800], ids=["desktop", "tablet"])
+def test_axe_finds_no_serious_violation_on_any_page(as_user, width: int):
+    session = as_user("coordinator-01")
+    page = session.context.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    found = {}
+    pages = ("/dashboard/subjects", f"/dashboard/subjects/{SITE_01}", "/dashboard/subjects/UCT-99-404", "/logged-out")
+    for path in pages:
+        page.goto(path)
+        found[path] = serious_violations(page)
+    assert not any(found.values()), found
+    # Nothing on the page is wider than the window at a tablet's width (no sideways scrolling of the page).
+    page.goto(f"/dashboard/subjects/{SITE_01}")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
