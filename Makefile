@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs screenshots bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -42,6 +42,11 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(PY) -m infra docs
+
+# The dashboard's pages as the demo cohort shows them, into docs/img/ (the README shows them).
+screenshots: $(VENV)/.installed
+	$(PY) -m infra install-browser
+	UCART_SCREENSHOTS=docs/img $(PY) -m pytest tests/services/followup/dashboard/test_screenshots.py
 
 # Performance (docs/performance.md): its own servers on free ports; every figure beside its raw baseline,
 # written to bench/results/. `make bench BENCH_ARGS=--quick` runs every workload at small sizes.

@@ -125,6 +125,21 @@ def stack(servers, tmp_path_factory, signing_keys):
     drop_database(servers[0], url)
 
 
+@pytest.fixture(scope="session")
+def cohort_stack(servers, tmp_path_factory):
+    """A stack holding the demo cohort only (`infra/seed.py`), so that the study tables and the
+    dashboard's screenshots see exactly it."""
+    from infra import seed
+    from support import ISSUER, TEST_USER, RunningStack
+
+    url = new_database(servers[0])
+    logs, keys = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("keys")
+    with RunningStack(url, servers[1], f"c{uuid.uuid4().hex[:8]}.", logs, keys_dir=keys) as running:
+        seed.seed(running.settings, ISSUER.token(TEST_USER))
+        yield running
+    drop_database(servers[0], url)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Which broker this run uses, and why when it is the memory-only fallback."""
     from infra import kafka

@@ -3,13 +3,10 @@ clocks, infusion corrections, the study-wide follow-up list and the study tables
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
-import pytest
-
 from infra import seed
-from support import ISSUER, TEST_USER, RunningStack, at, eventually, journey_caught_up, treat
+from support import RunningStack, at, eventually, journey_caught_up, treat
 
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3: 8 L/min by nasal cannula is above the 6 L/min limit
     "term": "Cytokine release syndrome",
@@ -135,19 +132,6 @@ def test_overdue_visits_across_the_study(stack: RunningStack):
     eventually(lambda: overdue() == {"D4", "D7", "PERS_D7"})  # D1 done; D10 (day 9-11) is due, not overdue
     later = stack.get("followup", "/followups", status="overdue", on=(on + timedelta(days=3)).isoformat()).json()
     assert {"D4", "D7", "PERS_D7", "D10"} <= {r["code"] for r in later if r["subject_id"] == s}
-
-
-@pytest.fixture(scope="module")
-def cohort_stack(servers, tmp_path_factory):
-    """A stack holding the demo cohort only, so that the study tables can be checked exactly."""
-    from conftest import drop_database, new_database
-
-    url = new_database(servers[0])
-    logs, keys = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("keys")
-    with RunningStack(url, servers[1], f"c{uuid.uuid4().hex[:8]}.", logs, keys_dir=keys) as running:
-        seed.seed(running.settings, ISSUER.token(TEST_USER))
-        yield running
-    drop_database(servers[0], url)
 
 
 def test_study_tables_of_the_demo_cohort(cohort_stack: RunningStack):

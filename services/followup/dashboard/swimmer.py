@@ -126,6 +126,6 @@ def lane(journey: JourneyView, visits: list[ScheduledVisit], today: date, dlt_wi
     ticks = []
     for offset in range(-((first - start).days // step) * step, span + 1, step):
         day = date.fromordinal(first.toordinal() + offset)
-        if start <= day <= end:
+        if start <= day <= end and x(day) <= LEFT + WIDTH - 24:  # a label at the very edge would be cut
             ticks.append((x(day), study_day(day)))
     return SwimmerLane(lanes, ticks, 20 + 4 * LANE + 24)
