@@ -9,6 +9,7 @@ client-credentials grant, and to demo users from the command line (`ucart token`
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -27,6 +28,8 @@ from fastapi.responses import JSONResponse
 from shared.config import Settings
 
 TOKEN_SECONDS = 12 * 3600  # a demo session; a real IdP sets its own
+PASSWORD_BYTES = 9  # secrets.token_urlsafe(9): 12 characters (72 bits), short enough to type
+SCRYPT = (2**14, 8, 1)  # n, r, p: about 16 MB and some 50 ms a hash
 
 
 class Issuer:
@@ -72,8 +75,7 @@ class Issuer:
         """A new secret for a service account (only its hash is kept); returns the secret."""
         secret = secrets.token_urlsafe(32)
         clients = self._clients() | {client_id: hashlib.sha256(secret.encode()).hexdigest()}
-        self._clients_file.write_text(json.dumps(clients, indent=2))
-        self._clients_file.chmod(0o600)
+        write_private(self._clients_file, json.dumps(clients, indent=2))
         return secret
 
     def client_token(self, client_id: str, secret: str) -> str | None:
@@ -82,6 +84,60 @@ class Issuer:
         if expected is None or not hmac.compare_digest(expected, given):
             return None
         return self.token(client_id, seconds=3600, client_id=client_id)
+
+    # --- people (a password each, for the login form of the authorization-code flow) -----------------
+
+    @property
+    def _users_file(self) -> Path:
+        return self.directory / "users.json"
+
+    def _users(self) -> dict[str, str]:
+        return json.loads(self._users_file.read_text()) if self._users_file.exists() else {}
+
+    def register_user(self, user_id: str) -> str:
+        """A new password for a person, replacing any they had (only a salted scrypt hash of it is kept);
+        returns the password."""
+        if not 1 <= len(user_id) <= 128:  # a token's subject must be (shared/access/tokens.py)
+            raise ValueError("a user id is 1 to 128 characters")
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        users = self._users() | {user_id: _password_hash(password)}
+        write_private(self._users_file, json.dumps(users, indent=2))
+        return password
+
+    def check_password(self, user_id: str, password: str) -> bool:
+        stored = self._users().get(user_id)
+        # An unknown user costs the same hashing as a known one: the time taken does not tell them apart.
+        given = _password_hash(password, _decoded(stored) if stored else None)
+        return stored is not None and hmac.compare_digest(given, stored)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner may read or write, replacing the file whole (whoever reads it
+    meanwhile sees the old content or the new, never a part, and never with wider permissions)."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _password_hash(password: str, like: tuple[int, int, int, bytes] | None = None) -> str:
+    """`scrypt$n$r$p$salt$hash` (base64url); with `like`, the same parameters and salt, to compare."""
+    n, r, p, salt = like or (*SCRYPT, secrets.token_bytes(16))
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)])
+
+
+def _decoded(stored: str) -> tuple[int, int, int, bytes]:
+    _, n, r, p, salt, _ = stored.split("$")
+    return int(n), int(r), int(p), base64.urlsafe_b64decode(salt + "=" * (-len(salt) % 4))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def app(issuer: Issuer) -> FastAPI:
