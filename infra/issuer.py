@@ -363,7 +363,7 @@ def login_page(asked: AuthorizationRequest, user_id: str = "", error: str | None
     )
     alert = f'<p class="error" role="alert">{escape(error)}</p>\n' if error else ""
     body = f"""<h1>Log in to UCAR-T</h1>
-<p>to continue to <strong>{escape(asked.client_id)}</strong>.</p>
+<p>For <strong>{escape(asked.client_id)}</strong>, which gets a token in your name.</p>
 {alert}<form method="post" action="authorize">
 <label for="user_id">User</label>
 <input id="user_id" name="user_id" value="{escape(user_id)}" autocomplete="username" required autofocus>
