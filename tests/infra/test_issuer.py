@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from fastapi.testclient import TestClient
 
+from infra import demo, identities
 from infra.issuer import TOKEN_SECONDS, Issuer, app
 from shared.access.tokens import TokenVerifier
 from shared.config import Settings
@@ -349,3 +350,36 @@ def test_the_issuer_of_the_settings_lets_the_dashboard_come_back_to_the_follow_u
     issuer = Issuer.of(settings)
     assert issuer.redirect_uris == {DASHBOARD: ("http://127.0.0.1:9003/auth/callback",)}
     assert Issuer(tmp_path / "bare", URL, "ucart").redirect_uris == {}  # no public client unless given
+
+
+# --- the demo's passwords ------------------------------------------------------------------------------
+
+
+def test_the_demo_people_get_passwords_kept_for_the_next_run_and_printed_with_the_dashboard(tmp_path: Path, capsys):
+    settings = Settings(data_dir=tmp_path, host="127.0.0.1", followup_port=8003, oidc_issuer=URL)
+    issuer = Issuer.of(settings)
+    people = identities.demo_people(("01", "02"))
+    passwords = identities.ensure_passwords(issuer, people)
+    persons = {person.user_id for person in people} - {identities.SEEDER}
+    assert set(passwords) == persons and identities.SEEDER not in json.loads(
+        (tmp_path / "issuer/users.json").read_text()
+    )
+    assert all(issuer.check_password(user, password) for user, password in passwords.items())
+    kept = tmp_path / "issuer" / identities.DEMO_PASSWORDS
+    assert kept.stat().st_mode & 0o077 == 0 and identities.demo_passwords(issuer) == passwords
+
+    # The next run shows the same ones; a person whose password no longer works gets a new one.
+    monitor = issuer.register_user("monitor")
+    again = identities.ensure_passwords(Issuer.of(settings), people)
+    assert again == passwords | {"monitor": again["monitor"]} and again["monitor"] not in (
+        monitor,
+        passwords["monitor"],
+    )
+    assert issuer.check_password("monitor", again["monitor"]) and identities.demo_passwords(issuer) == again
+
+    demo.print_how_to_log_in(settings, issuer, people)
+    printed = capsys.readouterr().out
+    assert "http://127.0.0.1:8003/ " in printed and "Bearer" in printed
+    rows = {line.split("│")[1].strip(): line for line in printed.splitlines() if line.count("│") == 4}
+    assert all(again[user] in rows[user] for user in persons)
+    assert "coordinator, site 02" in rows["coordinator-02"] and identities.SEEDER not in rows
