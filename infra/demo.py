@@ -136,3 +136,28 @@ def print_how_to_log_in(settings: Settings, issuer: Issuer, people: list[identit
         highlight=False,
     )
     console.print("Another user or role: .venv/bin/ucart token --user U --role R --site S", highlight=False)
+    print_dashboard_log_in(settings, issuer, people)
+
+
+def print_dashboard_log_in(settings: Settings, issuer: Issuer, people: list[identities.Person]) -> None:
+    """Where the dashboard is, and each demo user's password to log in to it (kept: the same every run)."""
+    passwords = identities.demo_passwords(issuer)
+    table = Table()
+    table.add_column("User", no_wrap=True)
+    table.add_column("Role")
+    table.add_column("Password", no_wrap=True)  # whole, to be copied
+    for user in dict.fromkeys(person.user_id for person in people):
+        if user in passwords:
+            who = next(person.who for person in people if person.user_id == user)
+            table.add_row(user, who, passwords[user])
+    console.print(
+        f"\n[bold]The dashboard[/bold]: {settings.url('followup')}/ (log in with a user and its password)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(table)
+    console.print(
+        f"The same passwords, by user, in {issuer.directory.resolve() / identities.DEMO_PASSWORDS}.",
+        soft_wrap=True,
+        highlight=False,
+    )

@@ -1,16 +1,21 @@
-"""The demo's people and their grants, and tokens for them from the local issuer.
+"""The demo's people and their grants, and tokens and passwords for them from the local issuer.
 
 Grants go through the access event store like any other (`shared/access/grants.py`), recorded by the
 operator's tooling with the reason; the study admin comes from configuration (UCART_STUDY_ADMINS).
+Each person gets a password to log in to the dashboard with: the issuer keeps its hash, and the demo
+keeps it in clear in `demo-passwords.json` beside the issuer's files (owner-only), so that it can show
+the same passwords on every run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from infra.issuer import Issuer
+from infra.issuer import Issuer, write_private
 from shared.access import grants
 from shared.access.policy import ALL_SITES
 from shared.config import Settings
@@ -20,6 +25,7 @@ from shared.eventstore.application import postgres_env
 STUDY_ADMIN = "study-admin"
 SEEDER = "demo-seeder"  # enters the demo cohort: site staff everywhere, and closes the queries it opens
 GRANTED_BY = "ucart-setup"
+DEMO_PASSWORDS = "demo-passwords.json"  # in the issuer's directory, beside demo-tokens.json
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,31 @@ async def ensure_access_tables(database_url: str) -> None:
 
 
 def prepare(settings: Settings, database_url: str, people: list[Person], reason: str) -> Issuer:
-    """The issuer's keys, the access tables, and the grants of `people`."""
+    """The issuer's keys, the access tables, the grants of `people`, and a password for each of them who
+    has none yet (`demo_passwords` gives them)."""
     issuer = Issuer.of(settings)
     asyncio.run(ensure_access_tables(database_url))
     grant_all(database_url, people, reason)
+    ensure_passwords(issuer, people)
     return issuer
+
+
+def ensure_passwords(issuer: Issuer, people: Iterable[Person]) -> dict[str, str]:
+    """A new password for each person (not the seeder, which is no person) whose demo password is not
+    kept yet or no longer works; the others keep theirs. Returns every kept demo password, by user."""
+    kept = demo_passwords(issuer)
+    new = {
+        user_id: issuer.register_user(user_id)
+        for user_id in dict.fromkeys(person.user_id for person in people if person.user_id != SEEDER)
+        if user_id not in kept or not issuer.check_password(user_id, kept[user_id])
+    }
+    if new:
+        write_private(issuer.directory / DEMO_PASSWORDS, json.dumps(kept | new, indent=2))
+    return kept | new
+
+
+def demo_passwords(issuer: Issuer) -> dict[str, str]:
+    """The demo passwords kept in clear, by user (none before `ensure_passwords`)."""
+    file = issuer.directory / DEMO_PASSWORDS
+    passwords: dict[str, str] = json.loads(file.read_text()) if file.exists() else {}
+    return passwords
