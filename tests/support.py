@@ -196,10 +196,15 @@ class RunningStack:
             followup_port=free_port(),
             database_url=database_url,
             kafka_bootstrap_servers=bootstrap,
-            # The services' keys and checkpoint files in the test's own directory, not the repository's.
-            oidc_issuer=ISSUER.url,
-            oidc_jwks=str(ISSUER.directory / "jwks.json"),
-            **{"data_dir": log_dir / "data", "study_admins": (TEST_ADMIN,), **settings},  # type: ignore[arg-type]  # checked by Settings itself
+            # The services' keys and checkpoint files in the test's own directory, not the repository's;
+            # the test issuer unless the test brings its own.
+            **{  # type: ignore[arg-type]  # checked by Settings itself
+                "data_dir": log_dir / "data",
+                "study_admins": (TEST_ADMIN,),
+                "oidc_issuer": ISSUER.url,
+                "oidc_jwks": str(ISSUER.directory / "jwks.json"),
+                **settings,
+            },
         )
         ensure_keys(self.settings.signing_keys_dir, SOURCES)
         self.group = ServiceGroup(self.settings, database_url, bootstrap, log_dir)
