@@ -122,6 +122,7 @@ def survival_views(table: efficacy_tables.EfficacyTable) -> list[dict[str, Any]]
                 "definition": definition,
                 "summaries": summaries,
                 "chart": km.chart([km.curve(s.km, label, kind) for s, label, kind in summaries]),
+                "same": summaries[0][0].km == summaries[1][0].km,
             }
         )
     return views
