@@ -18,6 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from services.followup.dashboard import km
 from support import ISSUER, TEST_ADMIN, TEST_USER, RunningStack, at, bearer, eventually, treat
 from tests.services.followup.dashboard.browser import Session, chromium
 
@@ -71,8 +72,8 @@ def _grant(stack: RunningStack, user_id: str, site: str) -> None:
 @pytest.fixture(scope="module")
 def seeded(stack: RunningStack) -> RunningStack:
     """Site 73: S1 CRS 1 -> 3 (day 3, a DLT) -> 1 (day 5), recovered day 7, ICANS 2 days 4-5, CR at W4, a
-    transplant on day 32; S2 CRS 2 days 2-6, NR at W4; S3 died on day 20 (not DLT-evaluable). Site 02: S4
-    with a grade 1 CRS."""
+    transplant on day 32, still in CR on day 36; S2 CRS 2 days 2-6, NR at W4; S3 died on day 20 (not
+    DLT-evaluable). Site 02: S4 with a grade 1 CRS."""
     for subject, site in ((S1, "73"), (S2, "73"), (S3, "73"), (S4, "02")):
         treat(stack, subject, infusion_days_ago=INFUSED_DAYS_AGO, site=site)
     crs = _ae(stack, S1, "CRS", 1, 1)
@@ -87,6 +88,8 @@ def seeded(stack: RunningStack) -> RunningStack:
     _w4(stack, S2, "NR", 40.0)
     therapy = stack.command("followup", f"/subjects/{S1}/subsequent-therapies", day(32), {"therapy": "allo_hsct"})
     assert therapy.status_code == 201, therapy.text
+    later = {"timepoint": "UNSCHEDULED", "response": "CR", "marrow_blasts_pct": 1.0}
+    assert stack.command("followup", f"/subjects/{S1}/response-assessments", day(36), later).status_code == 201
     death = stack.command_when_known(
         "followup", f"/subjects/{S3}/death", day(20), {"primary_cause": "disease_progression"}
     )
@@ -102,7 +105,7 @@ def seeded(stack: RunningStack) -> RunningStack:
         return (
             len(one.get("adverse_events", ())) == 2
             and len(one["adverse_events"][0]["grade_history"]) == 3
-            and len(one.get("responses", ())) == 1
+            and len(one.get("responses", ())) == 2
             and one.get("subsequent_therapy")
             and len(two.get("responses", ())) == 1
             and two["adverse_events"][0].get("outcome") == "recovered"
@@ -254,6 +257,10 @@ def test_site_73_exactly(as_user, seeded: RunningStack):
         2,
     )  # S3 died; S2 censored on day 28, S1 on 32
     assert shown["dor/censored/drawn"] == (0, 1)  # S1 alone responded
+    # S1 is censored at the transplant (day 32) on one curve, at the last record (day 36) on the other.
+    for variant, last in (("censored", 32), ("not-censored", 36)):
+        ticks = page.locator(f"#km-os .curve.{variant} line.censor").all()
+        assert sorted(float(t.get_attribute("x1") or "") for t in ticks) == [km.x_of(28), km.x_of(last)], variant
     heat = {
         c: page.locator(f'#heat-map tr[data-category="{c}"] td').all_inner_texts() for c in ("CRS", "ICANS", "followed")
     }
