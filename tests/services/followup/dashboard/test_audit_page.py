@@ -173,6 +173,9 @@ def test_another_sites_coordinator_gets_404_and_the_read_is_logged(as_user, seed
     assert answer is not None and answer.status == 404
     expect(other.get_by_role("heading", level=1)).to_have_text("Unknown subject")
     expect(other.locator("main")).not_to_contain_text("UCARTInfused")
+    sponsor = as_user("sponsor-1").context.new_page()
+    refused = sponsor.goto(f"/dashboard/subjects/{SUBJECT}/audit")
+    assert refused is not None and refused.status == 403  # the sponsor reads tables only
 
     def reads() -> list[tuple[str, str, str]]:
         log = api(seeded, "auditor-1", "/access/audit-reads")
@@ -185,7 +188,7 @@ def test_another_sites_coordinator_gets_404_and_the_read_is_logged(as_user, seed
     after = reads()
     assert after[0] == ("coordinator-01", "coordinator", "history (dashboard)")
     assert len(after) == len(before) + 1
-    assert not [r for r in after if r[0] == "coordinator-02"]  # the refused read read nothing
+    assert not [r for r in after if r[0] in ("coordinator-02", "sponsor-1")]  # refused reads read nothing
 
 
 def test_the_audit_page_at_800_px_without_javascript(browser: Browser, seeded: RunningStack):

@@ -263,3 +263,10 @@ def test_the_worklist_works_at_800_px_and_without_javascript(browser: Browser, s
     box = answer.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 800, box  # the form fits the narrow window
     context.close()
+
+
+def test_the_sponsor_has_no_worklist(as_user):
+    page = as_user("sponsor-1").context.new_page()
+    answer = page.goto("/dashboard/worklists")
+    assert answer is not None and answer.status == 403
+    expect(page.locator("main")).not_to_contain_text(LISTED)
