@@ -78,9 +78,11 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
     async def render(allowed: Permit) -> Response:
         today, now = today_utc(), now_utc()
         visible = await visible_journeys(rt, allowed)
-        answering = await _may(rt, session, Action.ANSWER_QUERY)
-        closing = await _may(rt, session, Action.CLOSE_QUERY)
         chosen = [j for j in sorted(visible, key=lambda j: j.subject_id) if not site or j.site_id == site]
+        # Where the person may answer or close: asked only when some query waits for either.
+        waiting = {q.status for j in chosen for q in j.queries.values()}
+        answering = await _may(rt, session, Action.ANSWER_QUERY) if "open" in waiting else None
+        closing = await _may(rt, session, Action.CLOSE_QUERY) if "answered" in waiting else None
         visits: list[dict[str, Any]] = []
         queries: list[dict[str, Any]] = []
         reports: list[dict[str, Any]] = []
