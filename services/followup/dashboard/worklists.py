@@ -31,7 +31,7 @@ from shared import facts
 from shared.access.policy import Action
 from shared.commands import Command
 from shared.contract.envelope import SubjectId
-from shared.errors import DomainError, Unauthenticated
+from shared.errors import DomainError, Forbidden, Unauthenticated
 from shared.eventstore.meta import EventMeta
 from shared.http.commands import CommandRequest, _nothing_in_the_future, _record, learned_site
 from shared.http.identity import Permit, permit_for
@@ -63,7 +63,7 @@ async def _may(rt: Runtime, session: str | None, action: Action) -> Permit | Non
     """The person's permit for `action`, or None where no grant of theirs allows it anywhere."""
     try:
         return await permit_for(rt, session, action)
-    except DomainError:
+    except Forbidden:
         return None
 
 
