@@ -4,10 +4,8 @@ updates (`live`)."""
 
 from fastapi import APIRouter
 
-from services.followup.dashboard import live, pages, session, study
+from services.followup.dashboard import audit, live, pages, session, study, worklists
 
 router = APIRouter(include_in_schema=False)
-router.include_router(session.router)
-router.include_router(pages.router)
-router.include_router(study.router)
-router.include_router(live.router)
+for module in (session, pages, study, worklists, audit, live):
+    router.include_router(module.router)
