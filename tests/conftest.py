@@ -125,10 +125,11 @@ def stack(servers, tmp_path_factory, signing_keys):
     drop_database(servers[0], url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cohort_stack(servers, tmp_path_factory):
     """A stack holding the demo cohort only (`infra/seed.py`), so that the study tables and the
-    dashboard's screenshots see exactly it."""
+    dashboard's screenshots see exactly it. Per module: a stack holds some 30 connections, and one kept
+    for the whole session leaves too few for the fault tests' own stacks."""
     from infra import seed
     from support import ISSUER, TEST_USER, RunningStack
 
