@@ -46,7 +46,7 @@ docs: $(VENV)/.installed
 # The dashboard's pages as the demo cohort shows them, into docs/img/ (the README shows them).
 screenshots: $(VENV)/.installed
 	$(PY) -m infra install-browser
-	UCART_SCREENSHOTS=docs/img $(PY) -m pytest tests/services/followup/dashboard/test_screenshots.py
+	UCART_SCREENSHOTS=docs/img $(PY) -m pytest -m screenshots tests/services/followup/dashboard/test_screenshots.py
 
 # Performance (docs/performance.md): its own servers on free ports; every figure beside its raw baseline,
 # written to bench/results/. `make bench BENCH_ARGS=--quick` runs every workload at small sizes.

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from services.followup.api import journey_at, visible_journeys
+from services.followup.dashboard import persistence
 from services.followup.dashboard.render import HERE, message, templates
 from services.followup.dashboard.session import SESSION_COOKIE
 from services.followup.dashboard.swimmer import lane
@@ -125,6 +126,7 @@ async def subject_page(request: Request, rt: Rt, subject_id: str) -> Response:
             "visits": visits,
             "reports": reporting.reports_due(journey, rt.protocol, now_utc()),
             "lane": lane(view, visits, today, rt.protocol.dlt.window_days),
+            "persistence": persistence.chart(view.persistence, view.infused_on),
             "today": today,
         }
         return templates.TemplateResponse(request, "subject.html", context)

@@ -30,11 +30,17 @@ def subjects(stack: RunningStack) -> RunningStack:
         "crs": {"max_temperature_c": 39.1, "hypotension": True},
     }
     assert stack.command_when_known("followup", f"/subjects/{SITE_01}/adverse-events", at(10), ae).status_code == 201
+    samples = ((7, "PERS_D7", 15000.0, 4.2), (10, None, 90000.0, 11.5))
+    for days_after, visit, copies, pct in samples:
+        sample = {"visit_code": visit, "qpcr_copies_per_ug_dna": copies, "flow_car_pct_of_cd3": pct}
+        path = f"/subjects/{SITE_01}/persistence-samples"
+        assert stack.command("followup", path, at(12 - days_after), sample).status_code == 201
     enrolled = stack.command("enrollment", f"/subjects/{SITE_02}/enrolment", at(3), {**enrolment(3), "site_id": "02"})
     assert enrolled.status_code == 201, enrolled.text
     for subject in (SITE_01, SITE_02):
         eventually(lambda s=subject: stack.get("followup", f"/subjects/{s}/journey").status_code == 200)
     eventually(lambda: len(stack.get("followup", f"/subjects/{SITE_01}/journey").json()["adverse_events"]) == 1)
+    eventually(lambda: len(stack.get("followup", f"/subjects/{SITE_01}/journey").json()["persistence"]) == 2)
     return stack
 
 
@@ -73,6 +79,12 @@ def test_a_coordinator_lists_their_sites_subjects_and_opens_one(as_user):
     # The CRS is a bar of its grade in the lane, and a row with its dated grade history in the AE table.
     assert page.locator("svg .ae-g2 rect").count() == 1
     expect(page.get_by_role("row", name="Cytokine release syndrome")).to_contain_text("G2")
+    # Persistence: two samples on the chart, the larger qPCR count drawn higher (log scale), and the table.
+    expect(page.get_by_role("img", name="CAR-T persistence")).to_be_visible()
+    heights = [float(c.get_attribute("cy") or 0) for c in page.locator("svg.persistence circle.qpcr-point").all()]
+    assert len(heights) == 2 and heights[1] < heights[0]
+    assert page.locator("svg.persistence rect.car-point").count() == 2
+    expect(page.get_by_role("cell", name="90,000")).to_be_visible()
 
 
 def test_a_site_02_coordinator_never_sees_a_site_01_subject_not_even_by_url(as_user):
@@ -160,11 +172,19 @@ def test_an_open_subject_page_shows_a_new_event_without_a_reload(as_user, subjec
 
 @pytest.mark.parametrize("width", [1280, 800], ids=["desktop", "tablet"])
 def test_axe_finds_no_serious_violation_on_any_page(as_user, width: int):
-    session = as_user("coordinator-01")
+    session = as_user("test-user")
     page = session.context.new_page()
     page.set_viewport_size({"width": width, "height": 900})
     found = {}
-    pages = ("/dashboard/subjects", f"/dashboard/subjects/{SITE_01}", "/dashboard/subjects/UCT-99-404", "/logged-out")
+    pages = (
+        "/dashboard/subjects",
+        f"/dashboard/subjects/{SITE_01}",
+        f"/dashboard/subjects/{SITE_01}/audit",
+        "/dashboard/study",
+        "/dashboard/worklists",
+        "/dashboard/subjects/UCT-99-404",
+        "/logged-out",
+    )
     for path in pages:
         page.goto(path)
         found[path] = serious_violations(page)
