@@ -1,10 +1,10 @@
 """A real 3-broker Apache Kafka cluster (KRaft, replication factor 3, min.insync.replicas=2) under
 faults while commands flow: the leader of a partition SIGKILLed, then started again; then the new leader
-stopped gracefully and started again (a rolling restart's step). Nothing stored is lost or doubled on the topics (read as an outside
-subscriber, by event id), every command succeeds, relays and consumers resume by themselves (the
-reconciliation under Kafka is held back, so that Kafka alone must deliver), and the read models equal
-a rebuild from the event stores. And with two brokers of three down, no write is acknowledged and none
-acknowledged is lost.
+stopped gracefully and started again (a rolling restart's step). Nothing stored is lost or doubled on the
+topics (read as an outside subscriber, by event id), every command succeeds, relays and consumers resume
+by themselves (the reconciliation under Kafka is held back, so that Kafka alone must deliver), and the
+read models equal a rebuild from the event stores. And with two brokers of three down, no write is
+acknowledged and none acknowledged is lost.
 """
 
 from __future__ import annotations

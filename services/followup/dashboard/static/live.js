@@ -1,6 +1,6 @@
 // Live pages: when the server says what this page shows has changed, fetch the page again and swap its
-// live region in place (forms outside the region keep what was typed). Without JavaScript the page is
-// the same, only not live.
+// live parts in place: each [data-live-part] (by id), or else the [data-live] element itself. Forms
+// outside them keep what was typed. Without JavaScript the page is the same, only not live.
 (function () {
   var region = document.querySelector("[data-live]");
   if (!region || !window.EventSource) return;
@@ -11,9 +11,13 @@
       .then(function (answer) { return answer.ok ? answer.text() : null; })
       .then(function (html) {
         if (!html) return;
-        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
-        if (!fresh) return;
-        region.innerHTML = fresh.innerHTML;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var parts = document.querySelectorAll("[data-live-part]");
+        if (parts.length === 0) parts = [region];
+        Array.prototype.forEach.call(parts, function (part) {
+          var fresh = part.id ? doc.getElementById(part.id) : doc.querySelector("[data-live]");
+          if (fresh) part.innerHTML = fresh.innerHTML;
+        });
         if (status) status.textContent = "Updated at " + new Date().toLocaleTimeString();
       });
   });

@@ -192,3 +192,16 @@ def test_axe_finds_no_serious_violation_on_any_page(as_user, width: int):
     # Nothing on the page is wider than the window at a tablet's width (no sideways scrolling of the page).
     page.goto(f"/dashboard/subjects/{SITE_01}")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def test_an_open_study_page_counts_a_new_subject_without_a_reload(as_user, subjects: RunningStack):
+    page = as_user("test-user").context.new_page()
+    page.goto("/dashboard/study")
+    page.evaluate("window.notReloaded = true")
+    counts = page.locator("[data-live] table").first
+    before = counts.inner_text()
+    new = "UCT-71-002"
+    assert subjects.command("enrollment", f"/subjects/{new}/enrolment", at(2), enrolment(2)).status_code == 201
+    eventually(lambda: subjects.get("followup", f"/subjects/{new}/journey").status_code == 200, interval=0.05)
+    expect(counts).not_to_have_text(before, timeout=2000)
+    assert page.evaluate("window.notReloaded") is True
