@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -31,6 +32,12 @@ STATUSES: tuple[str, ...] = get_args(journeys.Status)
 router = APIRouter(include_in_schema=False)
 
 
+def login_url(request: Request) -> str:
+    """The login, returning afterwards to this very page, its query included (e.g. the study's `on`)."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return f"/login?{urlencode({'next': here})}"
+
+
 async def _page(
     request: Request, rt: Runtime, action: Action, render: Callable[[Permit], Awaitable[Response]]
 ) -> Response:
@@ -38,7 +45,7 @@ async def _page(
     try:
         allowed = await permit_for(rt, request.cookies.get(SESSION_COOKIE), action)
     except Unauthenticated:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        return RedirectResponse(login_url(request), status_code=303)
     except DomainError as exc:
         return message(request, exc.status, exc.title, exc.detail)
     try:

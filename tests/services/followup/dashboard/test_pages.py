@@ -121,7 +121,10 @@ def test_the_sponsor_sees_no_subject_list(as_user):
 
 def test_without_a_session_a_page_asks_to_log_in(subjects: RunningStack):
     answer = httpx.get(subjects.url("followup", "/dashboard/subjects"), follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=/dashboard/subjects"
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fdashboard%2Fsubjects"
+    # The page's query comes back after the login too (a study page as of a date, a filtered list).
+    filtered = httpx.get(subjects.url("followup", "/dashboard/subjects?site=01&q=UCT"), follow_redirects=False)
+    assert filtered.headers["location"] == "/login?next=%2Fdashboard%2Fsubjects%3Fsite%3D01%26q%3DUCT"
     page = subjects.url("followup", "/dashboard/subjects")
     forged = httpx.get(page, cookies={"ucart_session": "not-a-token"}, follow_redirects=False)
     assert forged.status_code == 303

@@ -19,6 +19,7 @@ from tests.services.followup.dashboard.browser import Session, chromium
 PAGES = [
     ("dashboard-subjects.png", "/dashboard/subjects", "UCT-02-011"),
     ("dashboard-subject.png", "/dashboard/subjects/UCT-02-011", "Swimmer lane"),
+    ("dashboard-subject-persistence.png", "/dashboard/subjects/UCT-01-001", "CAR-T persistence"),
     ("dashboard-study.png", "/dashboard/study", "Kaplan-Meier"),
     ("dashboard-worklists.png", "/dashboard/worklists", "Worklists"),
     ("dashboard-audit.png", "/dashboard/subjects/UCT-02-011/audit", "UCARTInfused"),

@@ -302,7 +302,7 @@ def test_a_coordinator_may_not_see_study_tables_here_nor_in_the_api(as_user, see
 
 def test_without_a_session_the_page_asks_to_log_in_and_a_bad_date_is_a_page_not_a_crash(seeded, as_user):
     answer = httpx.get(seeded.url("followup", "/dashboard/study"), follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=/dashboard/study"
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fdashboard%2Fstudy"
     page = as_user("sponsor-1").context.new_page()
     bad = page.goto("/dashboard/study?on=2026-02-30")
     assert bad is not None and bad.status == 422
