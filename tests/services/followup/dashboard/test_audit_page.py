@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from support import RunningStack, at, bearer, eventually, treat
-from tests.services.followup.dashboard.browser import Session, sessions
+from tests.services.followup.dashboard.browser import Session, chromium
 
 SUBJECT = "UCT-75-001"
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3: the rules open a data query
@@ -62,10 +62,25 @@ def seeded(stack: RunningStack) -> RunningStack:
     return stack
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
 @pytest.fixture
 def as_user(browser: Browser, seeded: RunningStack) -> Iterator[Callable[[str | None], Session]]:
-    with sessions(browser, seeded.url("followup", "")) as open_as:
-        yield open_as
+    opened: list[Session] = []
+
+    def open_as(user_id: str | None) -> Session:
+        session = Session(browser, seeded.url("followup", ""), user_id)
+        opened.append(session)
+        return session
+
+    yield open_as
+    for session in opened:
+        assert session.hosts <= {"127.0.0.1"}, f"a page asked another host: {session.hosts}"
+        session.close()
 
 
 def shown_events(page: Page) -> list[dict[str, str]]:
