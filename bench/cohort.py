@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Mapper
 
-from bench.journeys import Journey, JourneyState, journeys
+from bench.journeys import Journey, entry, journeys
 from services.enrollment.domain import COMMANDS as ENROLLMENT_COMMANDS
 from services.enrollment.main import SPEC as ENROLLMENT
 from services.followup.domain import COMMANDS as FOLLOWUP_COMMANDS
@@ -119,10 +119,10 @@ class Generator:
         facts: dict[Source, SubjectFacts | None] = {}
         heads: dict[Source, str] = dict.fromkeys(SOURCES, GENESIS)
         out: dict[Source, tuple[list[EventRow], list[ChainRow]]] = {s: ([], []) for s in SOURCES}
-        state = JourneyState(self.today)
+        state = entry(journey, self.today)
         for step in journey.steps:
             command = COMMANDS[step.service][step.path]
-            body = state.body(step, journey.site)
+            body = state.body(step)
             payload = command.payload.model_validate_json(json.dumps(body["payload"]))  # as the API reads it
             role = "data_manager" if step.path == "query-closures" else "investigator"
             meta = EventMeta(

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bench.journeys import JourneyState, journeys
+from bench.journeys import entry, journeys
 from bench.stack import Deployment
 from shared import db
 
@@ -122,18 +122,17 @@ async def mixed(deployment: Deployment, token: str, clients: int, seconds: float
     lymphodepletion, infusion, AEs, visits, responses...) for `seconds`."""
     tally = Tally()
     subjects = journeys(f"M{clients}{uuid.uuid4().hex[:4].upper()}")
-    today = datetime.now(UTC).date()
     deadline = time.monotonic() + seconds
 
     async def one_client(http: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
             journey = next(subjects)
-            state = JourneyState(today)
+            state = entry(journey)
             for step in journey.steps:
                 if time.monotonic() >= deadline:
                     return
                 url = f"{deployment.url(step.service)}/subjects/{journey.subject_id}/{step.path}"
-                answer = await send(http, url, state.body(step, journey.site), tally)
+                answer = await send(http, url, state.body(step), tally)
                 if answer is None:
                     break  # the rest of this subject would be refused too
                 advance(1)

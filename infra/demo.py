@@ -16,6 +16,7 @@ from infra.issuer import Issuer
 from infra.stack import Stack
 from shared.config import Settings
 from shared.contract.topics import SOURCES
+from shared.protocol import load_protocol
 from shared.redact import mask_url
 
 console = Console()
@@ -33,7 +34,7 @@ def run(settings: Settings | None = None) -> None:
             stack.start_infrastructure()
         if notice := broker_notice(stack, chosen=settings.broker == "tansu"):
             console.print(notice, highlight=False)
-        people = identities.demo_people(tuple(seed.SITES))
+        people = identities.demo_people(tuple(load_protocol(settings.protocol_file).sites))
         with console.status("Preparing the local issuer and the demo users' grants..."):
             issuer = identities.prepare(settings, stack.database_url, people, reason="demo set-up")
         with console.status("Starting the issuer and the enrollment, treatment and follow-up services..."):

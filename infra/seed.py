@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as clock
 from typing import Any
 
@@ -20,8 +20,9 @@ import httpx
 
 from shared.config import Settings
 from shared.contract.topics import Source
+from shared.protocol import load_protocol
+from shared.time import today_in
 
-SITES = {"01": timezone(timedelta(hours=1)), "02": timezone(timedelta(hours=8))}
 FCA = [  # fludarabine + cyclophosphamide + alemtuzumab, per day
     {"agent": "fludarabine", "dose": 30, "unit": "mg/m2"},
     {"agent": "cyclophosphamide", "dose": 500, "unit": "mg/m2"},
@@ -473,10 +474,10 @@ def cohort() -> list[SeedSubject]:
     return s
 
 
-def occurred_at(day: int, site: str, today: date) -> datetime:
-    """09:00 at the site on that day; never in the future."""
-    at = datetime.combine(today + timedelta(days=day), clock(9, 0), SITES.get(site, UTC))
-    return min(at, datetime.now(UTC).astimezone(at.tzinfo) - timedelta(minutes=1))
+def occurred_at(day: int, zone: tzinfo, today: date) -> datetime:
+    """09:00 at the site on that day (`today` on the site's calendar); never in the future."""
+    at = datetime.combine(today + timedelta(days=day), clock(9, 0), zone)
+    return min(at, datetime.now(UTC).astimezone(zone) - timedelta(minutes=1))
 
 
 class SeedError(RuntimeError):
@@ -500,40 +501,55 @@ def post(client: httpx.Client, url: str, body: dict[str, Any], key: str, timeout
         raise SeedError(f"POST {url} -> {response.status_code}: {problem.get('detail', response.text)}")
 
 
-def _seed_subject(client: httpx.Client, settings: Settings, subject: SeedSubject, today: date) -> None:
-    aes: dict[tuple[str, int], dict[str, Any]] = {}  # (term, day) -> the AE as stored
-    query_id = None
-    for n, step in enumerate(subject.steps):
-        at = occurred_at(step.day, subject.site, today)
+@dataclass
+class Entry:
+    """One subject's commands as a site enters them: each body dated on the site's calendar, naming
+    what earlier commands recorded (an AE update the AE's generated id, a query answer the query's id),
+    learnt from the events each answer carried."""
+
+    zone: tzinfo
+    today: date  # on the site's calendar
+    aes: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (term, day) -> the stored AE
+    query_id: str | None = None
+
+    def body(self, step: Step) -> dict[str, Any]:
+        at = occurred_at(step.day, self.zone, self.today)
         payload = dict(step.payload)
         if step.path == "enrolment":
-            payload["consent_signed_on"] = (today + timedelta(days=step.day - 3)).isoformat()
+            payload["consent_signed_on"] = (self.today + timedelta(days=step.day - 3)).isoformat()
         if step.path == "adverse-events":
             payload["aware_at"] = min(at + timedelta(hours=1), datetime.now(UTC)).isoformat()
         if step.ae:
-            payload["ae_id"] = aes[step.ae]["ae_id"]
+            payload["ae_id"] = self.aes[step.ae]["ae_id"]
         if step.path == "safety-reports":
             payload["received_at"] = at.isoformat()
         if step.path in ("query-answers", "query-closures"):
-            payload["query_id"] = query_id
+            payload["query_id"] = self.query_id
         if step.path == "lost-to-follow-up":
-            payload["last_contact_on"] = (today + timedelta(days=step.day - 15)).isoformat()
-        body = {"occurred_at": at.isoformat(), "reason": step.reason, "payload": payload}
+            payload["last_contact_on"] = (self.today + timedelta(days=step.day - 15)).isoformat()
+        return {"occurred_at": at.isoformat(), "reason": step.reason, "payload": payload}
+
+    def learn(self, step: Step, event_type: str, payload: dict[str, Any]) -> None:
+        if event_type == "AEReported":
+            self.aes[(payload["term"], step.day)] = payload
+        if event_type == "DataQueryOpened":
+            self.query_id = str(payload["query_id"])
+
+
+def _seed_subject(client: httpx.Client, settings: Settings, subject: SeedSubject, entry: Entry) -> None:
+    for n, step in enumerate(subject.steps):
         url = f"{settings.url(step.service)}/subjects/{subject.subject_id}/{step.path}"
-        answer = post(client, url, body, key=f"seed-{subject.subject_id}-{n}-{today}")
+        answer = post(client, url, entry.body(step), key=f"seed-{subject.subject_id}-{n}-{entry.today}")
         for event in answer["events"]:
-            if event["event_type"] == "AEReported":
-                aes[(event["payload"]["term"], step.day)] = event["payload"]
-            if event["event_type"] == "DataQueryOpened":
-                query_id = event["payload"]["query_id"]
+            entry.learn(step, event["event_type"], event["payload"])
 
 
 def seed(
     settings: Settings, token: str, today: date | None = None, progress: Callable[[str], None] | None = None
 ) -> tuple[int, int]:
     """Enter the cohort as the person `token` identifies; subjects enrollment already knows are
-    skipped. Returns (seeded, skipped)."""
-    today = today or datetime.now(UTC).date()
+    skipped. Dates count from `today` (default: today on each site's calendar). Returns (seeded, skipped)."""
+    protocol = load_protocol(settings.protocol_file)
     subjects = cohort()
     seeded = skipped = 0
     with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -541,7 +557,8 @@ def seed(
             if client.get(f"{settings.url('enrollment')}/subjects/{subject.subject_id}").status_code == 200:
                 skipped += 1
             else:
-                _seed_subject(client, settings, subject, today)
+                zone = protocol.zone(subject.site)
+                _seed_subject(client, settings, subject, Entry(zone, today or today_in(zone)))
                 seeded += 1
             if progress:
                 progress(subject.subject_id)

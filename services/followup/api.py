@@ -26,7 +26,7 @@ from shared.http.identity import Permit, Reading, ReadingAuditTrail, ReadingTabl
 from shared.http.inputs import NeverNull, QueryDate, QueryDatetime
 from shared.http.problems import responses
 from shared.runtime import Rt, Runtime
-from shared.time import now_utc, today_utc
+from shared.time import now_utc, today_in, today_utc
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["follow-up"])
@@ -35,10 +35,18 @@ read_router = APIRouter(tags=["read"])
 
 add_commands(router, COMMANDS, learned_site)
 
-OnDate = Annotated[QueryDate, Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today, UTC).")]
+OnDate = Annotated[
+    QueryDate,
+    Query(description="Evaluate statuses on this date, YYYY-MM-DD (default: today on each subject's site's calendar)."),
+]
 # What each kind of read can answer besides 200.
 READ = responses(401, 403, 422, 503)
 READ_SUBJECT = responses(401, 403, 404, 422, 503)
+
+
+def site_today(rt: Runtime, site_id: str | None) -> date:
+    """Today on the site's calendar: the date a subject's study day and due visits count from."""
+    return today_in(rt.protocol.zone(site_id))
 
 
 async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
@@ -52,16 +60,18 @@ async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
 
 @read_router.get("/subjects", summary="Every subject with its status", responses=READ)
 async def list_subjects(rt: Rt, allowed: Reading, on: OnDate = None) -> list[dict[str, Any]]:
-    today = on or today_utc()
-    return [
-        {
-            "subject_id": j.subject_id,
-            "site_id": j.site_id,
-            "status": journeys.status(j, today, rt.protocol),
-            "study_day": (today - j.infused_on).days if j.infused_on else None,
-        }
-        for j in await visible_journeys(rt, allowed)
-    ]
+    rows = []
+    for j in await visible_journeys(rt, allowed):
+        today = on or site_today(rt, j.site_id)
+        rows.append(
+            {
+                "subject_id": j.subject_id,
+                "site_id": j.site_id,
+                "status": journeys.status(j, today, rt.protocol),
+                "study_day": (today - j.infused_on).days if j.infused_on else None,
+            }
+        )
+    return rows
 
 
 async def visible_journeys(rt: Runtime, allowed: Permit) -> list[journeys.Journey]:
@@ -93,21 +103,26 @@ async def journey_at(
     if as_of is None and effective is None:
         journey = await _journey(rt, subject_id)
         allowed.require(subject_id, journey.site_id)
-        return journey, on or today_utc()
-    events = await _history(rt, allowed, subject_id)
-    day = on or effective or (as_of.date() if as_of else today_utc())
+        return journey, on or site_today(rt, journey.site_id)
+    events, site = await history_of(rt, allowed, subject_id)
+    journey = history.fold(subject_id, history.recorded_by(events, as_of))
+    zone = rt.protocol.zone(site)
+    day = on or effective or (as_of.astimezone(zone).date() if as_of else today_in(zone))
     if effective is not None:
         day = min(day, effective)  # nothing that happened after the effective date shows
-    return history.fold(subject_id, history.recorded_by(events, as_of)), day
+    return journey, day
 
 
-async def _history(rt: Runtime, allowed: Permit, subject_id: str) -> list[Envelope]:
+async def history_of(rt: Runtime, allowed: Permit, subject_id: str) -> tuple[list[Envelope], str | None]:
+    """Every event of the subject, in recorded order, and the subject's site (a site the caller may not
+    see: 404)."""
     async with rt.pool.acquire() as conn:
         events = await history.subject_history(conn, subject_id)
     if not events:
         raise SubjectNotFound(f"No events for {subject_id}: check the study code.")
-    allowed.require(subject_id, history.fold(subject_id, events).site_id)
-    return events
+    site = history.fold(subject_id, events).site_id
+    allowed.require(subject_id, site)
+    return events, site
 
 
 @read_router.get(
@@ -167,8 +182,7 @@ async def get_history(
     subject_id: SubjectPath,
     format: Literal["json", "jsonl", "csv", "audit"] = "json",
 ) -> Response:
-    events = await _history(rt, allowed, subject_id)
-    site = history.fold(subject_id, events).site_id
+    events, site = await history_of(rt, allowed, subject_id)
     await reads.log_read(
         rt.pool,
         user_id=allowed.user_id,
@@ -213,11 +227,10 @@ async def list_followups(
     on: OnDate = None,
     status: Annotated[list[schedules.VisitStatus] | None, NeverNull(), Query()] = None,
 ) -> list[StudyVisit]:
-    today = on or today_utc()
     return [
         StudyVisit(subject_id=j.subject_id, site_id=j.site_id, **visit.model_dump())
         for j in await visible_journeys(rt, allowed)
-        for visit in schedules.schedule(j, rt.protocol, today)
+        for visit in schedules.schedule(j, rt.protocol, on or site_today(rt, j.site_id))
         if not status or visit.status in status
     ]
 

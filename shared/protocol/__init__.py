@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import date
+from datetime import UTC, date, tzinfo
 from functools import cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +29,19 @@ class Enrolment(_Frozen):
     study_start_date: date
     min_age_years: int = Field(ge=0)
     max_age_years: int = Field(ge=0)
+
+
+class Site(_Frozen):
+    name: str
+    time_zone: str  # an IANA name, e.g. "Europe/Paris"
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> Site:
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"sites: {self.time_zone!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+        return self
 
 
 class Lymphodepletion(_Frozen):
@@ -117,6 +131,7 @@ class Protocol(_Frozen):
     grading: Grading
     dlt: DLT
     safety_reporting: SafetyReporting
+    sites: dict[str, Site] = {}
 
     @property
     def version(self) -> str:
@@ -125,6 +140,11 @@ class Protocol(_Frozen):
     @property
     def visit_codes(self) -> frozenset[str]:
         return frozenset(v.code for v in self.followup.visits)
+
+    def zone(self, site_id: str | None) -> tzinfo:
+        """The time zone of a site's calendar; UTC for a site the protocol does not list."""
+        site = self.sites.get(site_id or "")
+        return ZoneInfo(site.time_zone) if site else UTC
 
     @model_validator(mode="after")
     def _coherent(self) -> Protocol:

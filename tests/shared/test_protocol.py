@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
@@ -146,8 +147,28 @@ def test_a_dlt_rule_needs_a_known_relatedness(tmp_path):
 
 
 def test_a_new_version_is_reported(tmp_path):
-    protocol = load_protocol(amended(tmp_path, ('version = "1.3"', 'version = "1.4"')))
-    assert protocol.version == SHIPPED.version.replace("@1.3", "@1.4")
+    protocol = load_protocol(amended(tmp_path, ('version = "1.4"', 'version = "1.5"')))
+    assert protocol.version == SHIPPED.version.replace("@1.4", "@1.5")
+
+
+def test_each_listed_site_has_its_time_zone_and_any_other_site_counts_in_utc():
+    assert SHIPPED.zone("01") == ZoneInfo("Europe/Paris")
+    assert SHIPPED.zone("02") == ZoneInfo("Asia/Shanghai")
+    assert SHIPPED.zone("77") is UTC and SHIPPED.zone(None) is UTC
+
+
+def test_a_site_zone_must_be_an_iana_name(tmp_path):
+    for wrong in ("Europe/Pariss", "UTC+1", "../../etc/passwd"):
+        with pytest.raises(ValidationError, match="is not an IANA time zone"):
+            load_protocol(amended(tmp_path, ('time_zone = "Europe/Paris"', f'time_zone = "{wrong}"')))
+
+
+def test_a_protocol_without_sites_counts_every_site_in_utc(tmp_path):
+    text = DEFAULT_PROTOCOL_FILE.read_text()
+    start, end = text.index("\n[sites]"), text.index("\n[lymphodepletion]")
+    (tmp_path / "no-sites.toml").write_text(text[:start] + text[end:])
+    protocol = load_protocol(tmp_path / "no-sites.toml")
+    assert protocol.sites == {} and protocol.zone("01") is UTC
 
 
 def test_max_days_4_refuses_a_fifth_day_the_shipped_protocol_allows(tmp_path):

@@ -6,7 +6,7 @@ read of the API's history."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from services.followup import history
-from services.followup.api import _history, journey_at
+from services.followup.api import history_of, journey_at
 from services.followup.dashboard.pages import _page
 from services.followup.dashboard.render import message, templates
 from services.followup.projections import journey as journeys
@@ -28,20 +28,20 @@ router = APIRouter(include_in_schema=False)
 
 SUBJECT_ID: TypeAdapter[str] = TypeAdapter(SubjectId)
 AS_OF_HELP = (
-    "Give the moment as a date and time, e.g. 2026-03-02T09:30 (read as UTC) or with its offset, "
+    "Give the moment as a date and time, e.g. 2026-03-02T09:30 (read in the site's time zone) or with its offset, "
     "e.g. 2026-03-02T09:30:00+01:00."
 )
 
 
-def parse_as_of(text: str | None) -> datetime | None:
-    """The as-of moment of the form: a datetime-local value (no offset: UTC) or ISO 8601 with an offset.
-    ValueError when it is neither."""
+def parse_as_of(text: str | None, zone: tzinfo) -> datetime | None:
+    """The as-of moment of the form: a datetime-local value (no offset: read in `zone`, the site's) or
+    ISO 8601 with an offset. ValueError when it is neither."""
     if text is None or not text.strip():
         return None
     moment = datetime.fromisoformat(text.strip())
     if not 1900 <= moment.year <= 2100:
         raise ValueError("out of range")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def readable(payload: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -67,7 +67,7 @@ def readable(payload: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 def row(e: Envelope) -> dict[str, Any]:
     return {
-        "recorded_at": e.recorded_at.astimezone(UTC),
+        "recorded_at": e.recorded_at,
         "occurred_at": e.occurred_at,
         "event_type": e.event_type,
         "source": e.source,
@@ -87,12 +87,12 @@ async def audit_page(request: Request, rt: Rt, subject_id: str, as_of: str | Non
             sid = SUBJECT_ID.validate_python(subject_id.upper())
         except ValidationError:
             return message(request, 404, "Unknown subject", f"No subject {subject_id}: check the study code.")
+        events, site = await history_of(rt, allowed, sid)  # a subject of another site: 404
+        zone = rt.protocol.zone(site)
         try:
-            moment = parse_as_of(as_of)
+            moment = parse_as_of(as_of, zone)
         except ValueError:
             return message(request, 422, "Check the date", f"“{as_of}” is not a moment. {AS_OF_HELP}", allowed.user_id)
-        events = await _history(rt, allowed, sid)  # a subject of another site: 404
-        site = history.fold(sid, events).site_id
         await reads.log_read(
             rt.pool,
             user_id=allowed.user_id,
@@ -111,8 +111,9 @@ async def audit_page(request: Request, rt: Rt, subject_id: str, as_of: str | Non
             "day": day,
             "events": [row(e) for e in shown],
             "total": len(events),
-            "as_of": moment.astimezone(UTC) if moment else None,
-            "as_of_value": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if moment else "",
+            "as_of": moment,
+            "as_of_value": moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S") if moment else "",
+            "zone": zone,
         }
         return templates.TemplateResponse(request, "audit.html", context)
 

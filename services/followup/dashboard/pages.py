@@ -5,13 +5,14 @@ site's staff see their sites' subjects only, and a subject of another site does 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from services.followup.api import journey_at, visible_journeys
+from services.followup.api import journey_at, site_today, visible_journeys
 from services.followup.dashboard import persistence
 from services.followup.dashboard.render import HERE, message, templates
 from services.followup.dashboard.session import SESSION_COOKIE
@@ -24,7 +25,7 @@ from shared.access.policy import Action
 from shared.errors import DomainError, Unauthenticated
 from shared.http.identity import Permit, permit_for
 from shared.runtime import Rt, Runtime
-from shared.time import now_utc, today_utc
+from shared.time import now_utc
 
 STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 STATUSES: tuple[str, ...] = get_args(journeys.Status)
@@ -71,10 +72,10 @@ async def static(name: str) -> Response:
     return FileResponse(STATIC[name])
 
 
-def flags(journey: journeys.Journey, rt: Runtime) -> list[str]:
-    """What needs someone's attention for one subject."""
+def flags(journey: journeys.Journey, rt: Runtime, today: date) -> list[str]:
+    """What needs someone's attention for one subject (`today` on the subject's site's calendar)."""
     found = []
-    if any(v.status == "overdue" for v in schedules.schedule(journey, rt.protocol, today_utc())):
+    if any(v.status == "overdue" for v in schedules.schedule(journey, rt.protocol, today)):
         found.append("overdue visit")
     if any(q.status == "open" for q in journey.queries.values()):
         found.append("open query")
@@ -88,10 +89,10 @@ async def subjects_page(
     request: Request, rt: Rt, site: str | None = None, status: str | None = None, q: str | None = None
 ) -> Response:
     async def render(allowed: Permit) -> Response:
-        today = today_utc()
         visible = await visible_journeys(rt, allowed)
         rows: list[dict[str, Any]] = []
         for j in sorted(visible, key=lambda j: j.subject_id):
+            today = site_today(rt, j.site_id)
             state = journeys.status(j, today, rt.protocol)
             if (site and j.site_id != site) or (status and state != status):
                 continue
@@ -103,7 +104,7 @@ async def subjects_page(
                     "site_id": j.site_id,
                     "status": state,
                     "study_day": (today - j.infused_on).days if j.infused_on else None,
-                    "flags": flags(j, rt),
+                    "flags": flags(j, rt, today),
                 }
             )
         context = {
@@ -112,7 +113,6 @@ async def subjects_page(
             "sites": sorted({j.site_id for j in visible if j.site_id}),
             "statuses": STATUSES,
             "chosen": {"site": site or "", "status": status or "", "q": q or ""},
-            "today": today,
         }
         return templates.TemplateResponse(request, "subjects.html", context)
 
@@ -135,6 +135,7 @@ async def subject_page(request: Request, rt: Rt, subject_id: str) -> Response:
             "lane": lane(view, visits, today, rt.protocol.dlt.window_days),
             "persistence": persistence.chart(view.persistence, view.infused_on),
             "today": today,
+            "zone": rt.protocol.zone(view.site_id),
         }
         return templates.TemplateResponse(request, "subject.html", context)
 

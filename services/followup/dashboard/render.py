@@ -8,8 +8,11 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
+from services.followup.dashboard import dates
+
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters.update(moment=dates.moment, on_day=dates.on_day, zone_label=dates.zone_label)
 
 
 def message(request: Request, status: int, title: str, text: str, user: str | None = None) -> Response:

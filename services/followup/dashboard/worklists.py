@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date
+from datetime import UTC, date
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from services.followup.api import visible_journeys
+from services.followup.api import site_today, visible_journeys
 from services.followup.dashboard.pages import _page
 from services.followup.dashboard.render import message, templates
 from services.followup.dashboard.session import SESSION_COOKIE
@@ -36,7 +36,7 @@ from shared.eventstore.meta import EventMeta
 from shared.http.commands import CommandRequest, _nothing_in_the_future, _record, learned_site
 from shared.http.identity import Permit, permit_for
 from shared.runtime import Rt, Runtime
-from shared.time import now_utc, today_utc
+from shared.time import now_utc
 
 router = APIRouter(include_in_schema=False)
 
@@ -76,7 +76,7 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
     session = request.cookies.get(SESSION_COOKIE)
 
     async def render(allowed: Permit) -> Response:
-        today, now = today_utc(), now_utc()
+        now = now_utc()
         visible = await visible_journeys(rt, allowed)
         chosen = [j for j in sorted(visible, key=lambda j: j.subject_id) if not site or j.site_id == site]
         # Where the person may answer or close: asked only when some query waits for either.
@@ -87,9 +87,10 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
         queries: list[dict[str, Any]] = []
         reports: list[dict[str, Any]] = []
         for j in chosen:
-            for v in schedules.schedule(j, rt.protocol, today):
+            zone = rt.protocol.zone(j.site_id)  # each row in its site's time zone, on its site's calendar
+            for v in schedules.schedule(j, rt.protocol, site_today(rt, j.site_id)):
                 if v.status in PENDING_VISITS:
-                    visits.append({"subject_id": j.subject_id, "site_id": j.site_id, "v": v})
+                    visits.append({"subject_id": j.subject_id, "site_id": j.site_id, "v": v, "day0": j.infused_on})
             for q in j.queries.values():
                 if q.status in UNRESOLVED:
                     queries.append(
@@ -97,14 +98,15 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
                             "subject_id": j.subject_id,
                             "site_id": j.site_id,
                             "q": q,
+                            "zone": zone,
                             "may_answer": q.status == "open" and answering is not None and answering.sees(j.site_id),
                             "may_close": q.status == "answered" and closing is not None and closing.sees(j.site_id),
                         }
                     )
             for r in reporting.reports_due(j, rt.protocol, now):
                 if r.status in PENDING_REPORTS:
-                    due_day = _study_day(j, r.due_at.date()) if r.due_at else None
-                    reports.append({"r": r, "study_day": due_day})
+                    due_day = _study_day(j, r.due_at.astimezone(zone).date()) if r.due_at else None
+                    reports.append({"r": r, "study_day": due_day, "zone": zone})
         # Overdue first, then the most pressing.
         visits.sort(key=lambda x: (PENDING_VISITS.index(x["v"].status), x["v"].window_end, x["subject_id"]))
         queries.sort(key=lambda x: (UNRESOLVED.index(x["q"].status), x["q"].opened_at))
@@ -120,8 +122,8 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
             "chosen": {"site": site or ""},
             "done": DONE[what].format(subject) if what in DONE and _valid_subject(subject) else None,
             "csrf": csrf_token(session or ""),
-            "today": today,
             "now": now,
+            "utc": UTC,
         }
         return templates.TemplateResponse(request, "worklists.html", context)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -144,9 +145,12 @@ def test_as_of_shows_the_events_recorded_by_then_and_the_journey_as_it_was(as_us
     assert moment < datetime.fromisoformat(events[reported]["recorded_at"])
     page = as_user("auditor-1").context.new_page()
     page.goto(f"/dashboard/subjects/{SUBJECT}/audit")
-    page.get_by_label("Known as of (UTC)").fill(moment.strftime("%Y-%m-%dT%H:%M:%S"))
-    page.get_by_label("Known as of (UTC)").press("Enter")
-    expect(page).to_have_url(f"/dashboard/subjects/{SUBJECT}/audit?as_of={moment.strftime('%Y-%m-%dT%H%%3A%M%%3A%S')}")
+    at_the_site = moment.astimezone(ZoneInfo("Europe/Paris"))  # the control reads the site's time (site 01)
+    page.get_by_label("Known as of (site time)").fill(at_the_site.strftime("%Y-%m-%dT%H:%M:%S"))
+    page.get_by_label("Known as of (site time)").press("Enter")
+    expect(page).to_have_url(
+        f"/dashboard/subjects/{SUBJECT}/audit?as_of={at_the_site.strftime('%Y-%m-%dT%H%%3A%M%%3A%S')}"
+    )
     earlier = [e for e in events if datetime.fromisoformat(e["recorded_at"]) <= moment]
     assert shown_events(page) == expected_events(earlier)
     assert "AEReported" not in [e["event_type"] for e in shown_events(page)]
@@ -155,7 +159,7 @@ def test_as_of_shows_the_events_recorded_by_then_and_the_journey_as_it_was(as_us
     assert (len(then["adverse_events"]), len(now["adverse_events"])) == (0, 1)
     expect(fact(page, "Adverse events")).to_have_text("0")
     expect(fact(page, "Status")).to_have_text(then["status"].replace("_", " "))
-    expect(fact(page, "Infused")).to_have_text(then["infused_on"])
+    expect(fact(page, "Infused")).to_have_text(f"{then['infused_on']} (day 0)")
     expect(fact(page, "Data queries")).to_have_text("0")
     # Now again: everything, and the AE.
     page.get_by_role("link", name="Show everything known now").click()

@@ -76,6 +76,11 @@ def test_a_coordinator_lists_their_sites_subjects_and_opens_one(as_user):
     expect(page).to_have_url(f"/dashboard/subjects/{SITE_01}")
     expect(page.get_by_role("heading", name=SITE_01)).to_be_visible()
     expect(page.get_by_role("img", name="Swimmer lane")).to_be_visible()
+    # Dates are the site's (site 01: Paris), each with its study day.
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("01 (Europe/Paris)")
+    expect(facts.locator("div").filter(has=page.locator("dt", has_text="Infused"))).to_contain_text("(day 0)")
+    expect(facts.locator("div").filter(has=page.locator("dt", has_text="Enrolled"))).to_contain_text("(day -")
     # The CRS is a bar of its grade in the lane, and a row with its dated grade history in the AE table.
     assert page.locator("svg .ae-g2 rect").count() == 1
     expect(page.get_by_role("row", name="Cytokine release syndrome")).to_contain_text("G2")

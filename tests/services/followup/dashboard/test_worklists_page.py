@@ -6,7 +6,8 @@ refused without the session's form token, for a role that may not, or with bad i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -140,9 +141,10 @@ def test_the_worklist_lists_what_the_api_lists_for_the_same_person(as_user, seed
     eventually(same_queries)
     assert query_of(seeded, LISTED)["query_id"] in open_query_ids(page)
 
-    # The 24 h sponsor clock of the serious CRS: overdue, in red, due time in UTC with its study day.
+    # The 24 h sponsor clock of the serious CRS: overdue, in red, due time at the site (site 01: Paris),
+    # its zone named, with its study day there.
     [clock] = [r for r in api(seeded, "coordinator-01", "/safety-reports") if r["subject_id"] == LISTED]
-    due = datetime.fromisoformat(clock["due_at"]).astimezone(UTC)
+    due = datetime.fromisoformat(clock["due_at"]).astimezone(ZoneInfo("Europe/Paris"))
     infused = datetime.fromisoformat(api(seeded, "coordinator-01", f"/subjects/{LISTED}/journey")["infused_on"])
     [shown_clock] = [r for r in rows(page, "reports") if r[0] == LISTED]
     assert shown_clock == [
@@ -150,7 +152,7 @@ def test_the_worklist_lists_what_the_api_lists_for_the_same_person(as_user, seed
         "01",
         "sae to sponsor",
         "Cytokine release syndrome",
-        due.strftime("%Y-%m-%d %H:%M UTC"),
+        due.strftime("%Y-%m-%d %H:%M ") + str(due.tzname()),
         str((due.date() - infused.date()).days),
         "overdue",
     ]
