@@ -8,6 +8,7 @@ grants, `shared/http/identity.py`), and an optional ``Idempotency-Key`` makes a 
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
@@ -119,6 +120,71 @@ async def learned_site(rt: Runtime, subject_id: str) -> str | None:
     return await facts.site_of(rt.pool, rt.schema, subject_id)
 
 
+@dataclass(frozen=True)
+class Retry:
+    """What makes a request a retry of an earlier one: its idempotency key, and the same what and body."""
+
+    key: str
+    what: str  # e.g. the path and the person
+    body: bytes
+
+
+async def record_command(
+    rt: Runtime,
+    command: Command,
+    allowed: Permit,
+    subject_id: str,
+    body: CommandRequest[Payload],
+    site_of: SiteOf,
+    retry: Retry | None = None,
+    correlation_id: UUID | None = None,
+    causation_id: UUID | None = None,
+) -> tuple[int, dict[str, Any], bool]:
+    """What a command does, for the API's endpoints and the dashboard's forms alike: nothing in the
+    future, the subject's site (another site's subject: 404), the person's attribution, the rule, the
+    events committed, the relay nudged. Returns the status, the answer, and whether it replays the
+    answer to an earlier request with the same idempotency key (nothing new stored)."""
+    _nothing_in_the_future(body)
+    # A new subject's site is in the payload (enrolment, screening failure); else as known here, read
+    # with the facts the rule gets: read apart, an enrolment learned in between recorded no site.
+    known = await facts.load(rt.pool, rt.schema, subject_id) if "facts" in command.needs else None
+    site = getattr(body.payload, "site_id", None) or (known and known.site_id) or await site_of(rt, subject_id)
+    allowed.require(subject_id, site, retryable=site is None)
+    meta_fields: dict[str, Any] = dict(
+        subject_id=subject_id,
+        occurred_at=body.occurred_at,
+        recorded_by=allowed.recorded_by(site),
+        causation_id=causation_id,
+        reason=body.reason,
+        protocol_version=rt.protocol.version,
+    )
+    if correlation_id:
+        meta_fields["correlation_id"] = correlation_id
+    meta = EventMeta(**meta_fields)
+
+    def answer(envelopes: list[Envelope]) -> dict[str, Any]:
+        return CommandAccepted.of(subject_id, meta.correlation_id, envelopes).model_dump(mode="json")
+
+    token = None
+    if retry:
+        replay = await rt.idempotency.claim(retry.key, fingerprint("POST", retry.what, retry.body))
+        if replay is not None:
+            status, stored = replay
+            return status, stored, True
+        token = WITH_THE_EVENTS.set(rt.idempotency.answer_with_the_events(retry.key, answer))
+    try:
+        envelopes = await _record(rt, command, meta, body.payload, known)
+    except BaseException:
+        if retry:
+            await rt.idempotency.release(retry.key)
+        raise
+    finally:
+        if token is not None:
+            WITH_THE_EVENTS.reset(token)
+    rt.relay.nudge()
+    return CREATED, answer(envelopes), False
+
+
 def add_commands(router: APIRouter, commands: Iterable[Command], site_of: SiteOf) -> None:
     for command in commands:
         _add_command(router, command, site_of)
@@ -139,49 +205,13 @@ def _add_command(router: APIRouter, command: Command, site_of: SiteOf) -> None:
         x_causation_id: CausationId = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        _nothing_in_the_future(body)
-        # A new subject's site is in the payload (enrolment, screening failure); else as known here, read
-        # with the facts the rule gets: read apart, an enrolment learned in between recorded no site.
-        known = await facts.load(rt.pool, rt.schema, subject_id) if "facts" in command.needs else None
-        site = getattr(body.payload, "site_id", None) or (known and known.site_id) or await site_of(rt, subject_id)
-        allowed.require(subject_id, site, retryable=site is None)
-        meta_fields: dict[str, Any] = dict(
-            subject_id=subject_id,
-            occurred_at=body.occurred_at,
-            recorded_by=allowed.recorded_by(site),
-            causation_id=x_causation_id,
-            reason=body.reason,
-            protocol_version=rt.protocol.version,
+        retry = None
+        if idempotency_key:  # the caller is part of the request: another person's key and body are not a retry
+            retry = Retry(idempotency_key, f"{request.url.path} {allowed.user_id}", await request.body())
+        status, answer, replayed = await record_command(
+            rt, command, allowed, subject_id, body, site_of, retry, x_correlation_id, x_causation_id
         )
-        if x_correlation_id:
-            meta_fields["correlation_id"] = x_correlation_id
-        meta = EventMeta(**meta_fields)
-
-        def answer(envelopes: list[Envelope]) -> dict[str, Any]:
-            return CommandAccepted.of(subject_id, meta.correlation_id, envelopes).model_dump(mode="json")
-
-        token = None
-        if idempotency_key:
-            replay = await rt.idempotency.claim(
-                # The caller is part of the request: another person's key and body are not a retry.
-                idempotency_key,
-                fingerprint("POST", f"{request.url.path} {allowed.user_id}", await request.body()),
-            )
-            if replay is not None:
-                status, stored = replay
-                return JSONResponse(stored, status_code=status, headers={"Idempotent-Replayed": "true"})
-            token = WITH_THE_EVENTS.set(rt.idempotency.answer_with_the_events(idempotency_key, answer))
-        try:
-            envelopes = await _record(rt, command, meta, body.payload, known)
-        except BaseException:
-            if idempotency_key:
-                await rt.idempotency.release(idempotency_key)
-            raise
-        finally:
-            if token is not None:
-                WITH_THE_EVENTS.reset(token)
-        rt.relay.nudge()
-        return JSONResponse(answer(envelopes), status_code=CREATED)
+        return JSONResponse(answer, status_code=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     router.post(
         f"/subjects/{{subject_id}}/{command.route}",
@@ -194,4 +224,4 @@ def _add_command(router: APIRouter, command: Command, site_of: SiteOf) -> None:
     )(endpoint)
 
 
-__all__ = ["CommandAccepted", "CommandRequest", "SubjectPath", "add_commands"]
+__all__ = ["CommandAccepted", "CommandRequest", "Retry", "SubjectPath", "add_commands", "record_command"]

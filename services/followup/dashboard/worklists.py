@@ -8,16 +8,19 @@ which a POST must send back."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-from datetime import UTC, date
+import re
+import uuid
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.followup.api import site_today, visible_journeys
 from services.followup.dashboard.pages import _page
@@ -27,13 +30,11 @@ from services.followup.domain import COMMANDS
 from services.followup.projections import journey as journeys
 from services.followup.projections import reporting
 from services.followup.projections import schedule as schedules
-from shared import facts
 from shared.access.policy import Action
 from shared.commands import Command
 from shared.contract.envelope import SubjectId
-from shared.errors import DomainError, Forbidden, Unauthenticated
-from shared.eventstore.meta import EventMeta
-from shared.http.commands import CommandRequest, _nothing_in_the_future, _record, learned_site
+from shared.errors import ConcurrentChange, DomainError, Forbidden, Unauthenticated
+from shared.http.commands import CommandRequest, Retry, learned_site, record_command
 from shared.http.identity import Permit, permit_for
 from shared.runtime import Rt, Runtime
 from shared.time import now_utc
@@ -41,6 +42,8 @@ from shared.time import now_utc
 router = APIRouter(include_in_schema=False)
 
 CSRF_FIELD = "csrf"
+KEY_FIELD = "once"  # a one-time key per form shown: a second click is a retry (Idempotency-Key)
+ONE_TIME_KEY = re.compile(r"[0-9a-f]{32}")
 # What the page can do to a query: the command (the API's own row), the form field that holds the text.
 ACTIONS: dict[str, tuple[Command, str]] = {
     "answer": (next(c for c in COMMANDS if c.route == "query-answers"), "answer"),
@@ -99,6 +102,7 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
                             "site_id": j.site_id,
                             "q": q,
                             "zone": zone,
+                            "once": uuid.uuid4().hex,  # this form's one-time key
                             "may_answer": q.status == "open" and answering is not None and answering.sees(j.site_id),
                             "may_close": q.status == "answered" and closing is not None and closing.sees(j.site_id),
                         }
@@ -177,33 +181,40 @@ async def act_on_query(request: Request, rt: Rt, subject_id: str, query_id: str,
         UUID(query_id)
     except (ValidationError, ValueError):
         return message(request, 404, "Not found", "No such data query: check the link.", allowed.user_id)
-    text = form.get(field)
+    text, key = form.get(field), form.get(KEY_FIELD)
+    answered_at = datetime.now(rt.protocol.zone(await learned_site(rt, subject_id)))  # the site's clock
     try:
-        body: BaseModel = CommandRequest[command.payload].model_validate(  # type: ignore[name-defined]  # made at run time
-            {"occurred_at": now_utc(), "payload": {"query_id": query_id, field: text if isinstance(text, str) else ""}}
+        body = CommandRequest[command.payload].model_validate(  # type: ignore[name-defined]  # made at run time
+            {
+                "occurred_at": answered_at,
+                "payload": {"query_id": query_id, field: text if isinstance(text, str) else ""},
+            }
         )
     except ValidationError as exc:
         return message(request, 422, "Check the form", _what_to_fix(exc, field), allowed.user_id)
+    if not isinstance(key, str) or not ONE_TIME_KEY.fullmatch(key):
+        return message(
+            request, 422, "Check the form", "The form lacks its one-time key: reload the worklist.", allowed.user_id
+        )
+    retry = Retry(key, f"{request.url.path} {allowed.user_id}", str(text).encode())
     try:
-        await _record_for(rt, command, allowed, subject_id, body)
+        await _record_once(rt, command, allowed, subject_id, body, retry)
     except DomainError as exc:
         return message(request, exc.status, exc.title, exc.detail, allowed.user_id)
     return RedirectResponse(f"/dashboard/worklists?{urlencode({'done': f'{subject_id}:{what}'})}", status_code=303)
 
 
-async def _record_for(rt: Runtime, command: Command, allowed: Permit, subject_id: str, body: Any) -> None:
-    """What the API's command endpoint does (shared/http/commands.py), for a body built from the form: the
-    subject's site as this service knows it, the 404 of another site, the person's attribution, the rule."""
-    _nothing_in_the_future(body)
-    known = await facts.load(rt.pool, rt.schema, subject_id) if "facts" in command.needs else None
-    site = (known and known.site_id) or await learned_site(rt, subject_id)
-    allowed.require(subject_id, site, retryable=site is None)
-    meta = EventMeta(
-        subject_id=subject_id,
-        occurred_at=body.occurred_at,
-        recorded_by=allowed.recorded_by(site),
-        reason=body.reason,
-        protocol_version=rt.protocol.version,
-    )
-    await _record(rt, command, meta, body.payload, known)
-    rt.relay.nudge()
+async def _record_once(
+    rt: Runtime, command: Command, allowed: Permit, subject_id: str, body: Any, retry: Retry
+) -> None:
+    """The API's command (`record_command`) for the form, once per form shown: a second click sends the
+    same one-time key, waits while the first is being recorded, and is answered as it was."""
+    for _ in range(40):
+        try:
+            await record_command(rt, command, allowed, subject_id, body, learned_site, retry)
+            return
+        except ConcurrentChange as exc:
+            if not exc.retryable:
+                raise
+            await asyncio.sleep(0.25)
+    raise ConcurrentChange("Your form is still being recorded; look at the worklist again in a moment.")

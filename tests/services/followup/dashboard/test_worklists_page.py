@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from support import RunningStack, at, bearer, eventually, treat
 from tests.services.followup.dashboard.browser import Session, chromium
 
-LISTED, ANSWERED, OTHER_SITE = "UCT-74-001", "UCT-74-003", "UCT-74-002"
+LISTED, ANSWERED, OTHER_SITE, TWICE = "UCT-74-001", "UCT-74-003", "UCT-74-002", "UCT-74-004"
 RED = "rgb(164, 22, 26)"  # the stylesheet's --alert
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3 (8 L/min of oxygen): the rules open a data query
     "term": "Cytokine release syndrome",
@@ -49,14 +49,14 @@ def history(stack: RunningStack, subject: str) -> list[dict]:
 def seeded(stack: RunningStack) -> RunningStack:
     """Two treated subjects at site 01 with an overdue visit, a serious CRS whose grade the findings
     dispute (an open data query, an overdue 24 h sponsor clock), and one at site 02."""
-    for subject, site in ((LISTED, "01"), (ANSWERED, "01"), (OTHER_SITE, "02")):
+    for subject, site in ((LISTED, "01"), (ANSWERED, "01"), (OTHER_SITE, "02"), (TWICE, "01")):
         treat(stack, subject, infusion_days_ago=12, site=site)
-    for subject in (LISTED, ANSWERED):
+    for subject in (LISTED, ANSWERED, TWICE):
         ae = {**CRS_G2_BY_INVESTIGATOR, "aware_at": at(5, 12)}
         reported = stack.command_when_known("followup", f"/subjects/{subject}/adverse-events", at(5), ae)
         assert reported.status_code == 201, reported.text
         assert [e["event_type"] for e in reported.json()["events"]] == ["AEReported", "DataQueryOpened"]
-    for subject in (LISTED, ANSWERED):
+    for subject in (LISTED, ANSWERED, TWICE):
         eventually(lambda s=subject: len(api(stack, "test-user", f"/subjects/{s}/journey")["queries"]) == 1)
     eventually(lambda: api(stack, "test-user", f"/subjects/{OTHER_SITE}/journey")["infused_on"] is not None)
     return stack
@@ -242,8 +242,11 @@ def test_a_post_without_the_form_token_or_with_bad_input_stores_nothing(as_user,
     assert page.request.post(path, form={"answer": "An answer", "csrf": other}, max_redirects=0).status == 403
     # Bad input: a 422 page that says what to fix.
     token = _token_of(session)
-    bad = page.request.post(path, form={"answer": "x", "csrf": token}, max_redirects=0)
+    once = page.locator("input[name=once]").first.get_attribute("value") or ""
+    bad = page.request.post(path, form={"answer": "x", "csrf": token, "once": once}, max_redirects=0)
     assert bad.status == 422 and "Check the form" in bad.text() and "at least 2 characters" in bad.text()
+    keyless = page.request.post(path, form={"answer": "An answer", "csrf": token}, max_redirects=0)
+    assert keyless.status == 422 and "one-time key" in keyless.text()
     # A cross-site form carries no session cookie (SameSite=Lax): it is sent to log in.
     anonymous = httpx.post(seeded.url("followup", path), data={"answer": "An answer"}, follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
@@ -272,3 +275,24 @@ def test_the_sponsor_has_no_worklist(as_user):
     answer = page.goto("/dashboard/worklists")
     assert answer is not None and answer.status == 403
     expect(page.locator("main")).not_to_contain_text(LISTED)
+
+
+def test_a_form_sent_twice_records_one_answer(as_user, seeded: RunningStack):
+    """A double click, or a resend after a lost answer, carries the form's one-time key: the second is
+    answered as the first was and records nothing new; the same key for other words is refused."""
+    query_id = query_of(seeded, TWICE)["query_id"]
+    page = as_user("coordinator-01").context.new_page()
+    worklist(page)
+    form = page.locator(f'table#queries tr[data-query-id="{query_id}"] form')
+    fields = {name: form.locator(f"input[name={name}]").get_attribute("value") or "" for name in ("csrf", "once")}
+    path = f"/dashboard/subjects/{TWICE}/queries/{query_id}/answer"
+    before = len(history(seeded, TWICE))
+    for _ in range(2):
+        sent = page.request.post(path, form={**fields, "answer": "Checked: 8 L/min."}, max_redirects=0)
+        assert sent.status == 303 and sent.headers["location"] == f"/dashboard/worklists?done={TWICE}%3Aanswer"
+    other = page.request.post(path, form={**fields, "answer": "Other words."}, max_redirects=0)
+    assert other.status == 422 and "already used for a different request" in other.text()
+    eventually(lambda: query_of(seeded, TWICE)["status"] == "answered")
+    added = history(seeded, TWICE)[before:]
+    assert [e["event_type"] for e in added] == ["DataQueryAnswered"]
+    assert added[0]["payload"]["answer"] == "Checked: 8 L/min."
