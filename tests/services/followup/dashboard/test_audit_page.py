@@ -209,3 +209,23 @@ def test_the_audit_page_at_800_px_without_javascript(browser: Browser, seeded: R
     box = page.locator("table.events").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 800, box  # one event a block, no sideways scroll
     context.close()
+
+
+def test_the_audit_trail_updates_live_and_logs_each_update_as_a_read(as_user, seeded: RunningStack):
+    page = as_user("coordinator-01").context.new_page()
+    page.goto(f"/dashboard/subjects/{SUBJECT}/audit")
+    shown = len(shown_events(page))
+    page.evaluate("window.notReloaded = true")
+    reads = len([r for r in api(seeded, "auditor-1", "/access/audit-reads") if r["subject_id"] == SUBJECT])
+    fever = {"term": "Fever", "category": "OTHER", "grade": 1, "serious": False, "relatedness": "possible"}
+    sent = seeded.command("followup", f"/subjects/{SUBJECT}/adverse-events", at(1), {**fever, "aware_at": at(1)})
+    assert sent.status_code == 201, sent.text
+    eventually(lambda: len(api(seeded, "test-user", f"/subjects/{SUBJECT}/journey")["adverse_events"]) == 2)
+    expect(page.locator("tr.event")).to_have_count(shown + 1, timeout=2000)
+    expect(page.locator("tr.event").last).to_contain_text("AEReported")
+    assert page.evaluate("window.notReloaded") is True
+    logged = [r for r in api(seeded, "auditor-1", "/access/audit-reads") if r["subject_id"] == SUBJECT]
+    assert len(logged) > reads and logged[0]["user_id"] == "coordinator-01"
+    # A page as of a past moment shows what no new event changes: it is not live.
+    page.goto(f"/dashboard/subjects/{SUBJECT}/audit?as_of=2025-01-01T00:00")
+    assert page.locator("[data-live]").count() == 0
