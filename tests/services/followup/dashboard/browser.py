@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -58,6 +58,23 @@ class Session:
 
     def close(self) -> None:
         self.context.close()
+
+
+@contextmanager
+def sessions(browser: Browser, base_url: str) -> Iterator[Callable[[str | None], Session]]:
+    """Opens sessions as people (`open_as(user_id)`); at the end, checks that no page asked a host but
+    127.0.0.1, and closes them."""
+    opened: list[Session] = []
+
+    def open_as(user_id: str | None) -> Session:
+        session = Session(browser, base_url, user_id)
+        opened.append(session)
+        return session
+
+    yield open_as
+    for session in opened:
+        assert session.hosts <= {"127.0.0.1"}, f"a page asked another host: {session.hosts}"
+        session.close()
 
 
 def serious_violations(page: Page) -> list[dict[str, object]]:

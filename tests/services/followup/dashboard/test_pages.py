@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from support import RunningStack, at, enrolment, eventually, treat
-from tests.services.followup.dashboard.browser import Session, chromium, serious_violations
+from tests.services.followup.dashboard.browser import Session, serious_violations, sessions
 
 SITE_01, SITE_02 = "UCT-71-001", "UCT-72-001"
 
@@ -46,25 +46,10 @@ def subjects(stack: RunningStack) -> RunningStack:
     return stack
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
-
-
 @pytest.fixture
 def as_user(browser: Browser, subjects: RunningStack) -> Iterator:
-    opened: list[Session] = []
-
-    def open_as(user_id: str | None) -> Session:
-        session = Session(browser, subjects.url("followup", ""), user_id)
-        opened.append(session)
-        return session
-
-    yield open_as
-    for session in opened:
-        assert session.hosts <= {"127.0.0.1"}, f"a page asked another host: {session.hosts}"
-        session.close()
+    with sessions(browser, subjects.url("followup", "")) as open_as:
+        yield open_as
 
 
 def test_a_coordinator_lists_their_sites_subjects_and_opens_one(as_user):

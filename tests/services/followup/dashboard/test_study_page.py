@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from services.followup.dashboard import km
 from support import ISSUER, TEST_ADMIN, TEST_USER, RunningStack, at, bearer, eventually, treat
-from tests.services.followup.dashboard.browser import Session, chromium
+from tests.services.followup.dashboard.browser import Session, sessions
 
 S1, S2, S3, S4 = "UCT-73-001", "UCT-73-002", "UCT-73-003", "UCT-73-004"  # S4 at site 02, the others at 73
 SITE_73, SITE_02 = "investigator-73", "investigator-02"  # granted here: site staff who may see study tables
@@ -117,25 +117,10 @@ def seeded(stack: RunningStack) -> RunningStack:
     return stack
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
-
-
 @pytest.fixture
 def as_user(browser: Browser, seeded: RunningStack) -> Iterator[Callable[..., Session]]:
-    opened: list[Session] = []
-
-    def open_as(user_id: str | None) -> Session:
-        session = Session(browser, seeded.url("followup", ""), user_id)
-        opened.append(session)
-        return session
-
-    yield open_as
-    for session in opened:
-        assert session.hosts <= {"127.0.0.1"}, f"a page asked another host: {session.hosts}"
-        session.close()
+    with sessions(browser, seeded.url("followup", "")) as open_as:
+        yield open_as
 
 
 def _ints(page: Page, selector: str) -> list[int]:
