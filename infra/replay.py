@@ -15,7 +15,7 @@ work goes on; a comparison reports what it parked.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -196,14 +196,17 @@ async def dismiss_parked(pool: asyncpg.Pool, refs: list[str] | None, note: str) 
     return dismissed
 
 
-async def partitions_of(settings: Settings, topics: list[str]) -> list[TopicPartition]:
-    """The partitions of those topics that exist."""
+async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
+    """The partitions of those topics that exist, in order, from the broker's metadata (a consumer with
+    nothing assigned may know no topic: Apache Kafka answers its metadata requests with none)."""
     admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
-        described = await admin.describe_topics(topics)
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
     finally:
         await admin.close()
-    return [
-        TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"] for p in t["partitions"]
-    ]
+    return sorted(
+        TopicPartition(d["topic"], p["partition"]) for d in described if not d["error_code"] for p in d["partitions"]
+    )

@@ -22,14 +22,15 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from conftest import drop_database, new_database
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra import replay
 from infra.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from infra.kafka import EmbeddedApacheKafka, embedded_broker
 from services.registry import READ_MODELS
 from shared import db
+from shared.config import Settings
 from shared.consumer import IdempotentConsumer
 from shared.contract.envelope import Envelope
 from shared.contract.topics import SOURCES, topic_for
@@ -306,19 +307,8 @@ def event_counts(database_url: str) -> dict[str, int]:
 
 
 async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
-    """The partitions of those topics that exist, from the broker's metadata (a consumer with nothing
-    assigned may know no topic: Apache Kafka answers its metadata requests with none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [t for t in topics if t in existing]
-        described = await admin.describe_topics(wanted) if wanted else []
-    finally:
-        await admin.close()
-    return sorted(
-        TopicPartition(d["topic"], p["partition"]) for d in described if not d["error_code"] for p in d["partitions"]
-    )
+    """The partitions of those topics that exist on the broker at `bootstrap`."""
+    return await replay.partitions_of(Settings(_env_file=None, kafka_bootstrap_servers=bootstrap), topics)
 
 
 async def read_records(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[ConsumerRecord]:
