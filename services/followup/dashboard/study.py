@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.followup.api import visible_journeys
+from services.followup.api import site_today, visible_journeys
 from services.followup.dashboard import km
 from services.followup.dashboard.pages import STATUSES, _page
 from services.followup.dashboard.render import message, templates
@@ -24,8 +24,7 @@ from services.followup.study import from_journeys as study
 from services.followup.study import safety as safety_tables
 from shared.access.policy import Action
 from shared.http.identity import Permit
-from shared.protocol import Protocol
-from shared.runtime import Rt
+from shared.runtime import Rt, Runtime
 from shared.time import today_utc
 
 router = APIRouter(include_in_schema=False)
@@ -84,10 +83,11 @@ def heat_map(visible: list[journeys.Journey], as_of: date, last_day: int) -> Hea
     return HeatMap(days, worst, followed)
 
 
-def by_status_and_site(visible: list[journeys.Journey], as_of: date, protocol: Protocol) -> dict[str, Any]:
-    """Counts of subjects by status (rows, in the journey's order of states) and site (columns)."""
+def by_status_and_site(visible: list[journeys.Journey], on: date | None, rt: Runtime) -> dict[str, Any]:
+    """Counts of subjects by status (rows, in the journey's order of states) and site (columns): each on
+    `on`, or else today at their site, as the read API's `/subjects` counts them."""
     counts: Counter[tuple[str, str]] = Counter(
-        (str(journeys.status(j, as_of, protocol)), j.site_id or NO_SITE) for j in visible
+        (str(journeys.status(j, on or site_today(rt, j.site_id), rt.protocol)), j.site_id or NO_SITE) for j in visible
     )
     sites = sorted({site for _, site in counts})
     rows = [
@@ -149,7 +149,7 @@ async def study_page(request: Request, rt: Rt, on: str | None = None) -> Respons
             "chosen_on": on or "",
             "all_sites": allowed.all_sites or "*" in allowed.roles_by_site,
             "my_sites": sorted(s for s in allowed.roles_by_site if s != "*"),
-            "status_site": by_status_and_site(visible, as_of, rt.protocol),
+            "status_site": by_status_and_site(visible, as_of if on else None, rt),
             "efficacy": efficacy,
             "safety": safety,
             "grades": (0, *safety_tables.GRADES),
