@@ -132,6 +132,11 @@ def _crs(day: int, grade: int, **kwargs: Any) -> Step:
     return _ae(day, "CRS", grade, CRS_TERM, crs=by_grade[grade], **kwargs)
 
 
+def _recovered(ae: tuple[str, int], day: int) -> Step:
+    """The AE (term, day reported) recovered on `day`."""
+    return Step("followup", "adverse-event-updates", day, {"outcome": "recovered"}, ae=ae)
+
+
 def _report(day: int, ae: tuple[str, int], report: str = "sae_to_sponsor") -> Step:
     return Step("followup", "safety-reports", day, {"report": report}, ae=ae)
 
@@ -169,7 +174,26 @@ def _visits(day0: int, *codes_days: tuple[str, int]) -> list[Step]:
     return [Step("followup", "visits", day0 + d, {"visit_code": code}) for code, d in codes_days]
 
 
-SAFETY = [("D1", 1), ("D4", 4), ("D7", 7), ("D10", 10), ("D14", 14), ("D21", 21), ("D28", 28)]
+def _expansion(day: int) -> tuple[float, float]:
+    """qPCR copies/ug DNA and % CAR+ of CD3+ on a study day: expansion to a peak in the second week,
+    then a slow decline (about a hundred copies by week 24)."""
+    if day < 14:
+        return 45_000.0, 12.0
+    return float(round(60_000 * 0.96 ** (day - 14), -1)), round(15 * 0.97 ** (day - 14), 1)
+
+
+def _kept(day0: int, until: int, *, missing: tuple[str, ...] = ()) -> list[Step]:
+    """The safety visits and persistence samples a site kept, each on its target day, up to study day
+    `until`, except those `missing` (left due or overdue on purpose). The schedule is the protocol's."""
+    steps = []
+    for visit in load_protocol().followup.visits:
+        if visit.target_day > until or visit.code in missing:
+            continue
+        if visit.kind == "safety":
+            steps.append(Step("followup", "visits", day0 + visit.target_day, {"visit_code": visit.code}))
+        elif visit.kind == "persistence":
+            steps.append(_persistence(day0, visit.code, visit.target_day, *_expansion(visit.target_day)))
+    return steps
 
 
 def cohort() -> list[SeedSubject]:
@@ -183,9 +207,8 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 12, "F", 1988),
                 *_treated(d0),
                 _crs(d0 + 2, 1),
-                *_visits(d0, *SAFETY),
-                _persistence(d0, "PERS_D7", 7, 45_000, 12.5),
-                _persistence(d0, "PERS_D28", 28, 8_200, 3.1),
+                _recovered((CRS_TERM, d0 + 2), d0 + 7),
+                *_kept(d0, 190),
                 _response(d0 + 28, "W4", "CR", 1.0, True),
                 _response(d0 + 56, "W8", "CR", 0.5, True),
                 _response(d0 + 84, "W12", "CR", 0.5, True),
@@ -205,6 +228,7 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 10, "M", 1975),
                 *_treated(d0, 4),
                 _crs(d0 + 3, 2),
+                _recovered((CRS_TERM, d0 + 3), d0 + 10),
                 _ae(d0 + 5, "ICANS", 1, ICANS_TERM, icans={"ice_score": 8}),
                 _ae(d0 + 26, "ICANS", 1, "Delayed neurotoxicity", rel="possible"),
                 Step("followup", "adverse-event-updates", d0 + 31, {"grade": 3}, ae=("Delayed neurotoxicity", d0 + 26)),
@@ -215,7 +239,7 @@ def cohort() -> list[SeedSubject]:
                     {"outcome": "recovered"},
                     ae=("Delayed neurotoxicity", d0 + 26),
                 ),
-                *_visits(d0, *SAFETY[:5]),
+                *_kept(d0, 120, missing=("PERS_W16",)),
                 _response(d0 + 28, "W4", "CR", 2.0, True),
                 _response(d0 + 56, "W8", "CRi", 3.0, False),
                 _response(d0 + 85, "W12", "CR", 1.0, True),
@@ -240,7 +264,8 @@ def cohort() -> list[SeedSubject]:
                 ),
                 Step("followup", "adverse-event-updates", d0 + 6, {"outcome": "recovered"}, ae=(CRS_TERM, d0 + 1)),
                 _ae(d0 + 6, "ICANS", 1, ICANS_TERM, icans={"ice_score": 9}),
-                *_visits(d0, *SAFETY[:5], ("D21", 24), ("D28", 28)),  # D21 late: completed out of window
+                *_kept(d0, 60, missing=("D21", "PERS_W8")),  # the week-8 sample is due
+                *_visits(d0, ("D21", 24)),  # D21 late: completed out of window
                 _response(d0 + 29, "W4", "CR", 1.5, True),
             ],
         )
@@ -255,6 +280,7 @@ def cohort() -> list[SeedSubject]:
                 *_treated(d0, 3, FC, 3e7, 2),
                 _ae(d0 - 3, "CYTOPENIA", 2, "Neutropenia during lymphodepletion", rel="unrelated"),
                 _crs(d0 + 2, 3, serious=("hospitalisation",)),
+                _recovered((CRS_TERM, d0 + 2), d0 + 11),
                 _report(d0 + 3, (CRS_TERM, d0 + 2)),
                 _ae(d0 + 9, "INFECTION", 3, "Febrile neutropenia", serious=("hospitalisation",), rel="possible"),
                 _report(d0 + 10, ("Febrile neutropenia", d0 + 9)),
@@ -271,7 +297,7 @@ def cohort() -> list[SeedSubject]:
                     d0 + 8,
                     {"resolution": "Investigator grade kept; explanation accepted."},
                 ),
-                *_visits(d0, *SAFETY),
+                *_kept(d0, 40),
                 _response(d0 + 27, "W4", "CRi", 4.0, False),
             ],
         )
@@ -285,7 +311,8 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 10, "F", 1994, site="02"),
                 *_treated(d0, 3, FCA, 3e7, 2),
                 _crs(d0 + 1, 2),
-                *_visits(d0, *SAFETY[:3]),
+                _recovered((CRS_TERM, d0 + 1), d0 + 8),
+                *_kept(d0, 7),  # D10 is due
             ],
         )
     )
@@ -349,6 +376,7 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 10, "M", 1958, site="02"),
                 *_treated(d0, 3, FCA, 5e7, 3),
                 _crs(d0 + 2, 4, serious=("life_threatening",), rel="definite"),
+                _recovered((CRS_TERM, d0 + 2), d0 + 13),
                 _report(d0 + 3, (CRS_TERM, d0 + 2)),
                 _ae(
                     d0 + 5,
@@ -362,7 +390,7 @@ def cohort() -> list[SeedSubject]:
                 ),
                 _report(d0 + 6, (ICANS_TERM, d0 + 5)),
                 _report(d0 + 9, (ICANS_TERM, d0 + 5), "susar_to_regulator"),
-                *_visits(d0, *SAFETY[:6]),
+                *_kept(d0, 28, missing=("D28", "PERS_D28")),  # missed in intensive care
                 _response(d0 + 28, "W4", "NR", 35.0),
                 Step("followup", "death", d0 + 35, {"primary_cause": "disease_progression"}),
             ],
@@ -377,6 +405,8 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 10, "F", 1999),
                 *_treated(d0),
                 _crs(d0 + 2, 1),
+                _recovered((CRS_TERM, d0 + 2), d0 + 7),
+                *_kept(d0, 84),
                 _response(d0 + 28, "W4", "CR", 0.8, True),
                 _response(d0 + 57, "W8", "CR", 1.2, False),
                 _response(d0 + 84, "W12", "RELAPSE", 22.0, cd19="CD19-"),
@@ -395,6 +425,8 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 12, "M", 1971, site="02"),
                 *_treated(d0, 5, FC),
                 _crs(d0 + 4, 2),
+                _recovered((CRS_TERM, d0 + 4), d0 + 11),
+                *_kept(d0, 84),
                 _response(d0 + 28, "W4", "NR", 41.0),
                 _response(d0 + 56, "W8", "PD", 55.0),
                 _response(d0 + 84, "W12", "PD", 72.0),
@@ -419,8 +451,9 @@ def cohort() -> list[SeedSubject]:
                     reason="Transcription error: the infusion was given the next morning (pharmacy log).",
                 ),
                 _crs(d0 + 2, 1),
+                _recovered((CRS_TERM, d0 + 2), d0 + 7),
                 _ae(d0 + 18, "GVHD", 1, "Acute skin graft-versus-host disease", rel="possible", gvhd={"skin_stage": 1}),
-                *_visits(d0, *SAFETY[:5]),
+                *_kept(d0, 21, missing=("D21",)),  # D21 missed; D28 is due
             ],
         )
     )
@@ -433,6 +466,8 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 10, "F", 1992, site="02"),
                 *_treated(d0),
                 _crs(d0 + 2, 1),
+                _recovered((CRS_TERM, d0 + 2), d0 + 7),
+                *_kept(d0, 84),
                 _response(d0 + 28, "W4", "CR", 1.0, True),
                 _response(d0 + 56, "W8", "CR", 0.9, True),
                 Step("followup", "lost-to-follow-up", d0 + 110, {"last_contact_on": None, "details": "moved abroad"}),
@@ -448,10 +483,12 @@ def cohort() -> list[SeedSubject]:
                 _enrol(d0 - 10, "M", 1986),
                 *_treated(d0),
                 _crs(d0 + 2, 2),
+                _recovered((CRS_TERM, d0 + 2), d0 + 9),
                 _response(d0 + 28, "W4", "CR", 0.4, True),
                 _response(d0 + 56, "W8", "CR", 0.2, True),
                 _response(d0 + 84, "W12", "CR", 0.1, True),
-                *_visits(d0, ("LTFU_M6", 182), ("LTFU_M9", 275)),
+                *_kept(d0, 168),
+                *_visits(d0, ("LTFU_M6", 182), ("LTFU_M9", 275), ("LTFU_M12", 365)),
                 Step("followup", "study-completion", d0 + 366, {"completed": "long_term_follow_up"}),
             ],
         )
@@ -466,7 +503,7 @@ def cohort() -> list[SeedSubject]:
                 *_treated(d0, 3, FCA, 1e7, 1),
                 _ae(d0 + 2, "CRS", 2, CRS_TERM, crs={"max_temperature_c": 39.0, "oxygen_delivery": "blow_by"}),
                 _ae(d0 + 5, "ICANS", 1, ICANS_TERM, icans={"capd_score": 6}),
-                *_visits(d0, *SAFETY),
+                *_kept(d0, 45),
                 _response(d0 + 28, "W4", "CR", 0.9, True),
             ],
         )
