@@ -75,8 +75,11 @@ async def static(name: str) -> Response:
 def flags(journey: journeys.Journey, rt: Runtime, today: date) -> list[str]:
     """What needs someone's attention for one subject (`today` on the subject's site's calendar)."""
     found = []
-    if any(v.status == "overdue" for v in schedules.schedule(journey, rt.protocol, today)):
+    overdue = [v for v in schedules.schedule(journey, rt.protocol, today) if v.status == "overdue"]
+    if any(not schedules.missed(journey, v, today) for v in overdue):
         found.append("overdue visit")
+    if any(schedules.missed(journey, v, today) for v in overdue):
+        found.append("missed visit")
     if any(q.status == "open" for q in journey.queries.values()):
         found.append("open query")
     if any(r.status in ("due", "overdue") for r in reporting.reports_due(journey, rt.protocol, now_utc())):

@@ -91,9 +91,12 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
         reports: list[dict[str, Any]] = []
         for j in chosen:
             zone = rt.protocol.zone(j.site_id)  # each row in its site's time zone, on its site's calendar
-            for v in schedules.schedule(j, rt.protocol, site_today(rt, j.site_id)):
+            today = site_today(rt, j.site_id)
+            for v in schedules.schedule(j, rt.protocol, today):
                 if v.status in PENDING_VISITS:
-                    visits.append({"subject_id": j.subject_id, "site_id": j.site_id, "v": v, "day0": j.infused_on})
+                    missed = schedules.missed(j, v, today)
+                    row = {"subject_id": j.subject_id, "site_id": j.site_id, "v": v, "day0": j.infused_on}
+                    visits.append(row | {"missed": missed})
             for q in j.queries.values():
                 if q.status in UNRESOLVED:
                     queries.append(
@@ -118,8 +121,9 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
         subject, _, what = (done or "").partition(":")
         context = {
             "user": allowed.user_id,
-            "visits": [x for x in visits if x["v"].kind != "survival"],
+            "visits": [x for x in visits if x["v"].kind != "survival" and not x["missed"]],
             "contacts": [x for x in visits if x["v"].kind == "survival"],
+            "missed": [x for x in visits if x["missed"]],
             "queries": queries,
             "reports": reports,
             "sites": sorted({j.site_id for j in visible if j.site_id}),

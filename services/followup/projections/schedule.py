@@ -102,3 +102,10 @@ def schedule(journey: Journey, protocol: Protocol, today: date) -> list[Schedule
         if _planned(visit, long_term)
     ]
     return sorted(visits, key=lambda v: (v.target_date, v.code))
+
+
+def missed(journey: Journey, visit: ScheduledVisit, today: date) -> bool:
+    """An overdue visit of a subject now off study: a deviation to review, no longer something to do (a
+    survival contact stays to do after the main follow-up was completed)."""
+    left = journey.off_study_on
+    return visit.status == "overdue" and visit.kind != "survival" and left is not None and left <= today

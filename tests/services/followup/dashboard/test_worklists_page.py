@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from support import RunningStack, at, bearer, eventually, treat
 from tests.services.followup.dashboard.browser import Session, sessions
 
-LISTED, ANSWERED, OTHER_SITE, TWICE = "UCT-74-001", "UCT-74-003", "UCT-74-002", "UCT-74-004"
+LISTED, ANSWERED, OTHER_SITE, TWICE, GONE = "UCT-74-001", "UCT-74-003", "UCT-74-002", "UCT-74-004", "UCT-74-005"
 RED = "rgb(164, 22, 26)"  # the stylesheet's --alert
 CRS_G2_BY_INVESTIGATOR = {  # the findings say grade 3 (8 L/min of oxygen): the rules open a data query
     "term": "Cytokine release syndrome",
@@ -49,8 +49,12 @@ def history(stack: RunningStack, subject: str) -> list[dict]:
 def seeded(stack: RunningStack) -> RunningStack:
     """Two treated subjects at site 01 with an overdue visit, a serious CRS whose grade the findings
     dispute (an open data query, an overdue 24 h sponsor clock), and one at site 02."""
-    for subject, site in ((LISTED, "01"), (ANSWERED, "01"), (OTHER_SITE, "02"), (TWICE, "01")):
+    for subject, site in ((LISTED, "01"), (ANSWERED, "01"), (OTHER_SITE, "02"), (TWICE, "01"), (GONE, "01")):
         treat(stack, subject, infusion_days_ago=12, site=site)
+    # GONE died on day 10, having missed D7 (days 6-8).
+    death = {"primary_cause": "disease_progression"}
+    died = stack.command_when_known("followup", f"/subjects/{GONE}/death", at(2), death)
+    assert died.status_code == 201, died.text
     for subject in (LISTED, ANSWERED, TWICE):
         ae = {**CRS_G2_BY_INVESTIGATOR, "aware_at": at(5, 12)}
         reported = stack.command_when_known("followup", f"/subjects/{subject}/adverse-events", at(5), ae)
@@ -96,7 +100,7 @@ def test_the_worklist_lists_what_the_api_lists_for_the_same_person(as_user, seed
         listed = api(seeded, "coordinator-01", "/followups", status=["due", "overdue"])
         expected = {(v["subject_id"], v["code"], v["status"]) for v in listed}
         worklist(page)
-        shown = {(r[0], r[2], r[5]) for r in rows(page, "visits") + rows(page, "contacts")}
+        shown = {(r[0], r[2], r[5]) for r in rows(page, "visits") + rows(page, "contacts") + rows(page, "missed")}
         assert shown == expected, shown ^ expected
         return True
 
@@ -143,6 +147,15 @@ def test_the_worklist_lists_what_the_api_lists_for_the_same_person(as_user, seed
     ]
     cell = page.locator("table#reports tbody tr.report-overdue", has_text=LISTED).locator("td").last
     assert cell.evaluate("e => getComputedStyle(e).color") == RED
+
+
+def test_visits_missed_by_a_subject_now_off_study_are_deviations_not_to_dos(as_user, seeded: RunningStack):
+    eventually(lambda: api(seeded, "test-user", f"/subjects/{GONE}/journey")["status"] == "died")
+    page = as_user("coordinator-01").context.new_page()
+    worklist(page)
+    assert (GONE, "D7", "overdue") in {(r[0], r[2], r[5]) for r in rows(page, "missed")}
+    assert GONE not in {r[0] for r in rows(page, "visits")}
+    assert LISTED not in {r[0] for r in rows(page, "missed")}  # on study: its overdue visits are to-dos
 
 
 def test_the_site_filter(as_user):

@@ -6,7 +6,7 @@ from functools import reduce
 import pytest
 
 from services.followup.projections.journey import Journey, apply
-from services.followup.projections.schedule import ScheduledVisit, schedule
+from services.followup.projections.schedule import ScheduledVisit, missed, schedule
 from shared.contract.envelope import Envelope
 from shared.contract.events import (
     AgentDose,
@@ -238,6 +238,17 @@ def test_a_visit_missed_before_leaving_the_study_stays_overdue():
         "RESP_W4": "not_applicable",
         "RESP_W12": "not_applicable",
     }
+
+
+def test_a_visit_missed_before_leaving_is_a_deviation_but_a_missed_survival_contact_is_still_to_do():
+    withdrawn = journey((ConsentWithdrawn(withdrawal_reason="moved"), day(20)))
+    assert missed(withdrawn, visit("V4", withdrawn, day(30)), day(30))  # overdue, and off study
+    assert not missed(withdrawn, visit("V4", withdrawn, day(19)), day(19))  # before leaving: still to do
+    shipped = load_protocol()
+    completed = journey(w("W12", "NR", day(84)), (StudyCompleted(completed="main_follow_up"), day(88)))
+    late = {v.code: v for v in schedule(completed, shipped, day(130))}
+    assert late["SURV_W16"].status == "overdue" and not missed(completed, late["SURV_W16"], day(130))
+    assert late["D28"].status == "overdue" and missed(completed, late["D28"], day(130))
 
 
 def test_a_long_term_assessment_completes_its_long_term_visit():
