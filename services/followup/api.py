@@ -60,18 +60,17 @@ async def _journey(rt: Runtime, subject_id: str) -> journeys.Journey:
 
 @read_router.get("/subjects", summary="Every subject with its status", responses=READ)
 async def list_subjects(rt: Rt, allowed: Reading, on: OnDate = None) -> list[dict[str, Any]]:
-    rows = []
-    for j in await visible_journeys(rt, allowed):
-        today = on or site_today(rt, j.site_id)
-        rows.append(
-            {
-                "subject_id": j.subject_id,
-                "site_id": j.site_id,
-                "status": journeys.status(j, today, rt.protocol),
-                "study_day": (today - j.infused_on).days if j.infused_on else None,
-            }
-        )
-    return rows
+    return [subject_summary(rt, j, on or site_today(rt, j.site_id)) for j in await visible_journeys(rt, allowed)]
+
+
+def subject_summary(rt: Runtime, journey: journeys.Journey, today: date) -> dict[str, Any]:
+    """A subject as `/subjects` lists it: status and study day on `today`."""
+    return {
+        "subject_id": journey.subject_id,
+        "site_id": journey.site_id,
+        "status": journeys.status(journey, today, rt.protocol),
+        "study_day": journey.study_day(today),
+    }
 
 
 async def visible_journeys(rt: Runtime, allowed: Permit) -> list[journeys.Journey]:
@@ -105,6 +104,20 @@ async def journey_at(
         allowed.require(subject_id, journey.site_id)
         return journey, on or site_today(rt, journey.site_id)
     events, site = await history_of(rt, allowed, subject_id)
+    return known_at(rt, subject_id, events, site, on, as_of, effective)
+
+
+def known_at(
+    rt: Runtime,
+    subject_id: str,
+    events: list[Envelope],
+    site: str | None,
+    on: date | None,
+    as_of: datetime | None,
+    effective: date | None,
+) -> tuple[journeys.Journey, date]:
+    """The journey folded from the subject's events recorded by `as_of`, and the date (at the site) to
+    read it as of."""
     journey = history.fold(subject_id, history.recorded_by(events, as_of))
     zone = rt.protocol.zone(site)
     day = on or effective or (as_of.astimezone(zone).date() if as_of else today_in(zone))

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from services.followup import history
-from services.followup.api import history_of, journey_at
+from services.followup.api import history_of, journey_at, known_at
 from services.followup.dashboard.pages import _page
 from services.followup.dashboard.render import message, templates
 from services.followup.projections import journey as journeys
@@ -103,7 +103,11 @@ async def audit_page(request: Request, rt: Rt, subject_id: str, as_of: str | Non
             site=site,
         )
         shown = history.recorded_by(events, moment)
-        journey, day = await journey_at(rt, allowed, sid, None, moment, None)
+        # As of a moment: the events read above, folded (not read again); now: the projection.
+        if moment:
+            journey, day = known_at(rt, sid, events, site, None, moment, None)
+        else:
+            journey, day = await journey_at(rt, allowed, sid, None, None, None)
         context = {
             "user": allowed.user_id,
             "subject_id": sid,

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from services.followup.api import journey_at, site_today, visible_journeys
+from services.followup.api import journey_at, site_today, subject_summary, visible_journeys
 from services.followup.dashboard import persistence
 from services.followup.dashboard.render import HERE, message, templates
 from services.followup.dashboard.session import SESSION_COOKIE
@@ -96,20 +96,12 @@ async def subjects_page(
         rows: list[dict[str, Any]] = []
         for j in sorted(visible, key=lambda j: j.subject_id):
             today = site_today(rt, j.site_id)
-            state = journeys.status(j, today, rt.protocol)
-            if (site and j.site_id != site) or (status and state != status):
+            row = subject_summary(rt, j, today)
+            if (site and j.site_id != site) or (status and row["status"] != status):
                 continue
             if q and q.strip().upper() not in j.subject_id:
                 continue
-            rows.append(
-                {
-                    "subject_id": j.subject_id,
-                    "site_id": j.site_id,
-                    "status": state,
-                    "study_day": (today - j.infused_on).days if j.infused_on else None,
-                    "flags": flags(j, rt, today),
-                }
-            )
+            rows.append(row | {"flags": flags(j, rt, today)})
         context = {
             "user": allowed.user_id,
             "rows": rows,

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -27,7 +27,6 @@ from services.followup.dashboard.pages import _page
 from services.followup.dashboard.render import message, templates
 from services.followup.dashboard.session import SESSION_COOKIE
 from services.followup.domain import COMMANDS
-from services.followup.projections import journey as journeys
 from services.followup.projections import reporting
 from services.followup.projections import schedule as schedules
 from shared.access.policy import Action
@@ -70,8 +69,14 @@ async def _may(rt: Runtime, session: str | None, action: Action) -> Permit | Non
         return None
 
 
-def _study_day(journey: journeys.Journey, day: date) -> int | None:
-    return (day - journey.infused_on).days if journey.infused_on else None
+def _form(status: str, site: str | None, answering: Permit | None, closing: Permit | None) -> dict[str, str] | None:
+    """The form the person gets for a query: answering an open one, closing an answered one, as their
+    role allows at its site; None for neither."""
+    if status == "open" and answering is not None and answering.sees(site):
+        return {"what": "answer", "field": ACTIONS["answer"][1], "label": "Answer", "button": "Send answer"}
+    if status == "answered" and closing is not None and closing.sees(site):
+        return {"what": "close", "field": ACTIONS["close"][1], "label": "Resolution", "button": "Close query"}
+    return None
 
 
 @router.get("/dashboard/worklists")
@@ -106,13 +111,12 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
                             "q": q,
                             "zone": zone,
                             "once": uuid.uuid4().hex,  # this form's one-time key
-                            "may_answer": q.status == "open" and answering is not None and answering.sees(j.site_id),
-                            "may_close": q.status == "answered" and closing is not None and closing.sees(j.site_id),
+                            "form": _form(q.status, j.site_id, answering, closing),
                         }
                     )
             for r in reporting.reports_due(j, rt.protocol, now):
                 if r.status in PENDING_REPORTS:
-                    due_day = _study_day(j, r.due_at.astimezone(zone).date()) if r.due_at else None
+                    due_day = j.study_day(r.due_at.astimezone(zone).date()) if r.due_at else None
                     reports.append({"r": r, "study_day": due_day, "zone": zone})
         # Overdue first, then the most pressing.
         visits.sort(key=lambda x: (PENDING_VISITS.index(x["v"].status), x["v"].window_end, x["subject_id"]))
