@@ -41,10 +41,21 @@ def chromium() -> Iterator[Browser]:
 
 class Session:
     """A browser context logged in as one person (the session cookie the login would set), recording
-    every host a page asked for."""
+    every host a page asked for; with or without JavaScript, at a desktop width unless told."""
 
-    def __init__(self, browser: Browser, base_url: str, user_id: str | None):
-        self.context: BrowserContext = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+    def __init__(
+        self,
+        browser: Browser,
+        base_url: str,
+        user_id: str | None,
+        *,
+        javascript: bool = True,
+        width: int = 1280,
+        height: int = 900,
+    ):
+        self.context: BrowserContext = browser.new_context(
+            base_url=base_url, viewport={"width": width, "height": height}, java_script_enabled=javascript
+        )
         self.hosts: set[str] = set()
         self.context.on("request", self._seen)
         if user_id is not None:

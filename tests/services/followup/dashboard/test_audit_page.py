@@ -181,19 +181,14 @@ def test_another_sites_coordinator_gets_404_and_the_read_is_logged(as_user, seed
 
 
 def test_the_audit_page_at_800_px_without_javascript(browser: Browser, seeded: RunningStack):
-    session = Session(browser, seeded.url("followup", ""), "auditor-1")
-    context = browser.new_context(
-        java_script_enabled=False, base_url=seeded.url("followup", ""), viewport={"width": 800, "height": 900}
-    )
-    context.add_cookies(session.context.cookies())
-    session.close()
-    page = context.new_page()
+    session = Session(browser, seeded.url("followup", ""), "auditor-1", javascript=False, width=800)
+    page = session.context.new_page()
     page.goto(f"/dashboard/subjects/{SUBJECT}/audit")
     first = page.locator("table.events tbody tr.event").first
     expect(first).to_contain_text("Enrolled")
     box = page.locator("table.events").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 800, box  # one event a block, no sideways scroll
-    context.close()
+    session.close()
 
 
 def test_the_audit_trail_updates_live_and_logs_each_update_as_a_read(as_user, seeded: RunningStack):

@@ -126,14 +126,11 @@ def test_without_a_session_a_page_asks_to_log_in(subjects: RunningStack):
 
 
 def test_a_page_is_readable_without_javascript(browser: Browser, subjects: RunningStack):
-    session = Session(browser, subjects.url("followup", ""), "coordinator-01")
-    context = browser.new_context(java_script_enabled=False, base_url=subjects.url("followup", ""))
-    context.add_cookies(session.context.cookies())
-    session.close()
-    page = context.new_page()
+    session = Session(browser, subjects.url("followup", ""), "coordinator-01", javascript=False)
+    page = session.context.new_page()
     page.goto("/dashboard/subjects")
     expect(page.get_by_role("cell", name=SITE_01).or_(page.get_by_role("rowheader", name=SITE_01))).to_be_visible()
-    context.close()
+    session.close()
 
 
 def test_an_open_subject_page_shows_a_new_event_without_a_reload(as_user, subjects: RunningStack):

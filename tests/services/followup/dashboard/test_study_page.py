@@ -295,17 +295,12 @@ def test_without_a_session_the_page_asks_to_log_in_and_a_bad_date_is_a_page_not_
 
 
 def test_readable_without_javascript_at_tablet_width_and_by_keyboard(browser: Browser, seeded: RunningStack, as_user):
-    session = Session(browser, seeded.url("followup", ""), SITE_73)
-    context = browser.new_context(
-        java_script_enabled=False, base_url=seeded.url("followup", ""), viewport={"width": 800, "height": 1000}
-    )
-    context.add_cookies(session.context.cookies())
-    session.close()
-    page = context.new_page()
+    session = Session(browser, seeded.url("followup", ""), SITE_73, javascript=False, width=800, height=1000)
+    page = session.context.new_page()
     page.goto("/dashboard/study")
     expect(page.get_by_role("row", name=re.compile("^W4 1 3"))).to_be_visible()
     expect(page.get_by_role("img", name="Overall survival (OS)")).to_be_visible()
-    context.close()
+    session.close()
 
     page = as_user(SITE_73).context.new_page()
     page.set_viewport_size({"width": 800, "height": 1000})

@@ -256,20 +256,15 @@ def test_a_post_without_the_form_token_or_with_bad_input_stores_nothing(as_user,
 
 
 def test_the_worklist_works_at_800_px_and_without_javascript(browser: Browser, seeded: RunningStack):
-    session = Session(browser, seeded.url("followup", ""), "coordinator-01")
-    context = browser.new_context(
-        java_script_enabled=False, base_url=seeded.url("followup", ""), viewport={"width": 800, "height": 900}
-    )
-    context.add_cookies(session.context.cookies())
-    session.close()
-    page = context.new_page()
+    session = Session(browser, seeded.url("followup", ""), "coordinator-01", javascript=False, width=800)
+    page = session.context.new_page()
     worklist(page)
     expect(page.locator("table#queries")).to_contain_text(LISTED)
     answer = page.get_by_label(f"Answer for {LISTED} (grade)")
     expect(answer).to_be_visible()
     box = answer.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 800, box  # the form fits the narrow window
-    context.close()
+    session.close()
 
 
 def test_the_sponsor_has_no_worklist(as_user):
