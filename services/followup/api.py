@@ -69,8 +69,14 @@ def subject_summary(rt: Runtime, journey: journeys.Journey, today: date) -> dict
         "subject_id": journey.subject_id,
         "site_id": journey.site_id,
         "status": journeys.status(journey, today, rt.protocol),
-        "study_day": journey.study_day(today),
+        "study_day": study_day(journey, today),
     }
+
+
+def study_day(journey: journeys.Journey, on: date) -> int | None:
+    """Days from the infusion (day 0) to `on`; None for a subject not infused. (Here, not on `Journey`:
+    the journey module's code is its read model's version.)"""
+    return (on - journey.infused_on).days if journey.infused_on else None
 
 
 async def visible_journeys(rt: Runtime, allowed: Permit) -> list[journeys.Journey]:

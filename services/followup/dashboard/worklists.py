@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
-from services.followup.api import site_today, visible_journeys
+from services.followup.api import site_today, study_day, visible_journeys
 from services.followup.dashboard.pages import _page
 from services.followup.dashboard.render import message, templates
 from services.followup.dashboard.session import SESSION_COOKIE
@@ -116,7 +116,7 @@ async def worklists_page(request: Request, rt: Rt, site: str | None = None, done
                     )
             for r in reporting.reports_due(j, rt.protocol, now):
                 if r.status in PENDING_REPORTS:
-                    due_day = j.study_day(r.due_at.astimezone(zone).date()) if r.due_at else None
+                    due_day = study_day(j, r.due_at.astimezone(zone).date()) if r.due_at else None
                     reports.append({"r": r, "study_day": due_day, "zone": zone})
         # Overdue first, then the most pressing.
         visits.sort(key=lambda x: (PENDING_VISITS.index(x["v"].status), x["v"].window_end, x["subject_id"]))

@@ -210,10 +210,6 @@ class Journey(BaseModel):
     def infused_on(self) -> date | None:
         return self.infused_at.date() if self.infused_at else None
 
-    def study_day(self, on: date) -> int | None:
-        """Days from the infusion (day 0) to `on`; None for a subject not infused."""
-        return (on - self.infused_on).days if self.infused_on else None
-
     def response_at(self, timepoint: str, on: date | None = None) -> Response | None:
         """The assessment at `timepoint`, if there is one (assessed on or before `on`, if given)."""
         return next((r for r in self.responses if r.timepoint == timepoint and _up_to(r.assessed_on, on)), None)
